@@ -1,0 +1,122 @@
+"""Validated configuration: system parameters, reward weights, episodes (a contract).
+
+Every model is a strict pydantic model (unknown fields are errors). :func:`load_yaml` reads one
+from a YAML file and turns any problem into a one-line :class:`~mllm_offload.errors.UserInputError`
+naming the file and the field, e.g. ``ppo.yaml: reward.latency: Input should be >= 0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserInputError
+
+__all__ = [
+    "StrictModel",
+    "SystemConfig",
+    "RewardWeights",
+    "EpisodeConfig",
+    "format_validation_error",
+    "load_yaml",
+]
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown fields are rejected, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SystemConfig(StrictModel):
+    """The simulated edge/cloud system around a request trace.
+
+    Service times of the edge and the cloud come from the request trace; this holds what the
+    trace does not: network, cloud pool, power and prices, the SLO and the router's priors.
+    """
+
+    rtt_s: float = Field(0.05, ge=0.0, le=10.0, description="base round-trip time, seconds")
+    rtt_jitter: float = Field(0.1, ge=0.0, le=2.0, description="lognormal sigma of RTT")
+    cloud_servers: int = Field(1, ge=1, le=1024, description="cloud servers serving this device")
+    cloud_background_load: float = Field(
+        0.0, ge=0.0, le=0.95, description="utilisation of the cloud pool by other tenants"
+    )
+    cloud_speed: float = Field(1.0, gt=0.0, description="divides trace cloud latencies")
+    edge_power_w: float = Field(10.0, ge=0.0, description="edge accelerator power when busy, W")
+    radio_power_w: float = Field(1.0, ge=0.0, description="radio power while uploading, W")
+    price_in_usd_per_mtok: float = Field(0.2, ge=0.0, description="cloud input price, USD/1M tok")
+    price_out_usd_per_mtok: float = Field(0.6, ge=0.0, description="cloud output price, USD/1M tok")
+    response_bytes: int = Field(2000, ge=0, description="bytes of a cloud answer (downlink)")
+    slo_s: float = Field(2.0, gt=0.0, description="latency service-level objective, seconds")
+    bw_prior_mbps: float = Field(
+        10.0, gt=0.0, description="bandwidth estimate before any upload was measured, Mbps"
+    )
+    bw_window: int = Field(5, ge=1, le=100, description="uploads in the harmonic-mean estimate")
+    latency_ema: float = Field(0.2, gt=0.0, le=1.0, description="weight of the newest sample")
+
+
+class RewardWeights(StrictModel):
+    """Per-request reward ``quality*score - latency*lat/SLO - cost - energy - slo_violation*[lat>SLO]``.
+
+    ``score`` is the task metric in [0, 1]; cost is in USD and energy in kJ before weighting.
+    """
+
+    quality: float = Field(1.0, ge=0.0, description="weight of the task score in [0, 1]")
+    latency: float = Field(0.2, ge=0.0, description="weight of latency in SLO units")
+    slo_violation: float = Field(0.5, ge=0.0, description="penalty when latency > SLO")
+    cost_per_usd: float = Field(100.0, ge=0.0, description="penalty per USD of cloud cost")
+    energy_per_kj: float = Field(1.0, ge=0.0, description="penalty per kJ of edge energy")
+
+
+class EpisodeConfig(StrictModel):
+    """How :class:`~mllm_offload.envs.OffloadEnv` samples an episode."""
+
+    n_requests: int = Field(128, ge=1, le=1_000_000, description="steps (requests) per episode")
+    rate_scale: tuple[float, float] = Field(
+        (1.0, 1.0), description="arrival rate multiplied by U(lo, hi) per episode"
+    )
+    edge_speed: tuple[float, float] = Field(
+        (1.0, 1.0), description="edge service time divided by U(lo, hi) per episode"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "EpisodeConfig":
+        for name in ("rate_scale", "edge_speed"):
+            lo, hi = getattr(self, name)
+            if not (0.0 < lo <= hi):
+                raise ValueError(f"{name} must satisfy 0 < lo <= hi, got ({lo}, {hi})")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """First error of ``err`` as ``source: field.path: message``."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+    return f"{source}: {loc}: {first.get('msg', 'invalid')}"
+
+
+def load_yaml(path: str | Path, model: type[M]) -> M:
+    """Load and validate ``model`` from a YAML file; raise ``UserInputError`` naming file and field."""
+    p = Path(path)
+    try:
+        data: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserInputError(f"{p}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise UserInputError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{p}: (root): expected a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(str(p), e)) from None

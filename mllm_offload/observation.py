@@ -1,0 +1,194 @@
+"""What a policy sees: the ordered, named observation features (a contract, imports nothing below).
+
+The simulator (:mod:`mllm_offload.envs`) and the deployed router (``mllm_offload.runtime``) both
+call :func:`build_observation`, so there is no train/serve skew. Only quantities a deployed router
+can actually know go in: this request's MAS features and sizes, the *estimated* uplink bandwidth
+(harmonic mean of recently measured uploads, never the trace's true current rate), the last
+measured RTT, the edge queue, and the cloud calls in flight with their recently measured latency.
+
+============================  ===========  ==================================================
+feature (units in the name)   range        meaning
+============================  ===========  ==================================================
+``mas_score``                 [0, 1]       joint MAS score (activation density; high = hard)
+``mas_spatial``               [0, 1]       spatial activation density of image/video frames
+``mas_temporal``              [0, 1]       temporal novelty of video (1 - redundancy), 0 if none
+``mas_audio``                 [0, 1]       audio activity (voiced fraction), 0 if none
+``mas_text``                  [0, 1]       text complexity cue of the prompt
+``payload_mb_log1p``          [0, 10]      ln(1 + bytes to upload / 1e6)
+``input_tokens_log1p``        [0, 15]      ln(1 + input tokens, all modalities)
+``has_video``                 {0, 1}       request carries video frames
+``has_audio``                 {0, 1}       request carries audio
+``bw_est_mbps_log``           [-7, 10]     ln(estimated uplink rate in Mbps)
+``upload_est_s_log1p``        [0, 10]      ln(1 + payload / bw_est + RTT), seconds
+``rtt_s``                     [0, 10]      last measured round-trip time, seconds
+``uplink_queue_s``            [0, 600]     bytes already queued on the uplink / bw_est, seconds
+``edge_queue_n``              [0, 1000]    edge jobs queued or running
+``edge_queue_s``              [0, 600]     expected edge wait, seconds
+``cloud_inflight_n``          [0, 1000]    this device's cloud calls outstanding
+``cloud_latency_recent_s``    [0, 600]     moving average of measured cloud response times
+============================  ===========  ==================================================
+
+Values are clipped into their range, so an observation always lies in :data:`OBSERVATION_SPEC`'s
+box.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+__all__ = [
+    "MAS_FEATURES",
+    "Feature",
+    "ObservationSpec",
+    "OBSERVATION_SPEC",
+    "RequestFeatures",
+    "SystemState",
+    "build_observation",
+]
+
+#: Named MAS features every MAS producer emits (``score`` is the joint score in [0, 1]).
+MAS_FEATURES: tuple[str, ...] = ("score", "spatial", "temporal", "audio", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One observation feature: its name (with units), range and meaning."""
+
+    name: str
+    low: float
+    high: float
+    doc: str
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """The ordered feature list; ``names`` is what exported policies record and check."""
+
+    features: tuple[Feature, ...]
+    version: int = 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.array([f.low for f in self.features], dtype=np.float32)
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.array([f.high for f in self.features], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def index(self, name: str) -> int:
+        """Position of feature ``name`` in the vector (``KeyError`` if unknown)."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown observation feature {name!r}") from None
+
+
+OBSERVATION_SPEC = ObservationSpec(
+    (
+        Feature("mas_score", 0.0, 1.0, "joint MAS score (activation density; high = hard)"),
+        Feature("mas_spatial", 0.0, 1.0, "spatial activation density of image/video frames"),
+        Feature("mas_temporal", 0.0, 1.0, "temporal novelty of video frames, 0 if no video"),
+        Feature("mas_audio", 0.0, 1.0, "audio activity (voiced fraction), 0 if no audio"),
+        Feature("mas_text", 0.0, 1.0, "text complexity cue of the prompt"),
+        Feature("payload_mb_log1p", 0.0, 10.0, "ln(1 + bytes to upload / 1e6)"),
+        Feature("input_tokens_log1p", 0.0, 15.0, "ln(1 + input tokens over all modalities)"),
+        Feature("has_video", 0.0, 1.0, "1 if the request carries video frames"),
+        Feature("has_audio", 0.0, 1.0, "1 if the request carries audio"),
+        Feature("bw_est_mbps_log", -7.0, 10.0, "ln(estimated uplink Mbps)"),
+        Feature("upload_est_s_log1p", 0.0, 10.0, "ln(1 + payload/bw_est + RTT in seconds)"),
+        Feature("rtt_s", 0.0, 10.0, "last measured round-trip time, seconds"),
+        Feature("uplink_queue_s", 0.0, 600.0, "queued upload bytes / bw_est, seconds"),
+        Feature("edge_queue_n", 0.0, 1000.0, "edge jobs queued or running"),
+        Feature("edge_queue_s", 0.0, 600.0, "expected edge wait, seconds"),
+        Feature("cloud_inflight_n", 0.0, 1000.0, "cloud calls of this device outstanding"),
+        Feature("cloud_latency_recent_s", 0.0, 600.0, "moving average of cloud response time, s"),
+    )
+)
+
+_LOW = tuple(f.low for f in OBSERVATION_SPEC.features)
+_HIGH = tuple(f.high for f in OBSERVATION_SPEC.features)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """What the router knows about *this* request before running anything.
+
+    Attributes:
+        mas: MAS features keyed by :data:`MAS_FEATURES` names (missing ones count as 0).
+        payload_bytes: bytes that an offload uploads (all modalities plus the prompt), bytes.
+        input_tokens: input tokens over all modalities (the cloud model's count).
+        has_video: the request carries video frames.
+        has_audio: the request carries audio.
+    """
+
+    mas: Mapping[str, float]
+    payload_bytes: float
+    input_tokens: float
+    has_video: bool = False
+    has_audio: bool = False
+    _mas_tuple: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_mas_tuple", tuple(float(self.mas.get(k, 0.0)) for k in MAS_FEATURES)
+        )
+
+
+@dataclass(slots=True)
+class SystemState:
+    """What the router has measured about the system at the request's arrival.
+
+    Attributes:
+        bw_est_mbps: estimated uplink rate (harmonic mean of the last k uploads), Mbps.
+        rtt_s: last measured round-trip time, seconds.
+        uplink_queue_bytes: bytes of uploads queued or in progress, bytes.
+        edge_queue_n: edge jobs queued or running.
+        edge_queue_s: expected wait before a new edge job starts, seconds.
+        cloud_inflight_n: this device's cloud calls outstanding.
+        cloud_latency_recent_s: moving average of measured cloud response times, seconds.
+    """
+
+    bw_est_mbps: float
+    rtt_s: float
+    uplink_queue_bytes: float = 0.0
+    edge_queue_n: int = 0
+    edge_queue_s: float = 0.0
+    cloud_inflight_n: int = 0
+    cloud_latency_recent_s: float = 0.0
+
+
+def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarray:
+    """The observation vector (float32, order of :data:`OBSERVATION_SPEC`) for one request."""
+    bw = max(state.bw_est_mbps, 1e-3)
+    bytes_per_s = bw * 125_000.0  # Mbps -> bytes/s
+    upload_s = request.payload_bytes / bytes_per_s + state.rtt_s
+    values = (
+        *request._mas_tuple,
+        math.log1p(request.payload_bytes / 1e6),
+        math.log1p(request.input_tokens),
+        1.0 if request.has_video else 0.0,
+        1.0 if request.has_audio else 0.0,
+        math.log(bw),
+        math.log1p(upload_s),
+        state.rtt_s,
+        state.uplink_queue_bytes / bytes_per_s,
+        float(state.edge_queue_n),
+        state.edge_queue_s,
+        float(state.cloud_inflight_n),
+        state.cloud_latency_recent_s,
+    )
+    return np.array(
+        [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(values, _LOW, _HIGH)],
+        dtype=np.float32,
+    )

@@ -1,0 +1,356 @@
+"""Uplink bandwidth traces: Pensieve and Mahimahi readers, synthetic models, transfer times.
+
+A :class:`BandwidthTrace` is a piecewise-constant rate in Mbps that loops forever. Its core
+operation, :meth:`BandwidthTrace.transfer_time`, integrates the rate to find how long ``n_bytes``
+take starting at ``start_s``.
+
+Formats read from files:
+
+* **Pensieve**: one ``time_s  Mbps`` pair per line (whitespace separated); rate ``r_i`` holds from
+  ``t_i`` to ``t_{i+1}``, the last one for the median step.
+* **Mahimahi**: one integer millisecond timestamp per line, each a 1500-byte delivery
+  opportunity; binned into ``bin_s`` (default 0.1 s) rate steps; the trace loops at its last
+  timestamp.
+
+When no folder is given, the embedded default is a synthetic **Markov-modulated** process
+(:data:`MARKOV_MODELS`): a Markov chain over rate states on a 1 s grid, each second's rate drawn
+log-normally around its state's level. ``mobile-3g`` was fitted with :func:`fit_markov` to the 127
+Pensieve traces (FCC broadband + Norway HSDPA 3G) in ``shared/data/bandwidth/train``: 4 states
+split at the 25/50/75 % quantiles of ln(Mbps) on a 1 s grid (rates floored at 0.01 Mbps).
+Fitted statistics of those traces: mean 1.30 Mbps, median 1.04 Mbps, quantile edges 0.59 /
+1.04 / 1.72 Mbps. Re-fit with ``python -m mllm_offload.traces.bandwidth DIR``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserInputError
+
+__all__ = [
+    "BandwidthTrace",
+    "MarkovBandwidth",
+    "MARKOV_MODELS",
+    "fit_markov",
+    "load_bandwidth",
+    "load_bandwidth_dir",
+    "split_of",
+    "bandwidth_source",
+]
+
+_BYTES_PER_MBIT = 125_000.0
+
+
+class BandwidthTrace:
+    """Piecewise-constant uplink rate that repeats with period :attr:`period_s`.
+
+    Args:
+        times_s: start of each rate step, seconds, strictly increasing (shifted to start at 0).
+        mbps: rate of each step, Mbps (>= 0, not all zero).
+        period_s: loop period, seconds; defaults to the last start plus the median step.
+        name: label used in reports.
+    """
+
+    __slots__ = ("name", "times", "rates_bps", "period_s", "_cum", "_period_bytes")
+
+    def __init__(
+        self,
+        times_s: Sequence[float],
+        mbps: Sequence[float],
+        period_s: float | None = None,
+        name: str = "bandwidth",
+    ) -> None:
+        t = np.asarray(times_s, dtype=np.float64)
+        r = np.asarray(mbps, dtype=np.float64)
+        if t.ndim != 1 or t.shape != r.shape or len(t) == 0:
+            raise ValueError(f"{name}: times and rates must be 1-D and of equal, non-zero length")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(r))):
+            raise ValueError(f"{name}: times and rates must be finite")
+        if np.any(r < 0):
+            raise ValueError(f"{name}: rates must be >= 0 Mbps")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError(f"{name}: times must be strictly increasing")
+        t = t - t[0]
+        if period_s is None:
+            step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+            period_s = float(t[-1] + step)
+        if period_s <= t[-1]:
+            raise ValueError(f"{name}: period {period_s} s must exceed the last time {t[-1]} s")
+        bps = r * _BYTES_PER_MBIT
+        widths = np.diff(np.append(t, period_s))
+        cum = np.concatenate([[0.0], np.cumsum(bps * widths)])
+        if cum[-1] <= 0:
+            raise ValueError(f"{name}: every rate is zero; nothing could ever be sent")
+        self.name = name
+        self.times: list[float] = t.tolist()
+        self.rates_bps: list[float] = bps.tolist()  # bytes per second per step
+        self.period_s = float(period_s)
+        self._cum: list[float] = cum.tolist()  # bytes delivered from 0 to times[i] (and period)
+        self._period_bytes = float(cum[-1])
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def constant(cls, mbps: float, name: str | None = None) -> "BandwidthTrace":
+        """A constant-rate link of ``mbps`` Mbps."""
+        return cls([0.0], [mbps], period_s=1.0, name=name or f"constant-{mbps:g}mbps")
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __repr__(self) -> str:
+        return f"BandwidthTrace({self.name!r}, steps={len(self)}, period={self.period_s:g}s, mean={self.mean_mbps:.3g}Mbps)"
+
+    @property
+    def mean_mbps(self) -> float:
+        """Time-average rate over one period, Mbps."""
+        return self._period_bytes / self.period_s / _BYTES_PER_MBIT
+
+    def rate_mbps(self, t_s: float) -> float:
+        """The true rate at time ``t_s`` (a simulator-only quantity), Mbps."""
+        x = t_s % self.period_s
+        return self.rates_bps[bisect.bisect_right(self.times, x) - 1] / _BYTES_PER_MBIT
+
+    def _delivered(self, x: float) -> float:
+        """Bytes delivered from time 0 to ``x`` (0 <= x <= period)."""
+        j = bisect.bisect_right(self.times, x) - 1
+        return self._cum[j] + (x - self.times[j]) * self.rates_bps[j]
+
+    def bytes_between(self, t0_s: float, t1_s: float) -> float:
+        """Bytes the link can carry between ``t0_s`` and ``t1_s`` (seconds, t0 <= t1)."""
+        if t1_s <= t0_s:
+            return 0.0
+        P, Pb = self.period_s, self._period_bytes
+        k0, x0 = divmod(t0_s, P)
+        k1, x1 = divmod(t1_s, P)
+        return (k1 - k0) * Pb + self._delivered(x1) - self._delivered(x0)
+
+    def transfer_time(self, start_s: float, n_bytes: float) -> float:
+        """Seconds needed to send ``n_bytes`` starting at ``start_s`` (integrates the rate, loops)."""
+        if n_bytes <= 0:
+            return 0.0
+        P, Pb = self.period_s, self._period_bytes
+        k, x = divmod(start_s, P)
+        target = self._delivered(x) + n_bytes  # bytes counted from the start of period k
+        periods, rem = divmod(target, Pb)
+        if rem == 0.0 and periods > 0:  # ends exactly on a period boundary
+            periods, rem = periods - 1, Pb
+        cum = self._cum
+        j = bisect.bisect_left(cum, rem) - 1  # last boundary strictly below rem
+        if j < 0:
+            j = 0
+        while self.rates_bps[j] == 0.0:  # cannot end inside a zero-rate step
+            j += 1
+        end = self.times[j] + (rem - cum[j]) / self.rates_bps[j]
+        return (k + periods) * P + end - start_s
+
+
+# -- file readers ------------------------------------------------------------------------------
+
+_SKIP_PREFIXES = ("license", "readme")
+
+
+def _parse_error(path: Path, line: int, msg: str) -> UserInputError:
+    return UserInputError(f"{path}:{line}: {msg}")
+
+
+def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> BandwidthTrace:
+    """Read one bandwidth trace file (``fmt``: ``pensieve``, ``mahimahi`` or ``auto``)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserInputError(f"{p}: cannot read bandwidth trace: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"{p}: not a text bandwidth trace (not UTF-8)") from None
+    rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise UserInputError(f"{p}: empty bandwidth trace")
+    if fmt == "auto":
+        fmt = "mahimahi" if len(rows[0][1]) == 1 else "pensieve"
+    if fmt == "pensieve":
+        t, r = [], []
+        for n, f in rows:
+            if len(f) != 2:
+                raise _parse_error(p, n, f"expected 'time_s Mbps' (2 fields), got {len(f)}")
+            try:
+                a, b = float(f[0]), float(f[1])
+            except ValueError:
+                raise _parse_error(p, n, f"not numbers: {' '.join(f)!r}") from None
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise _parse_error(p, n, "time and rate must be finite")
+            if b < 0:
+                raise _parse_error(p, n, f"rate must be >= 0 Mbps, got {b}")
+            if t and a <= t[-1]:
+                raise _parse_error(p, n, f"time {a} s does not increase (previous {t[-1]} s)")
+            t.append(a)
+            r.append(b)
+        try:
+            return BandwidthTrace(t, r, name=p.name)
+        except ValueError as e:
+            raise UserInputError(f"{p}: {e}") from None
+    if fmt == "mahimahi":
+        ms = []
+        for n, f in rows:
+            if len(f) != 1 or not f[0].isdigit():
+                raise _parse_error(p, n, f"expected one integer millisecond timestamp, got {' '.join(f)!r}")
+            v = int(f[0])
+            if ms and v < ms[-1]:
+                raise _parse_error(p, n, f"timestamp {v} ms goes backwards (previous {ms[-1]} ms)")
+            ms.append(v)
+        period = max(ms[-1] / 1000.0, bin_s)
+        nbins = max(1, int(math.ceil(period / bin_s - 1e-9)))
+        counts = np.bincount(np.minimum((np.asarray(ms) / 1000.0 / bin_s).astype(int), nbins - 1), minlength=nbins)
+        mbps = counts * 1500 * 8 / bin_s / 1e6
+        return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=p.name)
+    raise UserInputError(f"bandwidth format: unknown {fmt!r} (pensieve, mahimahi, auto)")
+
+
+def _trace_files(d: Path) -> list[Path]:
+    return sorted(
+        f for f in d.iterdir()
+        if f.is_file() and not f.name.startswith(".") and not f.name.lower().startswith(_SKIP_PREFIXES)
+        and f.suffix.lower() != ".md"
+    )
+
+
+def split_of(name: str, fractions: tuple[float, float] = (0.7, 0.15)) -> str:
+    """Stable split of a trace by its file name: ``train`` (70 %), ``val`` (15 %) or ``test``."""
+    u = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
+    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
+    """All traces in a folder, or those of one ``split`` (``train``, ``val``, ``test``, ``all``)."""
+    d = Path(path)
+    if not d.is_dir():
+        raise UserInputError(f"{d}: bandwidth folder does not exist or is not a folder")
+    if split not in ("train", "val", "test", "all"):
+        raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
+    files = [f for f in _trace_files(d) if split == "all" or split_of(f.name) == split]
+    if not files:
+        raise UserInputError(f"{d}: no bandwidth trace files" + ("" if split == "all" else f" in split {split!r}"))
+    return [load_bandwidth(f, fmt) for f in files]
+
+
+# -- synthetic Markov-modulated model ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarkovBandwidth:
+    """Markov-modulated log-normal rate process on a ``step_s`` grid.
+
+    Attributes:
+        transition: row-stochastic matrix between rate states (per step).
+        log_mean: mean of ln(Mbps) in each state.
+        log_std: standard deviation of ln(Mbps) in each state.
+        step_s: seconds per step.
+        floor_mbps: smallest rate generated, Mbps.
+    """
+
+    transition: tuple[tuple[float, ...], ...]
+    log_mean: tuple[float, ...]
+    log_std: tuple[float, ...]
+    step_s: float = 1.0
+    floor_mbps: float = 0.01
+
+    def sample(self, duration_s: float, rng: np.random.Generator, name: str = "markov") -> BandwidthTrace:
+        """One trace of ``duration_s`` seconds."""
+        n = max(2, int(duration_s / self.step_s))
+        P = np.asarray(self.transition)
+        cdf = np.cumsum(P, axis=1)
+        k = len(self.log_mean)
+        # start from the chain's stationary distribution
+        w, v = np.linalg.eig(P.T)
+        pi = np.real(v[:, np.argmin(np.abs(w - 1))])
+        pi = pi / pi.sum()
+        states = np.empty(n, dtype=int)
+        states[0] = rng.choice(k, p=pi)
+        u = rng.random(n)
+        for i in range(1, n):
+            states[i] = min(int(np.searchsorted(cdf[states[i - 1]], u[i])), k - 1)
+        lm, ls = np.asarray(self.log_mean), np.asarray(self.log_std)
+        mbps = np.maximum(np.exp(lm[states] + ls[states] * rng.standard_normal(n)), self.floor_mbps)
+        return BandwidthTrace(np.arange(n) * self.step_s, mbps, period_s=n * self.step_s, name=name)
+
+
+def fit_markov(traces: Sequence[BandwidthTrace], n_states: int = 4, step_s: float = 1.0) -> MarkovBandwidth:
+    """Fit a :class:`MarkovBandwidth` to traces: quantile states of ln(Mbps) on a ``step_s`` grid."""
+    series = []
+    for tr in traces:
+        grid = np.arange(0.0, tr.period_s, step_s)
+        series.append(np.log(np.maximum([tr.rate_mbps(x) for x in grid], 0.01)))
+    allv = np.concatenate(series)
+    edges = np.quantile(allv, np.linspace(0, 1, n_states + 1)[1:-1])
+    counts = np.zeros((n_states, n_states))
+    for s in series:
+        st = np.searchsorted(edges, s)
+        np.add.at(counts, (st[:-1], st[1:]), 1.0)
+    counts += 1e-6
+    P = counts / counts.sum(axis=1, keepdims=True)
+    st = np.searchsorted(edges, allv)
+    return MarkovBandwidth(
+        transition=tuple(tuple(round(float(x), 5) for x in row) for row in P),
+        log_mean=tuple(round(float(allv[st == j].mean()), 4) for j in range(n_states)),
+        log_std=tuple(round(float(allv[st == j].std()), 4) for j in range(n_states)),
+        step_s=step_s,
+    )
+
+
+#: Embedded synthetic bandwidth models (see the module docstring for how they were fitted).
+MARKOV_MODELS: dict[str, MarkovBandwidth] = {
+    # fit_markov(load_bandwidth_dir("shared/data/bandwidth/train"), 4, 1.0)
+    "mobile-3g": MarkovBandwidth(
+        transition=(
+            (0.90223, 0.07682, 0.01506, 0.00589),
+            (0.07765, 0.8066, 0.10621, 0.00954),
+            (0.01627, 0.10633, 0.80433, 0.07306),
+            (0.00424, 0.01021, 0.07399, 0.91157),
+        ),
+        log_mean=(-1.1576, -0.2275, 0.2524, 0.9504),
+        log_std=(0.6117, 0.1621, 0.1436, 0.3),
+    ),
+}
+
+_SPLIT_SEED = {"train": 101, "val": 202, "test": 303, "all": 404}
+
+
+def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, duration_s: float = 900.0) -> list[BandwidthTrace]:
+    """Resolve a bandwidth spec to traces.
+
+    ``spec`` is a folder of trace files (split by file name, see :func:`split_of`),
+    ``constant:200,300,400`` (Mbps; the same for every split) or ``markov:NAME`` (a model of
+    :data:`MARKOV_MODELS`; each split draws its own ``n_synthetic`` traces of ``duration_s``).
+    """
+    if spec.startswith("constant:"):
+        try:
+            rates = [float(x) for x in spec[len("constant:"):].split(",") if x.strip()]
+        except ValueError:
+            raise UserInputError(f"bandwidth: {spec!r}: expected constant:MBPS[,MBPS...]") from None
+        if not rates or any(not (r > 0 and math.isfinite(r)) for r in rates):
+            raise UserInputError(f"bandwidth: {spec!r}: rates must be positive Mbps")
+        return [BandwidthTrace.constant(r) for r in rates]
+    if spec.startswith("markov:"):
+        name = spec[len("markov:"):]
+        if name not in MARKOV_MODELS:
+            raise UserInputError(f"bandwidth: unknown synthetic model {name!r} (known: {', '.join(MARKOV_MODELS)})")
+        if split not in _SPLIT_SEED:
+            raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
+        rng = np.random.default_rng(_SPLIT_SEED[split])
+        return [MARKOV_MODELS[name].sample(duration_s, rng, name=f"{name}-{split}-{i}") for i in range(n_synthetic)]
+    return load_bandwidth_dir(spec, split)
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance helper
+    m = fit_markov(load_bandwidth_dir(sys.argv[1]))
+    print(m)

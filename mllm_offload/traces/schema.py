@@ -1,0 +1,344 @@
+"""Request traces: the versioned JSON Lines format and its columnar in-memory form.
+
+File layout (optionally gzip-compressed, ``.jsonl.gz``)::
+
+    {"format": "mllm-offload-trace", "version": 1, "meta": {"source": "...", ...}}
+    {"id": "r0", "arrival_s": 0.0, "modalities": {...}, "payload_bytes": {...},
+     "mas": {...}, "edge": {...}, "cloud": {...}}
+    ...
+
+One record per request, ``arrival_s`` non-decreasing:
+
+=====================  ===================================================================
+field                  meaning (units)
+=====================  ===================================================================
+``id``                 unique request id (string)
+``arrival_s``          arrival time since the trace start, seconds
+``modalities``         per modality (``image``, ``video``, ``audio``, ``text``): ``tokens``
+                       (input tokens, cloud model's count) and optional sizes ``width``,
+                       ``height`` (pixels), ``count``, ``frames``, ``seconds``
+``payload_bytes``      bytes an offload uploads, per modality
+``mas``                MAS features in [0, 1]; ``score`` (joint) is required, the names of
+                       :data:`~mllm_offload.observation.MAS_FEATURES` are used by policies,
+                       other named features are kept
+``edge``               edge outcome: ``latency_s``, ``ttft_s`` (seconds, ttft <= latency),
+                       ``out_tokens``, ``confidence`` in [0, 1], ``score`` in [0, 1]
+``cloud``              cloud outcome: ``latency_s`` (server-side compute + queue at record
+                       time), ``ttft_s``, ``out_tokens``, ``score``
+``cloud_subsets``      optional: cloud outcomes when only a subset of modalities is sent,
+                       keyed by ``+``-joined sorted modality names (e.g. ``"image+text"``)
+=====================  ===================================================================
+
+``score`` is the task metric in [0, 1] (VQA accuracy, MMBench option match). Every bad line is
+reported as ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable, Literal, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .._io import atomic_write
+from ..config import format_validation_error
+from ..errors import UserInputError
+from ..observation import MAS_FEATURES, RequestFeatures
+
+__all__ = [
+    "TRACE_FORMAT",
+    "TRACE_VERSION",
+    "MODALITIES",
+    "TraceHeader",
+    "TraceRecord",
+    "Outcome",
+    "EdgeOutcome",
+    "RequestTrace",
+    "load_trace",
+]
+
+TRACE_FORMAT = "mllm-offload-trace"
+TRACE_VERSION = 1
+MODALITIES: tuple[str, ...] = ("image", "video", "audio", "text")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TraceHeader(_Strict):
+    """First line of a trace file."""
+
+    format: Literal["mllm-offload-trace"]
+    version: int
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != TRACE_VERSION:
+            raise ValueError(f"unsupported trace version {v} (this reader knows {TRACE_VERSION})")
+        return v
+
+
+class ModalityInfo(_Strict):
+    """Sizes of one modality of a request."""
+
+    tokens: int = Field(ge=0, description="input tokens of this modality")
+    width: int | None = Field(None, gt=0, description="pixels")
+    height: int | None = Field(None, gt=0, description="pixels")
+    count: int | None = Field(None, ge=0, description="images")
+    frames: int | None = Field(None, ge=0, description="video frames")
+    seconds: float | None = Field(None, ge=0.0, description="audio or video duration, s")
+
+
+class Outcome(_Strict):
+    """What a model produced for a request (cloud side)."""
+
+    latency_s: float = Field(ge=0.0, allow_inf_nan=False, description="seconds")
+    ttft_s: float = Field(ge=0.0, allow_inf_nan=False, description="time to first token, s")
+    out_tokens: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ttft(self) -> "Outcome":
+        if self.ttft_s > self.latency_s:
+            raise ValueError(f"ttft_s {self.ttft_s} exceeds latency_s {self.latency_s}")
+        return self
+
+
+class EdgeOutcome(Outcome):
+    """Edge outcome: also the answer's confidence in [0, 1]."""
+
+    confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class TraceRecord(_Strict):
+    """One request of a trace (see the module table)."""
+
+    id: str = Field(min_length=1)
+    arrival_s: float = Field(ge=0.0, allow_inf_nan=False)
+    modalities: dict[Literal["image", "video", "audio", "text"], ModalityInfo]
+    payload_bytes: dict[Literal["image", "video", "audio", "text"], int]
+    mas: dict[str, float]
+    edge: EdgeOutcome
+    cloud: Outcome
+    cloud_subsets: dict[str, Outcome] | None = None
+
+    @field_validator("modalities")
+    @classmethod
+    def _some_modality(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("at least one modality is required")
+        return v
+
+    @field_validator("payload_bytes")
+    @classmethod
+    def _bytes(cls, v: dict[str, int]) -> dict[str, int]:
+        for k, n in v.items():
+            if n < 0:
+                raise ValueError(f"{k}: must be >= 0, got {n}")
+        return v
+
+    @field_validator("mas")
+    @classmethod
+    def _mas(cls, v: dict[str, float]) -> dict[str, float]:
+        if "score" not in v:
+            raise ValueError("the joint MAS 'score' is required")
+        for k, x in v.items():
+            if not (0.0 <= x <= 1.0):
+                raise ValueError(f"{k}: must be in [0, 1], got {x}")
+        return v
+
+    @field_validator("cloud_subsets")
+    @classmethod
+    def _subsets(cls, v: dict[str, Outcome] | None) -> dict[str, Outcome] | None:
+        for key in v or {}:
+            parts = key.split("+")
+            if not parts or any(p not in MODALITIES for p in parts) or parts != sorted(set(parts)):
+                raise ValueError(f"{key!r}: keys are '+'-joined sorted modality names")
+        return v
+
+
+_COLUMNS = (
+    "arrival_s payload_bytes input_tokens has_video has_audio "
+    "edge_latency_s edge_ttft_s edge_out_tokens edge_confidence edge_score "
+    "cloud_latency_s cloud_ttft_s cloud_out_tokens cloud_score"
+).split()
+
+
+@dataclass
+class RequestTrace:
+    """A request trace in columnar form (numpy arrays of equal length, one entry per request).
+
+    ``mas`` maps every MAS feature name found in the trace to its column; the names of
+    :data:`~mllm_offload.observation.MAS_FEATURES` are always present (0 where absent).
+    """
+
+    ids: list[str]
+    arrival_s: np.ndarray
+    payload_bytes: np.ndarray
+    input_tokens: np.ndarray
+    has_video: np.ndarray
+    has_audio: np.ndarray
+    mas: dict[str, np.ndarray]
+    edge_latency_s: np.ndarray
+    edge_ttft_s: np.ndarray
+    edge_out_tokens: np.ndarray
+    edge_confidence: np.ndarray
+    edge_score: np.ndarray
+    cloud_latency_s: np.ndarray
+    cloud_ttft_s: np.ndarray
+    cloud_out_tokens: np.ndarray
+    cloud_score: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    records: list[TraceRecord] | None = None
+    #: columns outside the file format (e.g. a synthetic trace's latent difficulty); not written
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def mas_score(self) -> np.ndarray:
+        return self.mas["score"]
+
+    def request_features(self, i: int) -> RequestFeatures:
+        """What a router knows about request ``i`` before running it."""
+        return RequestFeatures(
+            mas={k: float(self.mas[k][i]) for k in MAS_FEATURES},
+            payload_bytes=float(self.payload_bytes[i]),
+            input_tokens=float(self.input_tokens[i]),
+            has_video=bool(self.has_video[i]),
+            has_audio=bool(self.has_audio[i]),
+        )
+
+    def subset(self, index: slice | np.ndarray) -> "RequestTrace":
+        """The requests at ``index`` (arrival times kept as they are)."""
+        idx = np.arange(len(self))[index]
+        cols = {c: getattr(self, c)[idx] for c in _COLUMNS}
+        recs = [self.records[i] for i in idx] if self.records is not None else None
+        return RequestTrace(
+            ids=[self.ids[i] for i in idx],
+            mas={k: v[idx] for k, v in self.mas.items()},
+            meta=dict(self.meta),
+            records=recs,
+            extra={k: v[idx] for k, v in self.extra.items()},
+            **cols,
+        )
+
+    def split(self, part: str, fractions: tuple[float, float] = (0.7, 0.15)) -> "RequestTrace":
+        """Time-ordered split: ``train`` the first 70 %, ``val`` the next 15 %, ``test`` the rest."""
+        n = len(self)
+        a = int(round(n * fractions[0]))
+        b = int(round(n * (fractions[0] + fractions[1])))
+        ranges = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n), "all": slice(0, n)}
+        if part not in ranges:
+            raise UserInputError(f"split: unknown part {part!r} (train, val, test, all)")
+        return self.subset(ranges[part])
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[TraceRecord], meta: Mapping[str, Any] | None = None
+    ) -> "RequestTrace":
+        recs = list(records)
+        if not recs:
+            raise UserInputError("trace: holds no request records")
+        mas_names = list(MAS_FEATURES) + sorted(
+            {k for r in recs for k in r.mas} - set(MAS_FEATURES)
+        )
+
+        def col(fn, dtype=np.float64) -> np.ndarray:
+            return np.fromiter((fn(r) for r in recs), dtype=dtype, count=len(recs))
+
+        return cls(
+            ids=[r.id for r in recs],
+            arrival_s=col(lambda r: r.arrival_s),
+            payload_bytes=col(lambda r: sum(r.payload_bytes.values())),
+            input_tokens=col(lambda r: sum(m.tokens for m in r.modalities.values())),
+            has_video=col(lambda r: "video" in r.modalities, bool),
+            has_audio=col(lambda r: "audio" in r.modalities, bool),
+            mas={k: col(lambda r, k=k: r.mas.get(k, 0.0)) for k in mas_names},
+            edge_latency_s=col(lambda r: r.edge.latency_s),
+            edge_ttft_s=col(lambda r: r.edge.ttft_s),
+            edge_out_tokens=col(lambda r: r.edge.out_tokens),
+            edge_confidence=col(lambda r: r.edge.confidence),
+            edge_score=col(lambda r: r.edge.score),
+            cloud_latency_s=col(lambda r: r.cloud.latency_s),
+            cloud_ttft_s=col(lambda r: r.cloud.ttft_s),
+            cloud_out_tokens=col(lambda r: r.cloud.out_tokens),
+            cloud_score=col(lambda r: r.cloud.score),
+            meta=dict(meta or {}),
+            records=recs,
+        )
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """Write the trace (header + records) atomically; ``.gz`` suffix compresses."""
+        if self.records is None:
+            raise ValueError("this trace keeps no records to write")
+        header = TraceHeader(format=TRACE_FORMAT, version=TRACE_VERSION, meta=self.meta)
+        p = Path(path)
+        with atomic_write(p, "wb") as raw:
+            fh: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
+            fh.write((header.model_dump_json() + "\n").encode())
+            for r in self.records:
+                fh.write((r.model_dump_json(exclude_none=True) + "\n").encode())
+            if fh is not raw:
+                fh.close()
+
+
+def _open_lines(path: Path) -> list[str]:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return fh.read().splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, EOFError) as e:
+        raise UserInputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: not UTF-8 text") from None
+
+
+def load_trace(path: str | Path) -> RequestTrace:
+    """Read and validate a JSONL trace; any problem raises ``UserInputError`` (``file:line: field: problem``)."""
+    p = Path(path)
+    lines = _open_lines(p)
+    if not lines or not lines[0].strip():
+        raise UserInputError(f"{p}:1: header: missing (expected {{\"format\": \"{TRACE_FORMAT}\", ...}})")
+
+    def parse(n: int, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"{p}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+
+    try:
+        header = TraceHeader.model_validate(parse(1, lines[0]))
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(f"{p}:1: header", e)) from None
+    records: list[TraceRecord] = []
+    seen: set[str] = set()
+    last = -1.0
+    for n, text in enumerate(lines[1:], start=2):
+        if not text.strip():
+            continue
+        try:
+            rec = TraceRecord.model_validate(parse(n, text))
+        except ValidationError as e:
+            raise UserInputError(format_validation_error(f"{p}:{n}", e)) from None
+        if rec.id in seen:
+            raise UserInputError(f"{p}:{n}: id: duplicate id {rec.id!r}")
+        if rec.arrival_s < last:
+            raise UserInputError(f"{p}:{n}: arrival_s: {rec.arrival_s} is before the previous record's {last}")
+        seen.add(rec.id)
+        last = rec.arrival_s
+        records.append(rec)
+    if not records:
+        raise UserInputError(f"{p}: holds a header but no request records")
+    return RequestTrace.from_records(records, meta={**header.meta, "path": str(p)})

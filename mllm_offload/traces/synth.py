@@ -1,0 +1,377 @@
+"""Calibrated synthetic request traces, for when no recording exists.
+
+A profile (:class:`SynthProfile`) names an edge model, a cloud model, their hardware, a request mix
+and the system around them; every number carries its source in :attr:`SynthProfile.sources`
+(``[D]`` marks a figure derived from a quoted one, ``[?]`` an assumption, see
+``shared/CALIBRATION.md``). :func:`generate` draws requests from it.
+
+How one request is drawn (all randomness from ``seed``):
+
+1. modalities from ``modality_mix`` (text always); image size from ``image_sizes``; input
+   tokens as the model's processor counts them (Qwen2-VL: 28x28 pixels per token after its
+   ``smart_resize``; SmolVLM-class: ``px_per_token`` pixels per token); JPEG bytes from pixels
+   times a bits-per-pixel that grows with spatial density;
+2. a latent difficulty ``d ~ N(0, 1)``;
+3. MAS features as sigmoids of ``mas_difficulty_corr * d + noise`` (so the joint score
+   correlates with difficulty and, through JPEG size, with payload);
+4. correctness: ``P(correct | d) = sigmoid(a - difficulty_slope * d)`` with ``a`` solved so the
+   mean equals the profile's accuracy; edge and cloud residuals share a Gaussian copula
+   (``outcome_corr``);
+5. edge confidence: binormal, ``z = delta * correct + N(0, 1)`` with
+   ``delta = sqrt(2) * Phi^-1(confidence_auroc)``, so its AUROC for edge correctness is
+   ``confidence_auroc``; squashed into (0, 1);
+6. latencies: ``overhead + tokens / prefill_tok_s + out_tokens / decode_tok_s``, times a
+   log-normal jitter; arrivals Poisson at ``arrival_rate_rps``.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+from pydantic import Field
+
+from ..config import StrictModel, SystemConfig
+from ..errors import UserInputError
+from ..mas.joint import joint_score_array
+from .schema import EdgeOutcome, ModalityInfo, Outcome, RequestTrace, TraceRecord
+
+__all__ = ["LatencyModel", "SynthProfile", "PROFILES", "get_profile", "generate", "qwen2vl_image_tokens"]
+
+
+class LatencyModel(StrictModel):
+    """Service time of one model on its hardware (seconds from the request to the last token)."""
+
+    overhead_s: float = Field(ge=0.0, description="fixed cost (vision encoder launch, scheduling), s")
+    prefill_tok_s: float = Field(gt=0.0, description="input tokens per second (incl. vision)")
+    decode_tok_s: float = Field(gt=0.0, description="output tokens per second")
+    px_per_token: int = Field(784, gt=0, description="image pixels per token (Qwen2-VL: 28x28)")
+    max_image_tokens: int = Field(16384, gt=0)
+    jitter: float = Field(0.1, ge=0.0, description="log-normal sigma of the service time")
+
+
+class SynthProfile(StrictModel):
+    """A named, documented synthetic scenario (see the module docstring for the generator)."""
+
+    name: str
+    description: str
+    edge_model: str
+    edge_hardware: str
+    cloud_model: str
+    cloud_hardware: str
+    dataset: str
+    edge: LatencyModel
+    cloud: LatencyModel
+    edge_accuracy: float = Field(ge=0.0, le=1.0)
+    cloud_accuracy: float = Field(ge=0.0, le=1.0)
+    difficulty_slope: float = Field(2.0, ge=0.0, description="logit of P(correct) per unit difficulty")
+    outcome_corr: float = Field(0.5, ge=0.0, lt=1.0, description="copula correlation edge/cloud")
+    confidence_auroc: float = Field(0.75, gt=0.5, lt=1.0, description="edge confidence AUROC")
+    mas_difficulty_corr: float = Field(0.5, ge=0.0, lt=1.0, description="MAS latent vs difficulty")
+    modality_mix: dict[str, float] = Field(description="'image', 'video', 'image+audio' -> share")
+    image_sizes: list[tuple[int, int, float]] = Field(description="(width, height, share) in pixels")
+    jpeg_bytes_per_px: float = Field(gt=0.0, description="mean JPEG bytes per pixel")
+    video_frames: tuple[int, int] = (4, 16)
+    video_size: tuple[int, int] = (480, 360)
+    audio_seconds: tuple[float, float] = (2.0, 12.0)
+    audio_bytes_per_s: float = 32_000.0
+    audio_tokens_per_s: float = 25.0
+    text_tokens: tuple[int, int] = (8, 40)
+    out_tokens_mean: float = Field(3.0, ge=1.0)
+    arrival_rate_rps: float = Field(gt=0.0, description="mean Poisson arrival rate, requests/s")
+    bandwidth: str = Field(description="default bandwidth spec (see traces.bandwidth_source)")
+    system: SystemConfig
+    sources: dict[str, str]
+
+
+def qwen2vl_image_tokens(width: int, height: int, min_pixels: int = 3136, max_pixels: int = 12_845_056, factor: int = 28) -> int:
+    """Image tokens as Qwen2-VL's ``smart_resize`` gives them (28x28 pixels per token)."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = math.floor(height / beta / factor) * factor
+        w = math.floor(width / beta / factor) * factor
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return (h // factor) * (w // factor)
+
+
+_COCO_SIZES = [(640, 480, 0.55), (640, 427, 0.2), (480, 640, 0.1), (640, 640, 0.05), (500, 375, 0.1)]
+
+PROFILES: dict[str, SynthProfile] = {}
+
+PROFILES["msao-paper"] = SynthProfile(
+    name="msao-paper",
+    description="The MSAO paper's testbed: Qwen2-VL-2B on an RTX 3090 edge, Qwen2.5-VL-7B on an "
+    "A100 cloud, VQAv2 questions, 20 ms RTT, constant 200/300/400 Mbps links.",
+    edge_model="Qwen2-VL-2B-Instruct",
+    edge_hardware="RTX 3090",
+    cloud_model="Qwen2.5-VL-7B-Instruct",
+    cloud_hardware="A100 (vLLM)",
+    dataset="VQAv2",
+    edge=LatencyModel(overhead_s=0.02, prefill_tok_s=3000.0, decode_tok_s=65.0, px_per_token=784),
+    cloud=LatencyModel(overhead_s=0.29, prefill_tok_s=5000.0, decode_tok_s=32.5, px_per_token=784),
+    edge_accuracy=0.614,
+    cloud_accuracy=0.763,
+    difficulty_slope=2.5,
+    outcome_corr=0.5,
+    confidence_auroc=0.75,
+    mas_difficulty_corr=0.6,
+    modality_mix={"image": 1.0},
+    image_sizes=_COCO_SIZES,
+    jpeg_bytes_per_px=0.54,
+    out_tokens_mean=3.0,
+    arrival_rate_rps=1.2,
+    bandwidth="constant:200,300,400",
+    system=SystemConfig(
+        rtt_s=0.02, rtt_jitter=0.05, cloud_servers=1, cloud_background_load=0.2,
+        edge_power_w=350.0, radio_power_w=0.0, price_in_usd_per_mtok=0.2,
+        price_out_usd_per_mtok=0.6, slo_s=1.0, bw_prior_mbps=300.0,
+    ),
+    sources={
+        "edge_accuracy": "VQAv2 61.4, MSAO paper (issue #3)",
+        "cloud_accuracy": "VQAv2 76.3, MSAO paper (issue #3)",
+        "rtt_s / bandwidth": "20 ms RTT; constant 200, 300, 400 Mbps, MSAO paper (issue #3)",
+        "edge latency": "[D] Qwen2-VL-2B, vLLM, ~1380 prompt / ~21 output tokens: 0.78 s on an RTX "
+        "3080 Ti Laptop (QwenLM/Qwen3-VL issue #507); decode 65 tok/s [?] (MobileVLM-1.7B decodes "
+        "65.6 tok/s on Jetson Orin, llama.cpp docs/multimodal/MobileVLM.md; a discrete GPU is at "
+        "least as fast), leaving 0.46 s for 1380 prompt tokens -> 3000 tok/s prefill [D]. The RTX "
+        "3090 is taken as no faster than the 3080 Ti Laptop (conservative) [?]",
+        "cloud latency": "[D] Qwen2.5-VL-7B, vLLM, 1 req/s: TTFT 374 ms, TPOT 30.8 ms "
+        "(vllm-project/vllm-ascend issue #776; an Ascend NPU standing in for the A100 [?]); "
+        "decode 1/30.8 ms = 32.5 tok/s; TTFT split as 0.29 s fixed + prompt at 5000 tok/s [?]",
+        "image tokens": "Qwen2-VL: 28x28 pixels per token via smart_resize, min 3136 / max "
+        "12,845,056 pixels (Qwen2-VL preprocessor_config.json); 640x480 -> 391 tokens",
+        "image sizes / bytes": "COCO-like sizes (640 px long side) [?]; COCO JPEG ~165 KB/image "
+        "[D] (yxuansu/MAGIC mscoco README) -> 0.54 bytes/pixel at ~640x470",
+        "out_tokens_mean": "VQAv2 answers are 1-3 words [?]",
+        "edge_power_w": "RTX 3090 board power 350 W [?] (vendor specification)",
+        "prices": "USD 0.2 / 0.6 per 1M input / output tokens for a 7B VLM API [?]",
+        "cloud_servers / load / arrivals": "one A100 shared with other tenants at 20 % "
+        "utilisation, 1.2 req/s from this edge: a moderately loaded scenario [?]",
+        "difficulty_slope / outcome_corr / mas_difficulty_corr": "not published; chosen so that "
+        "easy questions are answered well by both models and MAS is informative but noisy [?]",
+        "confidence_auroc": "0.75 default of issue #3; token-probability AUROCs of 0.54-0.79 are "
+        "reported for LLMs (CALIBRATION.md section 6) [?]",
+    },
+)
+
+PROFILES["mobile-3g"] = SynthProfile(
+    name="mobile-3g",
+    description="A sub-1B VLM (SmolVLM-500M class) on a phone-class SoC, Qwen2.5-VL-7B in the "
+    "cloud, MMBench-style questions with some video and audio, over 3G/broadband uplinks.",
+    edge_model="SmolVLM-500M-Instruct (class)",
+    edge_hardware="phone-class SoC (Jetson Orin Nano 8GB as a stand-in)",
+    cloud_model="Qwen2.5-VL-7B-Instruct",
+    cloud_hardware="A100 (vLLM)",
+    dataset="MMBench-style multiple choice + VQA",
+    edge=LatencyModel(overhead_s=0.15, prefill_tok_s=800.0, decode_tok_s=38.0, px_per_token=4096, max_image_tokens=1088),
+    cloud=LatencyModel(overhead_s=0.29, prefill_tok_s=5000.0, decode_tok_s=32.5, px_per_token=784),
+    edge_accuracy=0.62,
+    cloud_accuracy=0.83,
+    difficulty_slope=2.0,
+    outcome_corr=0.5,
+    confidence_auroc=0.75,
+    mas_difficulty_corr=0.5,
+    modality_mix={"image": 0.8, "video": 0.12, "image+audio": 0.08},
+    image_sizes=_COCO_SIZES,
+    jpeg_bytes_per_px=0.54,
+    out_tokens_mean=6.0,
+    arrival_rate_rps=0.25,
+    bandwidth="markov:mobile-3g",
+    system=SystemConfig(
+        rtt_s=0.06, rtt_jitter=0.3, cloud_servers=4, cloud_background_load=0.5,
+        edge_power_w=15.0, radio_power_w=2.0, price_in_usd_per_mtok=0.2,
+        price_out_usd_per_mtok=0.6, slo_s=3.0, bw_prior_mbps=1.0,
+    ),
+    sources={
+        "edge latency": "[D] Cosmos-Reason2-2B (Qwen-VL based) on Jetson Orin Nano 8GB: decode "
+        "38 tok/s with llama.cpp, warm image TTFT 75-420 ms (hokwangchoi.com 'Three runtimes, one "
+        "8 GB budget', 2026); a sub-1B model is taken as no faster (conservative) [?]; prefill "
+        "800 tok/s [?] between MobileVLM-1.7B's 801.7 tok/s on Jetson Orin and its 93.5 tok/s on "
+        "a laptop CPU (llama.cpp docs/multimodal/MobileVLM.md)",
+        "edge image tokens": "SmolVLM-256M/500M: 4096 pixels per token, 64 tokens per 512x512 "
+        "tile (huggingface/blog smolervlm.md) [D]; at most 1088 tokens [?]",
+        "edge_accuracy": "[?] no sub-1B MMBench figure in CALIBRATION.md; taken 12.9 points "
+        "below Qwen2-VL-2B's MMBench EN-test 74.9 (QwenLM/Qwen2-VL README), a larger gap than "
+        "2B->7B (8.1 points) for another 4x fewer parameters",
+        "cloud_accuracy": "Qwen2-VL-7B MMBench EN-test 83.0 (QwenLM/Qwen2-VL README), standing in "
+        "for Qwen2.5-VL-7B",
+        "cloud latency": "as msao-paper: TTFT 374 ms, TPOT 30.8 ms (vllm-ascend issue #776) [D]",
+        "rtt_s": "US 4G latency 44.1-66.4 ms (Opensignal, May 2019) -> 60 ms, jitter 0.3 [?]",
+        "bandwidth": "synthetic Markov model fitted to the 127 FCC + Norway HSDPA traces "
+        "(traces.bandwidth.MARKOV_MODELS['mobile-3g']); pass --bandwidth DIR for real ones",
+        "image bytes": "COCO JPEG ~165 KB/image [D] (yxuansu/MAGIC mscoco README)",
+        "audio": "16 kHz 16-bit mono WAV = 32 KB/s; 25 audio tokens/s (Qwen2-Audio, 40 ms per "
+        "token) [?]",
+        "edge_power_w": "Jetson Orin Nano Super 25 W max mode; 15 W typical [?]",
+        "radio_power_w": "~2 W uplink radio power of a phone on 3G [?]",
+        "cloud_servers / load / arrivals": "4 shared A100 replicas at 50 % utilisation by other "
+        "tenants; one request every 4 s from this device [?]",
+        "slo_s": "3 s interactive answer target [?]",
+        "confidence_auroc": "0.75 default of issue #3 [?] (CALIBRATION.md section 6)",
+        "difficulty_slope / outcome_corr / mas_difficulty_corr": "not published [?]",
+    },
+)
+
+
+def get_profile(name: str) -> SynthProfile:
+    """The profile called ``name``; ``UserInputError`` listing the known ones otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UserInputError(f"profile: unknown profile {name!r} (known: {', '.join(PROFILES)})") from None
+
+
+# -- generator -----------------------------------------------------------------------------------
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _intercept(accuracy: float, slope: float) -> float:
+    """``a`` with ``E[sigmoid(a - slope * d)] = accuracy`` for ``d ~ N(0, 1)`` (bisection)."""
+    lo, hi = -30.0, 30.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if float(np.sum(_GH_W * _sigmoid(mid - slope * _GH_X))) < accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _latency(m: LatencyModel, tokens: np.ndarray, out: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    ttft = m.overhead_s + tokens / m.prefill_tok_s
+    total = ttft + np.maximum(out - 1, 0) / m.decode_tok_s
+    jit = np.exp(m.jitter * rng.standard_normal(len(tokens)) - 0.5 * m.jitter**2)
+    return total * jit, ttft * jit
+
+
+def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: bool = False) -> RequestTrace:
+    """Draw ``n`` requests from ``profile``; ``with_records`` also builds JSONL records (slower)."""
+    p = get_profile(profile) if isinstance(profile, str) else profile
+    if n < 1:
+        raise UserInputError(f"requests: must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    # 1. modalities and sizes
+    kinds = list(p.modality_mix)
+    share = np.asarray([p.modality_mix[k] for k in kinds], dtype=float)
+    kind = rng.choice(len(kinds), size=n, p=share / share.sum())
+    has_image = np.array(["image" in kinds[k].split("+") for k in kind])
+    has_video = np.array(["video" in kinds[k].split("+") for k in kind])
+    has_audio = np.array(["audio" in kinds[k].split("+") for k in kind])
+    sizes = np.asarray([(w, h) for w, h, _ in p.image_sizes])
+    sw = np.asarray([s for *_, s in p.image_sizes], dtype=float)
+    size_idx = rng.choice(len(sizes), size=n, p=sw / sw.sum())
+    width, height = sizes[size_idx, 0], sizes[size_idx, 1]
+    frames = np.where(has_video, rng.integers(p.video_frames[0], p.video_frames[1] + 1, n), 0)
+    audio_s = np.where(has_audio, rng.uniform(*p.audio_seconds, n), 0.0)
+    # 2. difficulty, 3. MAS features
+    d = rng.standard_normal(n)
+    rho = p.mas_difficulty_corr
+
+    def latent() -> np.ndarray:
+        return rho * d + math.sqrt(1.0 - rho**2) * rng.standard_normal(n)
+
+    z_sp, z_tm, z_au, z_tx = latent(), latent(), latent(), latent()
+    mas = {
+        "spatial": np.where(has_image | has_video, _sigmoid(1.2 * z_sp), 0.0),
+        "temporal": np.where(has_video, _sigmoid(1.2 * z_tm), 0.0),
+        "audio": np.where(has_audio, _sigmoid(1.2 * z_au), 0.0),
+        "text": _sigmoid(1.2 * z_tx),
+    }
+    present = {"spatial": has_image | has_video, "temporal": has_video, "audio": has_audio,
+               "text": np.ones(n, bool)}
+    mas["score"] = joint_score_array(mas, present)
+    # sizes -> tokens and bytes (busier images compress worse)
+    bpp = p.jpeg_bytes_per_px * np.exp(0.35 * z_sp - 0.5 * 0.35**2)
+    img_px = (width * height).astype(float)
+    img_bytes = np.round(np.where(has_image, img_px * bpp, 0.0))
+    vw, vh = p.video_size
+    vid_bytes = np.round(frames * vw * vh * bpp * 0.8)
+    aud_bytes = np.round(audio_s * p.audio_bytes_per_s)
+    text_tok = np.round(p.text_tokens[0] + (p.text_tokens[1] - p.text_tokens[0]) * mas["text"]).astype(int)
+    text_bytes = text_tok * 4.0
+    q_img = np.array([qwen2vl_image_tokens(int(w), int(h)) for w, h in zip(width, height)])
+    q_vid_frame = qwen2vl_image_tokens(vw, vh)
+    cloud_img_tok = np.where(has_image, np.minimum(q_img, p.cloud.max_image_tokens), 0)
+    cloud_vid_tok = (frames + 1) // 2 * q_vid_frame  # Qwen2-VL merges 2 frames per step
+    aud_tok = np.round(audio_s * p.audio_tokens_per_s).astype(int)
+
+    def edge_img_tokens(px: np.ndarray) -> np.ndarray:
+        return np.minimum(np.ceil(px / p.edge.px_per_token), p.edge.max_image_tokens)
+
+    edge_tok = (np.where(has_image, edge_img_tokens(img_px), 0) + frames * edge_img_tokens(np.full(n, vw * vh))
+                + aud_tok + text_tok)
+    cloud_tok = cloud_img_tok + cloud_vid_tok + aud_tok + text_tok
+    # 4. correctness with shared difficulty and a Gaussian copula on the residuals
+    nd = NormalDist()
+    z1 = rng.standard_normal(n)
+    z2 = p.outcome_corr * z1 + math.sqrt(1 - p.outcome_corr**2) * rng.standard_normal(n)
+    u_e = np.array([nd.cdf(x) for x in z1])
+    u_c = np.array([nd.cdf(x) for x in z2])
+    a_e = _intercept(p.edge_accuracy, p.difficulty_slope)
+    a_c = _intercept(p.cloud_accuracy, p.difficulty_slope)
+    edge_ok = u_e < _sigmoid(a_e - p.difficulty_slope * d)
+    cloud_ok = u_c < _sigmoid(a_c - p.difficulty_slope * d)
+    # 5. confidence, binormal with the profile's AUROC
+    delta = math.sqrt(2.0) * nd.inv_cdf(p.confidence_auroc)
+    zc = delta * edge_ok + rng.standard_normal(n)
+    conf = _sigmoid(1.5 * (zc - delta * (1.0 - p.edge_accuracy)))
+    # 6. latencies and arrivals
+    e_out = 1 + rng.poisson(p.out_tokens_mean - 1.0, n)
+    c_out = 1 + rng.poisson(p.out_tokens_mean - 1.0, n)
+    e_lat, e_ttft = _latency(p.edge, edge_tok.astype(float), e_out, rng)
+    c_lat, c_ttft = _latency(p.cloud, cloud_tok.astype(float), c_out, rng)
+    arrival = np.cumsum(rng.exponential(1.0 / p.arrival_rate_rps, n))
+    arrival -= arrival[0]
+    payload = img_bytes + vid_bytes + aud_bytes + text_bytes
+    meta = {
+        "source": f"synthetic:{p.name}", "seed": seed, "edge_model": p.edge_model,
+        "cloud_model": p.cloud_model, "edge_hardware": p.edge_hardware,
+        "cloud_hardware": p.cloud_hardware, "dataset": p.dataset,
+    }
+    trace = RequestTrace(
+        ids=[f"{p.name}-{seed}-{i}" for i in range(n)],
+        arrival_s=arrival, payload_bytes=payload, input_tokens=cloud_tok.astype(float),
+        has_video=has_video, has_audio=has_audio, mas=mas,
+        edge_latency_s=e_lat, edge_ttft_s=e_ttft, edge_out_tokens=e_out.astype(float),
+        edge_confidence=conf, edge_score=edge_ok.astype(float),
+        cloud_latency_s=c_lat, cloud_ttft_s=c_ttft, cloud_out_tokens=c_out.astype(float),
+        cloud_score=cloud_ok.astype(float), meta=meta,
+    )
+    trace.mas = {k: trace.mas[k] for k in ("score", "spatial", "temporal", "audio", "text")}
+    trace.extra["difficulty"] = d  # latent; not written to files, for calibration checks only
+    if with_records:
+        recs = []
+        for i in range(n):
+            mods: dict = {"text": ModalityInfo(tokens=int(text_tok[i]))}
+            pb: dict = {"text": int(text_bytes[i])}
+            if has_image[i]:
+                mods["image"] = ModalityInfo(tokens=int(cloud_img_tok[i]), width=int(width[i]), height=int(height[i]), count=1)
+                pb["image"] = int(round(img_bytes[i]))
+            if has_video[i]:
+                mods["video"] = ModalityInfo(tokens=int(cloud_vid_tok[i]), width=vw, height=vh, frames=int(frames[i]))
+                pb["video"] = int(round(vid_bytes[i]))
+            if has_audio[i]:
+                mods["audio"] = ModalityInfo(tokens=int(aud_tok[i]), seconds=round(float(audio_s[i]), 3))
+                pb["audio"] = int(round(aud_bytes[i]))
+            recs.append(TraceRecord(
+                id=trace.ids[i], arrival_s=float(arrival[i]), modalities=mods, payload_bytes=pb,
+                mas={k: round(float(v[i]), 6) for k, v in trace.mas.items()},
+                edge=EdgeOutcome(latency_s=float(e_lat[i]), ttft_s=float(e_ttft[i]), out_tokens=int(e_out[i]),
+                                 confidence=float(conf[i]), score=float(edge_ok[i])),
+                cloud=Outcome(latency_s=float(c_lat[i]), ttft_s=float(c_ttft[i]), out_tokens=int(c_out[i]),
+                              score=float(cloud_ok[i])),
+            ))
+        trace.records = recs
+    return trace
