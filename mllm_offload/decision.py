@@ -44,9 +44,10 @@ class Mode(enum.IntEnum):
 
 
 def _clip01(x: float) -> float:
+    x = float(x)
     if x != x:  # NaN
         raise ValueError("threshold action contains NaN")
-    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else float(x)
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,16 @@ class Thresholds:
     @classmethod
     def from_action(cls, action: Sequence[float]) -> "Thresholds":
         """Map a raw action in ``[0,1]^3`` (clipped first) to thresholds with ``tau_low <= tau_high``."""
-        if len(action) != 3:
-            raise ValueError(f"a threshold action has 3 components, got {len(action)}")
-        a0, a1, a2 = (_clip01(float(a)) for a in action)
-        return cls(a0 * a1, a1, a2)
+        values = action.tolist() if hasattr(action, "tolist") else list(action)
+        if len(values) != 3:
+            raise ValueError(f"a threshold action has 3 components, got {len(values)}")
+        a0, a1, a2 = _clip01(values[0]), _clip01(values[1]), _clip01(values[2])
+        # the clipped values satisfy every invariant, so skip __post_init__ (hot path of env.step)
+        t = object.__new__(cls)
+        object.__setattr__(t, "tau_low", a0 * a1)
+        object.__setattr__(t, "tau_high", a1)
+        object.__setattr__(t, "tau_conf", a2)
+        return t
 
     def to_action(self) -> tuple[float, float, float]:
         """Inverse of :meth:`from_action` (``a0 = tau_low / tau_high``, 0 when ``tau_high == 0``)."""

@@ -116,8 +116,8 @@ OBSERVATION_SPEC = ObservationSpec(
     )
 )
 
-_LOW = tuple(f.low for f in OBSERVATION_SPEC.features)
-_HIGH = tuple(f.high for f in OBSERVATION_SPEC.features)
+_LOW = OBSERVATION_SPEC.low
+_HIGH = OBSERVATION_SPEC.high
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +188,7 @@ def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarra
         float(state.cloud_inflight_n),
         state.cloud_latency_recent_s,
     )
-    return np.array(
-        [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(values, _LOW, _HIGH)],
-        dtype=np.float32,
-    )
+    obs = np.array(values, dtype=np.float32)
+    np.maximum(obs, _LOW, out=obs)
+    np.minimum(obs, _HIGH, out=obs)
+    return obs

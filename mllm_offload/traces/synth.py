@@ -72,8 +72,8 @@ class SynthProfile(StrictModel):
     modality_mix: dict[str, float] = Field(description="'image', 'video', 'image+audio' -> share")
     image_sizes: list[tuple[int, int, float]] = Field(description="(width, height, share) in pixels")
     jpeg_bytes_per_px: float = Field(gt=0.0, description="mean JPEG bytes per pixel")
-    video_frames: tuple[int, int] = (4, 16)
-    video_size: tuple[int, int] = (480, 360)
+    video_frames: tuple[int, int] = (4, 8)
+    video_size: tuple[int, int] = (448, 336)
     audio_seconds: tuple[float, float] = (2.0, 12.0)
     audio_bytes_per_s: float = 32_000.0
     audio_tokens_per_s: float = 25.0

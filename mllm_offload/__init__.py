@@ -1,0 +1,14 @@
+"""mllm-offload: decide per request whether a multimodal LLM request runs on the edge, in the
+cloud, or speculatively on both, with thresholds learned by PPO.
+
+Contracts at the top level: :mod:`~mllm_offload.observation`, :mod:`~mllm_offload.decision`,
+:mod:`~mllm_offload.config`. Stages: ``traces`` -> ``envs`` -> ``agents``.
+"""
+
+from .decision import Mode, Thresholds
+from .errors import UserInputError
+from .observation import OBSERVATION_SPEC, build_observation
+
+__version__ = "0.1.0"
+
+__all__ = ["Mode", "Thresholds", "UserInputError", "OBSERVATION_SPEC", "build_observation", "__version__"]

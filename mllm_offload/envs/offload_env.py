@@ -1,0 +1,230 @@
+"""``OffloadEnv``: one step = one request routed by a policy's thresholds."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ..config import EpisodeConfig, RewardWeights, SystemConfig
+from ..decision import Thresholds
+from ..errors import UserInputError
+from ..observation import OBSERVATION_SPEC, build_observation
+from ..traces.bandwidth import BandwidthTrace, bandwidth_source
+from ..traces.schema import RequestTrace, load_trace
+from ..traces.synth import generate, get_profile
+from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
+
+__all__ = ["OffloadEnv", "reward_of", "SPLIT_SEEDS"]
+
+#: Seeds of the synthetic request traces of each split (disjoint request realisations).
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "all": 3}
+
+
+def reward_of(o: Outcome, w: RewardWeights, slo_s: float) -> float:
+    """Per-request reward: ``quality*score - latency*lat/SLO - slo_violation*[lat > SLO] - cost - energy``."""
+    return (
+        w.quality * o.score
+        - w.latency * o.latency_s / slo_s
+        - (w.slo_violation if o.latency_s > slo_s else 0.0)
+        - w.cost_per_usd * o.cloud_cost_usd
+        - w.energy_per_kj * o.energy_j * 1e-3
+    )
+
+
+@lru_cache(maxsize=16)
+def _bandwidth(spec: str, split: str) -> tuple[BandwidthTrace, ...]:
+    return tuple(bandwidth_source(spec, split))
+
+
+@lru_cache(maxsize=8)
+def _synthetic(profile: str, n: int, seed: int) -> RequestTrace:
+    return generate(profile, n, seed)
+
+
+class OffloadEnv(gym.Env):
+    """Route a stream of multimodal requests between an edge and a cloud MLLM.
+
+    ## Description
+    Each step is one request from a request trace (recorded or synthetic), replayed against a
+    discrete-event model of the device (:mod:`mllm_offload.envs.system`) whose uplink follows a
+    real or synthetic bandwidth trace. The agent sets three thresholds; the fixed rule of
+    :mod:`mllm_offload.decision` turns them into EDGE_FIRST, SPECULATIVE or CLOUD.
+
+    ## Action Space
+    ``Box(0, 1, (3,), float32)`` mapped by :meth:`Thresholds.from_action`:
+
+    | Num | Action  | Meaning                                          |
+    |-----|---------|--------------------------------------------------|
+    | 0   | a0      | ``tau_low = a0 * tau_high``                      |
+    | 1   | a1      | ``tau_high = a1`` (MAS score threshold to cloud) |
+    | 2   | a2      | ``tau_conf = a2`` (edge confidence to accept)    |
+
+    ## Observation Space
+    ``Box(low, high, (17,), float32)`` in the order of
+    :data:`mllm_offload.observation.OBSERVATION_SPEC` (its docstring has the table): MAS
+    features and sizes of the request about to be routed, the estimated uplink bandwidth, last
+    RTT, uplink backlog, edge queue and expected wait, cloud calls in flight and recent cloud
+    latency. Nothing the router could not measure (no true current bandwidth).
+
+    ## Rewards
+    Per request, with :class:`~mllm_offload.config.RewardWeights` ``w`` and the SLO in seconds:
+    ``w.quality*score - w.latency*latency/SLO - w.slo_violation*[latency > SLO]
+    - w.cost_per_usd*cloud_cost_usd - w.energy_per_kj*energy_kJ``.
+
+    ## Starting State
+    Empty queues, the bandwidth prior of the system config, a window of ``n_requests`` requests
+    starting at a uniformly drawn index, a uniformly drawn bandwidth trace and offset, and
+    (optionally) an arrival-rate scale and edge speed drawn from ``EpisodeConfig`` ranges.
+
+    ## Episode End
+    Terminates after ``n_requests`` requests; never truncated by the env itself.
+
+    ## Arguments
+    ``profile`` (synthetic profile name; also supplies the system config and default
+    bandwidth), ``trace`` (a recorded trace or its path, used instead of synthetic requests),
+    ``bandwidth`` (a spec for :func:`~mllm_offload.traces.bandwidth.bandwidth_source` or a list
+    of traces), ``split`` (``train``/``val``/``test``/``all``: which part of the requests and of
+    the bandwidth folder), ``system``, ``reward``, ``episode`` (configs or dicts),
+    ``synthetic_requests`` (size of the synthetic request pool).
+
+    ``reset(options=...)`` accepts ``rate_scale`` and ``edge_speed`` to fix those factors, and
+    ``bandwidth_index`` to fix the bandwidth trace.
+
+    ``info`` of each step holds ``outcome`` (:class:`~mllm_offload.envs.system.Outcome`) and
+    ``thresholds``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        profile: str = "mobile-3g",
+        trace: RequestTrace | str | Path | None = None,
+        bandwidth: str | Sequence[BandwidthTrace] | None = None,
+        split: str = "train",
+        system: SystemConfig | dict | None = None,
+        reward: RewardWeights | dict | None = None,
+        episode: EpisodeConfig | dict | None = None,
+        synthetic_requests: int = 20_000,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        if split not in SPLIT_SEEDS:
+            raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
+        prof = get_profile(profile)
+        if trace is None:
+            self.trace = _synthetic(prof.name, synthetic_requests, SPLIT_SEEDS[split])
+        else:
+            full = load_trace(trace) if isinstance(trace, (str, Path)) else trace
+            self.trace = full.split(split)
+        if len(self.trace) == 0:
+            raise UserInputError(f"trace: split {split!r} holds no requests")
+        self.system_cfg = SystemConfig.model_validate(system) if isinstance(system, dict) else (system or prof.system)
+        self.weights = RewardWeights.model_validate(reward) if isinstance(reward, dict) else (reward or RewardWeights())
+        self.episode_cfg = EpisodeConfig.model_validate(episode) if isinstance(episode, dict) else (episode or EpisodeConfig())
+        if bandwidth is None:
+            bandwidth = prof.bandwidth
+        self.bandwidths: tuple[BandwidthTrace, ...] = (
+            _bandwidth(bandwidth, split) if isinstance(bandwidth, str) else tuple(bandwidth)
+        )
+        if not self.bandwidths:
+            raise UserInputError("bandwidth: no traces")
+        self.profile = prof
+        self.split = split
+        self.render_mode = render_mode
+        self.n_requests = min(self.episode_cfg.n_requests, len(self.trace))
+        self.observation_space = spaces.Box(OBSERVATION_SPEC.low, OBSERVATION_SPEC.high, dtype=np.float32)
+        self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
+        self.slo_s = self.system_cfg.slo_s
+        cloud_mean = float(np.mean(self.trace.cloud_latency_s)) / self.system_cfg.cloud_speed
+        rho, c = self.system_cfg.cloud_background_load, self.system_cfg.cloud_servers
+        self._bg_wait_p = erlang_c(c, rho)
+        self._bg_wait_mean = cloud_mean / (c * (1.0 - rho)) if rho > 0 else 0.0
+        self.sim: EdgeCloudSystem | None = None
+        self._i = 0
+        self._features: list = []
+        self._feature_cache: list = [None] * len(self.trace)
+        self.episode_info: dict[str, Any] = {}
+
+    # -- gymnasium API ---------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        opts = options or {}
+        ep = self.episode_cfg
+        n, N = self.n_requests, len(self.trace)
+        start = int(rng.integers(0, N - n + 1))
+        bw_idx = int(opts.get("bandwidth_index", rng.integers(0, len(self.bandwidths)))) % len(self.bandwidths)
+        bw = self.bandwidths[bw_idx]
+        offset = float(rng.uniform(0.0, bw.period_s))
+        rate = float(opts.get("rate_scale", rng.uniform(*ep.rate_scale)))
+        speed = float(opts.get("edge_speed", rng.uniform(*ep.edge_speed)))
+        if not (rate > 0 and speed > 0):
+            raise UserInputError("reset options: rate_scale and edge_speed must be > 0")
+        cfg = self.system_cfg
+        t = self.trace
+        sl = slice(start, start + n)
+        arrival = (t.arrival_s[sl] - t.arrival_s[start]) / rate
+        rtt = cfg.rtt_s * np.exp(cfg.rtt_jitter * rng.standard_normal(n) - 0.5 * cfg.rtt_jitter**2)
+        waits = rng.random(n) < self._bg_wait_p
+        bg = np.where(waits, rng.exponential(self._bg_wait_mean or 1.0, n), 0.0) if self._bg_wait_mean else np.zeros(n)
+        req = SimRequests(
+            arrival=arrival.tolist(),
+            payload=t.payload_bytes[sl].tolist(),
+            edge_s=(t.edge_latency_s[sl] / speed).tolist(),
+            cloud_s=(t.cloud_latency_s[sl] / cfg.cloud_speed).tolist(),
+            conf=t.edge_confidence[sl].tolist(),
+            edge_score=t.edge_score[sl].tolist(),
+            cloud_score=t.cloud_score[sl].tolist(),
+            in_tokens=t.input_tokens[sl].tolist(),
+            out_tokens=t.cloud_out_tokens[sl].tolist(),
+            mas_score=t.mas_score[sl].tolist(),
+            rtt=rtt.tolist(),
+            bg_delay=bg.tolist(),
+        )
+        self.sim = EdgeCloudSystem(cfg, bw, offset, req)
+        cache = self._feature_cache
+        for j in range(start, start + n):
+            if cache[j] is None:
+                cache[j] = t.request_features(j)
+        self._features = cache[start:start + n]
+        self._i = 0
+        self.episode_info = {"start": start, "bandwidth": bw.name, "bandwidth_offset_s": offset,
+                             "rate_scale": rate, "edge_speed": speed}
+        return self._observe(), dict(self.episode_info)
+
+    def _observe(self) -> np.ndarray:
+        assert self.sim is not None
+        i = min(self._i, self.n_requests - 1)
+        return build_observation(self._features[i], self.sim.observe(i))
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        th = action if isinstance(action, Thresholds) else Thresholds.from_action(action)
+        return self.step_thresholds(th)
+
+    def step_thresholds(self, th: Thresholds) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """``step`` with thresholds given directly (what heuristics and the oracle use)."""
+        if self.sim is None:
+            raise RuntimeError("call reset() before step()")
+        if self._i >= self.n_requests:
+            raise RuntimeError("episode is over; call reset()")
+        outcome = self.sim.step(self._i, th)
+        r = reward_of(outcome, self.weights, self.slo_s)
+        self._i += 1
+        done = self._i >= self.n_requests
+        return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th}
+
+    # -- for the hindsight oracle (not for deployable policies) --------------------------------
+
+    def counterfactual_rewards(self, candidates: Sequence[Thresholds]) -> list[float]:
+        """Reward the current request would get under each candidate (state unchanged)."""
+        if self.sim is None or self._i >= self.n_requests:
+            raise RuntimeError("no current request")
+        return [reward_of(self.sim.plan(self._i, th).outcome, self.weights, self.slo_s) for th in candidates]

@@ -1,0 +1,369 @@
+"""Discrete-event model of one edge device, its uplink and a cloud pool.
+
+Resources and how they are scheduled:
+
+* **edge**: one compute FIFO; service time = the trace's edge latency / edge speed.
+* **uplink**: one FIFO link over a :class:`~mllm_offload.traces.bandwidth.BandwidthTrace`; an
+  upload of ``n`` bytes starting at ``t`` takes ``trace.transfer_time(t, n)``; the request reaches
+  the cloud half an RTT after its last byte, and the answer comes back half an RTT after the
+  cloud finishes.
+* **cloud**: ``c`` servers; service time = the trace's cloud latency / cloud speed; other
+  tenants' load ``rho`` adds an M/M/c queueing delay (probability of waiting from Erlang C, an
+  exponential wait otherwise), drawn per request.
+
+Jobs reserve time on a resource in the order decisions are made; each job takes the earliest
+idle gap that fits at or after the moment it is ready (first fit). For requests decided in
+arrival order this is the FIFO of a real device, except that an EDGE_FIRST escalation, which
+becomes ready only when the edge finishes, keeps its place ahead of later requests' jobs unless
+they fit before it.
+
+Modes (see :mod:`mllm_offload.decision`):
+
+==============  ============================================================================
+EDGE_FIRST      edge runs; answer accepted if ``conf >= tau_conf``, else upload + cloud after it
+SPECULATIVE     edge and upload start together; at edge completion the answer is accepted if
+                ``conf >= tau_conf`` and the cloud call cancelled (bytes already sent and cloud
+                compute already spent stay charged; the cancel reaches the cloud half an RTT
+                later); otherwise wait for the cloud. A cloud answer arriving before the edge
+                finishes is used at once and the edge job stopped.
+CLOUD           upload + cloud only
+==============  ============================================================================
+
+The router-side estimates that go into observations (bandwidth, RTT, cloud latency, edge
+service time) are built only from measurements that completed before the current arrival.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from ..config import SystemConfig
+from ..decision import Mode, Thresholds
+from ..observation import SystemState
+from ..traces.bandwidth import BandwidthTrace
+
+__all__ = ["Timeline", "Outcome", "Plan", "SimRequests", "EdgeCloudSystem", "erlang_c"]
+
+
+class Timeline:
+    """Reservations of one server: disjoint busy intervals sorted by start (seconds)."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def prune(self, now: float) -> None:
+        """Forget intervals that ended by ``now`` (no later job can be ready before ``now``)."""
+        ends = self.ends
+        if ends and ends[0] <= now:
+            k = 0
+            while k < len(ends) and ends[k] <= now:
+                k += 1
+            del self.starts[:k], ends[:k]
+
+    def earliest(self, ready: float, duration: float) -> float:
+        """Earliest start >= ``ready`` of a gap that holds ``duration`` seconds."""
+        starts, ends = self.starts, self.ends
+        if not ends or ready >= ends[-1]:
+            return ready
+        t = ready
+        for s, e in zip(starts, ends):
+            if t + duration <= s:
+                return t
+            if e > t:
+                t = e
+        return t
+
+    def earliest_transfer(self, ready: float, n_bytes: float, bw: BandwidthTrace, offset: float = 0.0) -> tuple[float, float]:
+        """(start, duration) of the earliest gap in which ``n_bytes`` fit on link ``bw``.
+
+        Times are episode seconds; the link's own clock is ``offset`` seconds ahead.
+        """
+        starts, ends = self.starts, self.ends
+        if not ends or ready >= ends[-1]:
+            return ready, bw.transfer_time(ready + offset, n_bytes)
+        t = ready
+        for s, e in zip(starts, ends):
+            if t < s:
+                d = bw.transfer_time(t + offset, n_bytes)
+                if t + d <= s:
+                    return t, d
+            if e > t:
+                t = e
+        return t, bw.transfer_time(t + offset, n_bytes)
+
+    def reserve(self, start: float, end: float) -> None:
+        if end <= start:
+            return
+        k = bisect.bisect_left(self.starts, start)
+        self.starts.insert(k, start)
+        self.ends.insert(k, end)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request (seconds, bytes, USD, joules)."""
+
+    mode: Mode
+    answered_by: str  # "edge" or "cloud"
+    latency_s: float
+    score: float
+    bytes_sent: float
+    cloud_called: bool
+    cancelled: bool
+    cloud_tokens: float  # input + output tokens charged by the cloud
+    cloud_cost_usd: float
+    edge_busy_s: float
+    upload_s: float
+    energy_j: float
+    edge_confidence: float
+
+
+@dataclass(slots=True)
+class Plan:
+    """An outcome plus the reservations and measurements that committing it records."""
+
+    outcome: Outcome
+    edge: tuple[float, float, float] | None = None  # (enqueue, start, end)
+    edge_service_s: float = 0.0
+    upload: tuple[float, float, float, float] | None = None  # (enqueue, start, end, bytes)
+    server: tuple[int, float, float] | None = None  # (index, start, end)
+    call: tuple[float, float] | None = None  # cloud call (start, end) as the router sees it
+    response: tuple[float, float, float] | None = None  # (time, response_s, rtt_s)
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with ``servers`` at utilisation ``load``."""
+    if load <= 0.0:
+        return 0.0
+    a = servers * load
+    term, total = 1.0, 1.0
+    for k in range(1, servers):
+        term *= a / k
+        total += term
+    last = term * a / servers / (1.0 - load)
+    return last / (total + last)
+
+
+@dataclass
+class SimRequests:
+    """Per-request inputs of the simulator (plain Python floats for speed)."""
+
+    arrival: list[float]
+    payload: list[float]
+    edge_s: list[float]
+    cloud_s: list[float]
+    conf: list[float]
+    edge_score: list[float]
+    cloud_score: list[float]
+    in_tokens: list[float]
+    out_tokens: list[float]
+    mas_score: list[float]
+    rtt: list[float]
+    bg_delay: list[float]
+
+
+class EdgeCloudSystem:
+    """Simulates requests one at a time, in arrival order.
+
+    Args:
+        cfg: system parameters.
+        bandwidth: the uplink trace; ``bw_offset_s`` shifts where the episode starts in it.
+        requests: per-request inputs (see :class:`SimRequests`), already scaled for speed factors.
+    """
+
+    def __init__(self, cfg: SystemConfig, bandwidth: BandwidthTrace, bw_offset_s: float, requests: SimRequests) -> None:
+        self.cfg = cfg
+        self.bw = bandwidth
+        self.offset = bw_offset_s
+        self.req = requests
+        self.edge = Timeline()
+        self.uplink = Timeline()
+        self.servers = [Timeline() for _ in range(cfg.cloud_servers)]
+        self._timelines = [self.edge, self.uplink, *self.servers]
+        self._events: list[tuple[float, int, float, float]] = []  # (time, kind, a, b)
+        self._uploads: list[float] = []  # recent upload throughputs, Mbps
+        self._edge_jobs: list[tuple[float, float]] = []  # (enqueue, end)
+        self._upload_jobs: list[tuple[float, float, float, float]] = []  # (enqueue, start, end, bytes)
+        self._calls: list[tuple[float, float]] = []  # (start, end)
+        self.bw_est = cfg.bw_prior_mbps
+        self.rtt_est = cfg.rtt_s
+        self.cloud_lat_est = 0.0
+        self.edge_service_est = 0.0
+        self._price_in = cfg.price_in_usd_per_mtok / 1e6
+        self._price_out = cfg.price_out_usd_per_mtok / 1e6
+
+    # -- observation side ----------------------------------------------------------------------
+
+    def observe(self, i: int) -> SystemState:
+        """Router-side state at request ``i``'s arrival (only measurements completed by then)."""
+        now = self.req.arrival[i]
+        ev = self._events
+        alpha = self.cfg.latency_ema
+        while ev and ev[0][0] <= now:
+            _, kind, a, b = heapq.heappop(ev)
+            if kind == 0:  # upload measured: a = Mbps
+                self._uploads.append(a)
+                if len(self._uploads) > self.cfg.bw_window:
+                    del self._uploads[0]
+                self.bw_est = len(self._uploads) / sum(1.0 / max(x, 1e-6) for x in self._uploads)
+            elif kind == 1:  # cloud response: a = response time, b = rtt
+                self.cloud_lat_est = a if self.cloud_lat_est == 0.0 else (1 - alpha) * self.cloud_lat_est + alpha * a
+                self.rtt_est = b
+            else:  # edge job done: a = service time
+                self.edge_service_est = a if self.edge_service_est == 0.0 else (1 - alpha) * self.edge_service_est + alpha * a
+        for tl in self._timelines:
+            if tl.ends and tl.ends[0] <= now:
+                tl.prune(now)
+        edge_n = 0
+        if self._edge_jobs:
+            self._edge_jobs = jobs = [j for j in self._edge_jobs if j[1] > now]
+            for q, _ in jobs:
+                if q <= now:
+                    edge_n += 1
+        queued = 0.0
+        if self._upload_jobs:
+            self._upload_jobs = ups = [j for j in self._upload_jobs if j[2] > now]
+            for q, s, e, nb in ups:
+                if q <= now:
+                    queued += nb - (self.bw.bytes_between(s + self.offset, now + self.offset) if s < now else 0.0)
+        inflight = 0
+        if self._calls:
+            self._calls = calls = [c for c in self._calls if c[1] > now]
+            for s, _ in calls:
+                if s <= now:
+                    inflight += 1
+        return SystemState(
+            bw_est_mbps=self.bw_est,
+            rtt_s=self.rtt_est,
+            uplink_queue_bytes=max(queued, 0.0),
+            edge_queue_n=edge_n,
+            edge_queue_s=edge_n * self.edge_service_est,
+            cloud_inflight_n=inflight,
+            cloud_latency_recent_s=self.cloud_lat_est,
+        )
+
+    # -- planning (pure) -----------------------------------------------------------------------
+
+    def _cloud_path(self, i: int, ready: float) -> tuple[float, float, int, float, float, float]:
+        """(upload start, upload end, server, compute start, compute end, answer time)."""
+        r = self.req
+        u0, du = self.uplink.earliest_transfer(ready, r.payload[i], self.bw, self.offset)
+        u1 = u0 + du
+        half = 0.5 * r.rtt[i]
+        at_cloud = u1 + half + r.bg_delay[i]
+        svc = r.cloud_s[i]
+        best_k, best_s = 0, math.inf
+        for k, srv in enumerate(self.servers):
+            s = srv.earliest(at_cloud, svc)
+            if s < best_s:
+                best_k, best_s = k, s
+        return u0, u1, best_k, best_s, best_s + svc, best_s + svc + half
+
+    def plan(self, i: int, th: Thresholds) -> Plan:
+        """What would happen to request ``i`` under ``th`` (no state changes)."""
+        r = self.req
+        a = r.arrival[i]
+        s_mas = r.mas_score[i]
+        mode = Mode.CLOUD if s_mas >= th.tau_high else Mode.SPECULATIVE if s_mas >= th.tau_low else Mode.EDGE_FIRST
+        accept = r.conf[i] >= th.tau_conf
+        e_svc = r.edge_s[i]
+        p = Plan(outcome=None)  # type: ignore[arg-type]
+        edge_busy = upload_s = bytes_sent = tokens = cost = 0.0
+        cloud_called = cancelled = False
+        if mode is not Mode.CLOUD:
+            es = self.edge.earliest(a, e_svc)
+            te = es + e_svc
+        if mode is Mode.EDGE_FIRST and accept:
+            p.edge = (a, es, te)
+            p.edge_service_s = e_svc
+            edge_busy = e_svc
+            answered, latency, score = "edge", te - a, r.edge_score[i]
+        else:
+            ready = te if mode is Mode.EDGE_FIRST else a
+            u0, u1, k, c0, c1, resp = self._cloud_path(i, ready)
+            cloud_called = True
+            half = 0.5 * r.rtt[i]
+            if mode is Mode.SPECULATIVE and resp < te:  # cloud first: stop the edge
+                answered, latency, score = "cloud", resp - a, r.cloud_score[i]
+                if es < resp:
+                    p.edge = (a, es, resp)
+                    edge_busy = resp - es
+            elif mode is Mode.SPECULATIVE and accept:  # accept edge, cancel the cloud call
+                answered, latency, score = "edge", te - a, r.edge_score[i]
+                p.edge = (a, es, te)
+                p.edge_service_s = e_svc
+                edge_busy = e_svc
+                cancelled = True
+                if u0 < te:
+                    ue = min(u1, te)
+                    sent = r.payload[i] if ue == u1 else self.bw.bytes_between(u0 + self.offset, ue + self.offset)
+                    p.upload = (a, u0, ue, sent)
+                    bytes_sent, upload_s = sent, ue - u0
+                t_cancel = te + half
+                if c0 < t_cancel:
+                    ce = min(c1, t_cancel)
+                    p.server = (k, c0, ce)
+                    frac = (ce - c0) / (c1 - c0) if c1 > c0 else 1.0
+                    tokens = r.in_tokens[i] + frac * r.out_tokens[i]
+                    cost = r.in_tokens[i] * self._price_in + frac * r.out_tokens[i] * self._price_out
+                p.call = (a, te)
+            else:  # cloud answers (CLOUD, escalation, or speculation that was not accepted)
+                answered, latency, score = "cloud", resp - a, r.cloud_score[i]
+                if mode is not Mode.CLOUD:
+                    p.edge = (a, es, te)
+                    p.edge_service_s = e_svc
+                    edge_busy = e_svc
+            if not cancelled:
+                p.upload = (ready, u0, u1, r.payload[i])
+                bytes_sent, upload_s = r.payload[i], u1 - u0
+                p.server = (k, c0, c1)
+                tokens = r.in_tokens[i] + r.out_tokens[i]
+                cost = r.in_tokens[i] * self._price_in + r.out_tokens[i] * self._price_out
+                p.call = (ready, resp)
+                p.response = (resp, resp - u1, r.rtt[i])
+        cfg = self.cfg
+        p.outcome = Outcome(
+            mode=mode, answered_by=answered, latency_s=latency, score=score,
+            bytes_sent=bytes_sent, cloud_called=cloud_called, cancelled=cancelled,
+            cloud_tokens=tokens, cloud_cost_usd=cost, edge_busy_s=edge_busy, upload_s=upload_s,
+            energy_j=edge_busy * cfg.edge_power_w + upload_s * cfg.radio_power_w,
+            edge_confidence=r.conf[i],
+        )
+        return p
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def commit(self, p: Plan) -> Outcome:
+        """Apply a plan's reservations and schedule its measurements; returns its outcome."""
+        ev = self._events
+        if p.edge is not None:
+            q, s, e = p.edge
+            self.edge.reserve(s, e)
+            self._edge_jobs.append((q, e))
+            if p.edge_service_s > 0.0:
+                heapq.heappush(ev, (e, 2, p.edge_service_s, 0.0))
+        if p.upload is not None:
+            q, s, e, nb = p.upload
+            self.uplink.reserve(s, e)
+            self._upload_jobs.append(p.upload)
+            if e > s:
+                heapq.heappush(ev, (e, 0, nb * 8e-6 / (e - s), 0.0))
+        if p.server is not None:
+            k, s, e = p.server
+            self.servers[k].reserve(s, e)
+        if p.call is not None:
+            self._calls.append(p.call)
+        if p.response is not None:
+            t, resp_s, rtt = p.response
+            heapq.heappush(ev, (t, 1, resp_s, rtt))
+        return p.outcome
+
+    def step(self, i: int, th: Thresholds) -> Outcome:
+        """Plan and commit request ``i``."""
+        return self.commit(self.plan(i, th))
