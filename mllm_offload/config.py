@@ -22,6 +22,7 @@ __all__ = [
     "EpisodeConfig",
     "format_validation_error",
     "load_yaml",
+    "ScenarioOverrides",
 ]
 
 
@@ -120,3 +121,28 @@ def load_yaml(path: str | Path, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise UserInputError(format_validation_error(str(p), e)) from None
+
+
+class ScenarioOverrides(StrictModel):
+    """A YAML file of overrides (``--config``): any subset of the fields of each section.
+
+    Example::
+
+        system: {slo_s: 2.5, cloud_servers: 2}
+        reward: {latency: 0.3}
+        episode: {n_requests: 200}
+    """
+
+    system: dict[str, Any] = Field(default_factory=dict)
+    reward: dict[str, Any] = Field(default_factory=dict)
+    episode: dict[str, Any] = Field(default_factory=dict)
+
+    def apply(self, source: str, system: SystemConfig, reward: RewardWeights, episode: EpisodeConfig) -> tuple[SystemConfig, RewardWeights, EpisodeConfig]:
+        """Merge onto defaults; errors read ``source: section.field: problem``."""
+        out = []
+        for section, base in (("system", system), ("reward", reward), ("episode", episode)):
+            try:
+                out.append(type(base).model_validate({**base.model_dump(), **getattr(self, section)}))
+            except ValidationError as e:
+                raise UserInputError(format_validation_error(f"{source}: {section}", e).replace(f"{section}: ", f"{section}.", 1)) from None
+        return out[0], out[1], out[2]
