@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_BW = ROOT.parent / "shared" / "data" / "bandwidth" / "train"
+
+
+@pytest.fixture(scope="session")
+def shared_bw() -> Path:
+    """The real Pensieve traces in ../shared (CI has them); skipped where absent."""
+    if not SHARED_BW.is_dir():
+        pytest.skip(f"{SHARED_BW} not present")
+    return SHARED_BW
+
+
+def auroc(scores, labels) -> float:
+    """Rank AUROC (Mann-Whitney U / n_pos n_neg) with ties averaged."""
+    import numpy as np
+
+    s = np.asarray(scores, float)
+    y = np.asarray(labels) > 0.5
+    order = s.argsort()
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    for v in np.unique(s):  # average ties
+        m = s == v
+        ranks[m] = ranks[m].mean()
+    n_pos, n_neg = y.sum(), (~y).sum()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
