@@ -1,0 +1,107 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from mllm_offload.cli import main
+from mllm_offload.traces.synth import generate
+
+REQUIRED = {"reward_mean", "score_mean", "latency_mean_s", "latency_p50_s", "latency_p95_s", "slo_attainment", "cloud_share", "throughput_rps"}
+
+
+def test_evaluate_script_msao_paper(tmp_path):
+    out = tmp_path / "out.json"
+    csv, plots = tmp_path / "out.csv", tmp_path / "plots"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--profile", "msao-paper", "--requests", "400", "--policies", "edge,cloud,msao,oracle",
+         "--json", str(out), "--csv", str(csv), "--plots", str(plots), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "| msao |" in r.stdout
+    data = json.loads(out.read_text())
+    assert set(data["policies"]) == {"edge", "cloud", "msao", "oracle"}
+    for m in data["policies"].values():
+        assert REQUIRED <= set(m)
+    assert data["meta"]["requests"] == 400
+    assert csv.read_text().startswith("policy,")
+    assert (plots / "latency_cdf.png").stat().st_size > 1000 and (plots / "score_vs_cloud_share.png").exists()
+
+
+def test_evaluate_real_bandwidth_with_tuned(shared_bw, tmp_path, capsys):
+    out = tmp_path / "o.json"
+    rc = main(["evaluate", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--requests", "300",
+               "--policies", "edge,cloud,msao,tuned,oracle", "--json", str(out), "--quiet", "--no-throughput"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["split"] == "test" and data["meta"]["bandwidth_traces"] >= 5
+    pol = data["policies"]
+    assert pol["oracle"]["reward_mean"] >= max(m["reward_mean"] for k, m in pol.items() if k != "oracle")
+    assert "tuned" in data["meta"]["thresholds"]
+
+
+def test_evaluate_recorded_trace(shared_bw, tmp_path):
+    trace = tmp_path / "rec.jsonl"
+    generate("mobile-3g", 600, seed=4, with_records=True).write_jsonl(trace)
+    out = tmp_path / "o.json"
+    rc = main(["evaluate", "--trace", str(trace), "--bandwidth", str(shared_bw), "--policies", "edge,msao,oracle",
+               "--requests", "200", "--json", str(out), "--quiet", "--no-throughput"])
+    assert rc == 0 and json.loads(out.read_text())["meta"]["trace"] == str(trace)
+
+
+def _bad(tmp_path, capsys, argv):
+    out = tmp_path / "never.json"
+    rc = main([*argv, "--json", str(out), "--quiet", "--requests", "50"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("mllm-offload: error: ")
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".never.json*"))
+    return err
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
+    trace = tmp_path / "t.jsonl"
+    generate("mobile-3g", 20, seed=1, with_records=True).write_jsonl(trace)
+    lines = trace.read_text().splitlines()
+
+    def with_line(n, text):
+        p = tmp_path / f"t{n}.jsonl"
+        p.write_text("\n".join(lines[: n - 1] + [text] + lines[n:]) + "\n")
+        return p
+
+    err = _bad(tmp_path, capsys, ["evaluate", "--trace", str(with_line(3, "{not json"))])
+    assert ":3: invalid JSON" in err
+    rec = json.loads(lines[4])
+    del rec["cloud"]
+    err = _bad(tmp_path, capsys, ["evaluate", "--trace", str(with_line(5, json.dumps(rec)))])
+    assert ":5: cloud: Field required" in err
+    rec = json.loads(lines[5])
+    rec["edge"]["latency_s"] = -0.5
+    err = _bad(tmp_path, capsys, ["evaluate", "--trace", str(with_line(6, json.dumps(rec)))])
+    assert ":6: edge.latency_s:" in err
+    bwdir = tmp_path / "bw"
+    bwdir.mkdir()
+    (bwdir / "good.log").write_text("0 1\n1 2\n")
+    (bwdir / "bad.log").write_text("0 1\n1 fast\n")
+    err = _bad(tmp_path, capsys, ["evaluate", "--bandwidth", str(bwdir)])
+    assert "bad.log:2:" in err
+    err = _bad(tmp_path, capsys, ["evaluate", "--profile", "nope"])
+    assert "unknown profile 'nope'" in err
+    err = _bad(tmp_path, capsys, ["evaluate", "--policies", "edge,best"])
+    assert "unknown policy 'best'" in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("system:\n  slo_s: -1\n")
+    err = _bad(tmp_path, capsys, ["evaluate", "--config", str(cfg)])
+    assert "c.yaml: system.slo_s:" in err
+
+
+def test_train_help_and_synth(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--timesteps" in r.stdout
+    out = tmp_path / "s.jsonl.gz"
+    assert main(["synth", "--profile", "msao-paper", "--requests", "25", "--out", str(out)]) == 0
+    from mllm_offload.traces import load_trace
+    assert len(load_trace(out)) == 25
