@@ -116,8 +116,17 @@ OBSERVATION_SPEC = ObservationSpec(
     )
 )
 
-_LOW = OBSERVATION_SPEC.low
-_HIGH = OBSERVATION_SPEC.high
+_LOW_L = [f.low for f in OBSERVATION_SPEC.features]
+_HIGH_L = [f.high for f in OBSERVATION_SPEC.features]
+_N_STATIC = 9  # request features come first; the system features follow
+if OBSERVATION_SPEC.names[_N_STATIC:] != (
+    "bw_est_mbps_log", "upload_est_s_log1p", "rtt_s", "uplink_queue_s", "edge_queue_n",
+    "edge_queue_s", "cloud_inflight_n", "cloud_latency_recent_s",
+):  # pragma: no cover - guards build_observation's fixed positions
+    raise RuntimeError("OBSERVATION_SPEC order changed: update build_observation")
+(_BW_LO, _UP_HI, _RTT_HI, _UQ_HI, _EN_HI, _ES_HI, _CN_HI, _CL_HI) = (
+    _LOW_L[9], _HIGH_L[10], _HIGH_L[11], _HIGH_L[12], _HIGH_L[13], _HIGH_L[14], _HIGH_L[15], _HIGH_L[16]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +146,18 @@ class RequestFeatures:
     input_tokens: float
     has_video: bool = False
     has_audio: bool = False
-    _mas_tuple: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _static: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "_mas_tuple", tuple(float(self.mas.get(k, 0.0)) for k in MAS_FEATURES)
+        # the request's own features never change: compute (and clip) them once
+        values = (
+            *(float(self.mas.get(k, 0.0)) for k in MAS_FEATURES),
+            math.log1p(max(self.payload_bytes, 0.0) / 1e6),
+            math.log1p(max(self.input_tokens, 0.0)),
+            1.0 if self.has_video else 0.0,
+            1.0 if self.has_audio else 0.0,
         )
+        object.__setattr__(self, "_static", tuple(min(max(v, lo), hi) for v, lo, hi in zip(values, _LOW_L, _HIGH_L)))
 
 
 @dataclass(slots=True)
@@ -172,23 +187,17 @@ def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarra
     """The observation vector (float32, order of :data:`OBSERVATION_SPEC`) for one request."""
     bw = max(state.bw_est_mbps, 1e-3)
     bytes_per_s = bw * 125_000.0  # Mbps -> bytes/s
-    upload_s = request.payload_bytes / bytes_per_s + state.rtt_s
-    values = (
-        *request._mas_tuple,
-        math.log1p(request.payload_bytes / 1e6),
-        math.log1p(request.input_tokens),
-        1.0 if request.has_video else 0.0,
-        1.0 if request.has_audio else 0.0,
-        math.log(bw),
-        math.log1p(upload_s),
-        state.rtt_s,
-        state.uplink_queue_bytes / bytes_per_s,
-        float(state.edge_queue_n),
-        state.edge_queue_s,
-        float(state.cloud_inflight_n),
-        state.cloud_latency_recent_s,
+    rtt = state.rtt_s
+    upload_s = request.payload_bytes / bytes_per_s + rtt
+    # system features, clipped to their ranges (all are >= 0 except the log bandwidth)
+    values = request._static + (
+        min(max(math.log(bw), _BW_LO), _HIGH_L[9]),
+        min(math.log1p(upload_s), _UP_HI),
+        min(max(rtt, 0.0), _RTT_HI),
+        min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI),
+        min(max(float(state.edge_queue_n), 0.0), _EN_HI),
+        min(max(state.edge_queue_s, 0.0), _ES_HI),
+        min(max(float(state.cloud_inflight_n), 0.0), _CN_HI),
+        min(max(state.cloud_latency_recent_s, 0.0), _CL_HI),
     )
-    obs = np.array(values, dtype=np.float32)
-    np.maximum(obs, _LOW, out=obs)
-    np.minimum(obs, _HIGH, out=obs)
-    return obs
+    return np.array(values, dtype=np.float32)

@@ -88,8 +88,9 @@ class Timeline:
         if not ends or ready >= ends[-1]:
             return ready, bw.transfer_time(ready + offset, n_bytes)
         t = ready
+        min_s = n_bytes / bw.max_bps  # no gap shorter than this can hold the transfer
         for s, e in zip(starts, ends):
-            if t < s:
+            if s - t >= min_s:
                 d = bw.transfer_time(t + offset, n_bytes)
                 if t + d <= s:
                     return t, d
@@ -187,7 +188,9 @@ class EdgeCloudSystem:
         self.servers = [Timeline() for _ in range(cfg.cloud_servers)]
         self._timelines = [self.edge, self.uplink, *self.servers]
         self._events: list[tuple[float, int, float, float]] = []  # (time, kind, a, b)
-        self._uploads: list[float] = []  # recent upload throughputs, Mbps
+        self._uploads: list[float] = []  # 1 / throughput of the recent uploads, 1/Mbps
+        self._inv_sum = 0.0
+        self._bw_window = cfg.bw_window
         self._edge_jobs: list[tuple[float, float]] = []  # (enqueue, end)
         self._upload_jobs: list[tuple[float, float, float, float]] = []  # (enqueue, start, end, bytes)
         self._calls: list[tuple[float, float]] = []  # (start, end)
@@ -208,10 +211,13 @@ class EdgeCloudSystem:
         while ev and ev[0][0] <= now:
             _, kind, a, b = heapq.heappop(ev)
             if kind == 0:  # upload measured: a = Mbps
-                self._uploads.append(a)
-                if len(self._uploads) > self.cfg.bw_window:
-                    del self._uploads[0]
-                self.bw_est = len(self._uploads) / sum(1.0 / max(x, 1e-6) for x in self._uploads)
+                ups = self._uploads
+                inv = 1.0 / max(a, 1e-6)
+                ups.append(inv)
+                self._inv_sum += inv
+                if len(ups) > self._bw_window:
+                    self._inv_sum -= ups.pop(0)
+                self.bw_est = len(ups) / self._inv_sum
             elif kind == 1:  # cloud response: a = response time, b = rtt
                 self.cloud_lat_est = a if self.cloud_lat_est == 0.0 else (1 - alpha) * self.cloud_lat_est + alpha * a
                 self.rtt_est = b

@@ -59,7 +59,7 @@ class BandwidthTrace:
         name: label used in reports.
     """
 
-    __slots__ = ("name", "times", "rates_bps", "period_s", "_cum", "_period_bytes")
+    __slots__ = ("name", "times", "rates_bps", "period_s", "max_bps", "_cum", "_period_bytes")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class BandwidthTrace:
         self.times: list[float] = t.tolist()
         self.rates_bps: list[float] = bps.tolist()  # bytes per second per step
         self.period_s = float(period_s)
+        self.max_bps = float(bps.max())  # fastest step, bytes per second
         self._cum: list[float] = cum.tolist()  # bytes delivered from 0 to times[i] (and period)
         self._period_bytes = float(cum[-1])
 
