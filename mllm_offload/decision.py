@@ -43,13 +43,6 @@ class Mode(enum.IntEnum):
         return self.name.lower()
 
 
-def _clip01(x: float) -> float:
-    x = float(x)
-    if x != x:  # NaN
-        raise ValueError("threshold action contains NaN")
-    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
-
-
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Offloading thresholds on the MAS score and the edge-confidence threshold, all in [0, 1].
@@ -80,7 +73,12 @@ class Thresholds:
         values = action.tolist() if hasattr(action, "tolist") else list(action)
         if len(values) != 3:
             raise ValueError(f"a threshold action has 3 components, got {len(values)}")
-        a0, a1, a2 = _clip01(values[0]), _clip01(values[1]), _clip01(values[2])
+        a0, a1, a2 = values
+        if a0 != a0 or a1 != a1 or a2 != a2:
+            raise ValueError("threshold action contains NaN")
+        a0 = 0.0 if a0 < 0.0 else 1.0 if a0 > 1.0 else float(a0)
+        a1 = 0.0 if a1 < 0.0 else 1.0 if a1 > 1.0 else float(a1)
+        a2 = 0.0 if a2 < 0.0 else 1.0 if a2 > 1.0 else float(a2)
         # the clipped values satisfy every invariant, so skip __post_init__ (hot path of env.step)
         t = object.__new__(cls)
         object.__setattr__(t, "tau_low", a0 * a1)

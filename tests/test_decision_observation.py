@@ -61,3 +61,16 @@ def test_observation_order_units_and_clipping():
     assert np.all(huge >= OBSERVATION_SPEC.low) and np.all(huge <= OBSERVATION_SPEC.high)
     with pytest.raises(KeyError):
         ix("nope")
+
+
+def test_batch_request_features_match_single():
+    from mllm_offload.observation import request_features_batch
+    from mllm_offload.traces.synth import generate
+
+    tr = generate("mobile-3g", 2000, seed=5)
+    batch = request_features_batch(tr.mas, tr.payload_bytes, tr.input_tokens, tr.has_video, tr.has_audio)
+    state = SystemState(1.3, 0.06, 1e5, 1, 0.4, 2, 0.8)
+    for i in range(0, 2000, 7):
+        one = tr.request_features(i)
+        assert np.allclose(build_observation(batch[i], state), build_observation(one, state), rtol=1e-6, atol=0)
+        assert batch[i].mas == one.mas and batch[i].has_video == one.has_video

@@ -76,3 +76,13 @@ def test_randomisation_ranges_apply():
     rates = [i["rate_scale"] for i in infos]
     assert min(rates) >= 0.5 and max(rates) <= 2.0 and len(set(rates)) > 1
     assert len({i["bandwidth"] for i in infos}) > 1
+
+
+def test_step_reward_equals_reward_of():
+    env = OffloadEnv(synthetic_requests=2000, episode={"n_requests": 60})
+    env.reset(seed=3)
+    rng = np.random.default_rng(1)
+    done = False
+    while not done:
+        _, r, done, _, info = env.step(rng.random(3))
+        assert r == pytest.approx(reward_of(info["outcome"], env.weights, env.slo_s), abs=1e-12)

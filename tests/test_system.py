@@ -103,3 +103,12 @@ def test_timeline_first_fit_and_erlang():
     assert t.starts == [3.0]
     assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
     assert erlang_c(4, 0.0) == 0.0
+
+
+def test_timeline_merges_back_to_back_jobs():
+    t = Timeline()
+    for s, e in [(0, 1), (1, 2), (3, 4), (2, 3)]:
+        t.reserve(s, e)
+    assert (t.starts, t.ends) == ([0], [4])
+    t.reserve(6, 7)
+    assert t.earliest(0.0, 1.0) == 4.0 and t.earliest(0.0, 2.5) == 7.0

@@ -142,6 +142,8 @@ class OffloadEnv(gym.Env):
         self.observation_space = spaces.Box(OBSERVATION_SPEC.low, OBSERVATION_SPEC.high, dtype=np.float32)
         self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
         self.slo_s = self.system_cfg.slo_s
+        w = self.weights
+        self._w = (w.quality, w.latency / self.slo_s, w.slo_violation, w.cost_per_usd, w.energy_per_kj * 1e-3)
         cloud_mean = float(np.mean(self.trace.cloud_latency_s)) / self.system_cfg.cloud_speed
         rho, c = self.system_cfg.cloud_background_load, self.system_cfg.cloud_servers
         self._bg_wait_p = erlang_c(c, rho)
@@ -149,7 +151,6 @@ class OffloadEnv(gym.Env):
         self.sim: EdgeCloudSystem | None = None
         self._i = 0
         self._features: list = []
-        self._feature_cache: list = [None] * len(self.trace)
         self.episode_info: dict[str, Any] = {}
 
     # -- gymnasium API ---------------------------------------------------------------------------
@@ -190,11 +191,7 @@ class OffloadEnv(gym.Env):
             bg_delay=bg.tolist(),
         )
         self.sim = EdgeCloudSystem(cfg, bw, offset, req)
-        cache = self._feature_cache
-        for j in range(start, start + n):
-            if cache[j] is None:
-                cache[j] = t.request_features(j)
-        self._features = cache[start:start + n]
+        self._features = t.all_request_features()[start:start + n]
         self._i = 0
         self.episode_info = {"start": start, "bandwidth": bw.name, "bandwidth_offset_s": offset,
                              "rate_scale": rate, "edge_speed": speed}
@@ -216,7 +213,10 @@ class OffloadEnv(gym.Env):
         if self._i >= self.n_requests:
             raise RuntimeError("episode is over; call reset()")
         outcome = self.sim.step(self._i, th)
-        r = reward_of(outcome, self.weights, self.slo_s)
+        w_q, w_l, w_v, w_c, w_e = self._w
+        lat = outcome.latency_s
+        r = (w_q * outcome.score - w_l * lat - (w_v if lat > self.slo_s else 0.0)
+             - w_c * outcome.cloud_cost_usd - w_e * outcome.energy_j)  # = reward_of(...), inlined
         self._i += 1
         done = self._i >= self.n_requests
         return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th}

@@ -45,6 +45,8 @@ from ..decision import Mode, Thresholds
 from ..observation import SystemState
 from ..traces.bandwidth import BandwidthTrace
 
+_EDGE_FIRST, _SPECULATIVE, _CLOUD = Mode.EDGE_FIRST, Mode.SPECULATIVE, Mode.CLOUD
+
 __all__ = ["Timeline", "Outcome", "Plan", "SimRequests", "EdgeCloudSystem", "erlang_c"]
 
 
@@ -99,11 +101,20 @@ class Timeline:
         return t, bw.transfer_time(t + offset, n_bytes)
 
     def reserve(self, start: float, end: float) -> None:
+        """Mark ``[start, end)`` busy; touching intervals are merged (back-to-back jobs)."""
         if end <= start:
             return
-        k = bisect.bisect_left(self.starts, start)
-        self.starts.insert(k, start)
-        self.ends.insert(k, end)
+        starts, ends = self.starts, self.ends
+        k = bisect.bisect_left(starts, start)
+        if k > 0 and ends[k - 1] >= start:  # continues the previous interval
+            k -= 1
+            ends[k] = max(ends[k], end)
+        else:
+            starts.insert(k, start)
+            ends.insert(k, end)
+        while k + 1 < len(starts) and starts[k + 1] <= ends[k]:  # now touches the next one
+            ends[k] = max(ends[k], ends[k + 1])
+            del starts[k + 1], ends[k + 1]
 
 
 @dataclass(slots=True)
@@ -276,31 +287,31 @@ class EdgeCloudSystem:
         r = self.req
         a = r.arrival[i]
         s_mas = r.mas_score[i]
-        mode = Mode.CLOUD if s_mas >= th.tau_high else Mode.SPECULATIVE if s_mas >= th.tau_low else Mode.EDGE_FIRST
+        mode = _CLOUD if s_mas >= th.tau_high else _SPECULATIVE if s_mas >= th.tau_low else _EDGE_FIRST
         accept = r.conf[i] >= th.tau_conf
         e_svc = r.edge_s[i]
         p = Plan(outcome=None)  # type: ignore[arg-type]
         edge_busy = upload_s = bytes_sent = tokens = cost = 0.0
         cloud_called = cancelled = False
-        if mode is not Mode.CLOUD:
+        if mode is not _CLOUD:
             es = self.edge.earliest(a, e_svc)
             te = es + e_svc
-        if mode is Mode.EDGE_FIRST and accept:
+        if mode is _EDGE_FIRST and accept:
             p.edge = (a, es, te)
             p.edge_service_s = e_svc
             edge_busy = e_svc
             answered, latency, score = "edge", te - a, r.edge_score[i]
         else:
-            ready = te if mode is Mode.EDGE_FIRST else a
+            ready = te if mode is _EDGE_FIRST else a
             u0, u1, k, c0, c1, resp = self._cloud_path(i, ready)
             cloud_called = True
             half = 0.5 * r.rtt[i]
-            if mode is Mode.SPECULATIVE and resp < te:  # cloud first: stop the edge
+            if mode is _SPECULATIVE and resp < te:  # cloud first: stop the edge
                 answered, latency, score = "cloud", resp - a, r.cloud_score[i]
                 if es < resp:
                     p.edge = (a, es, resp)
                     edge_busy = resp - es
-            elif mode is Mode.SPECULATIVE and accept:  # accept edge, cancel the cloud call
+            elif mode is _SPECULATIVE and accept:  # accept edge, cancel the cloud call
                 answered, latency, score = "edge", te - a, r.edge_score[i]
                 p.edge = (a, es, te)
                 p.edge_service_s = e_svc
@@ -321,7 +332,7 @@ class EdgeCloudSystem:
                 p.call = (a, te)
             else:  # cloud answers (CLOUD, escalation, or speculation that was not accepted)
                 answered, latency, score = "cloud", resp - a, r.cloud_score[i]
-                if mode is not Mode.CLOUD:
+                if mode is not _CLOUD:
                     p.edge = (a, es, te)
                     p.edge_service_s = e_svc
                     edge_busy = e_svc

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .._io import atomic_write
 from ..config import format_validation_error
 from ..errors import UserInputError
-from ..observation import MAS_FEATURES, RequestFeatures
+from ..observation import MAS_FEATURES, RequestFeatures, request_features_batch
 
 __all__ = [
     "TRACE_FORMAT",
@@ -216,6 +216,14 @@ class RequestTrace:
             has_video=bool(self.has_video[i]),
             has_audio=bool(self.has_audio[i]),
         )
+
+    def all_request_features(self) -> list[RequestFeatures]:
+        """:meth:`request_features` of every request, computed once and cached."""
+        cached = self.__dict__.get("_features")
+        if cached is None:
+            cached = request_features_batch(self.mas, self.payload_bytes, self.input_tokens, self.has_video, self.has_audio)
+            self.__dict__["_features"] = cached
+        return cached
 
     def subset(self, index: slice | np.ndarray) -> "RequestTrace":
         """The requests at ``index`` (arrival times kept as they are)."""
