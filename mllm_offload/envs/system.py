@@ -47,7 +47,7 @@ from ..traces.bandwidth import BandwidthTrace
 
 _EDGE_FIRST, _SPECULATIVE, _CLOUD = Mode.EDGE_FIRST, Mode.SPECULATIVE, Mode.CLOUD
 
-__all__ = ["Timeline", "Outcome", "Plan", "SimRequests", "EdgeCloudSystem", "erlang_c"]
+__all__ = ["Timeline", "Backlog", "Outcome", "Plan", "SimRequests", "EdgeCloudSystem", "erlang_c"]
 
 
 class Timeline:
@@ -115,6 +115,39 @@ class Timeline:
         while k + 1 < len(starts) and starts[k + 1] <= ends[k]:  # now touches the next one
             ends[k] = max(ends[k], ends[k + 1])
             del starts[k + 1], ends[k + 1]
+
+
+class Backlog:
+    """Jobs a router knows are outstanding: enqueued at or before ``now`` and not yet finished.
+
+    Jobs may be registered before they are enqueued (an escalation decided now is enqueued when
+    the edge finishes); ``advance(now)`` moves them in and drops finished ones, in O(log n).
+    """
+
+    __slots__ = ("_pending", "active", "total")
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[float, float, float, float]] = []  # (enqueue, end, start, amount)
+        self.active: list[tuple[float, float, float]] = []  # heap of (end, start, amount)
+        self.total = 0.0  # sum of ``amount`` over active jobs
+
+    def add(self, enqueue: float, start: float, end: float, amount: float = 0.0) -> None:
+        heapq.heappush(self._pending, (enqueue, end, start, amount))
+
+    def advance(self, now: float) -> None:
+        pend, act = self._pending, self.active
+        while pend and pend[0][0] <= now:
+            _, e, s, amt = heapq.heappop(pend)
+            if e > now:
+                heapq.heappush(act, (e, s, amt))
+                self.total += amt
+        while act and act[0][0] <= now:
+            self.total -= heapq.heappop(act)[2]
+        if not act:
+            self.total = 0.0
+
+    def __len__(self) -> int:
+        return len(self.active)
 
 
 @dataclass(slots=True)
@@ -202,9 +235,9 @@ class EdgeCloudSystem:
         self._uploads: list[float] = []  # 1 / throughput of the recent uploads, 1/Mbps
         self._inv_sum = 0.0
         self._bw_window = cfg.bw_window
-        self._edge_jobs: list[tuple[float, float]] = []  # (enqueue, end)
-        self._upload_jobs: list[tuple[float, float, float, float]] = []  # (enqueue, start, end, bytes)
-        self._calls: list[tuple[float, float]] = []  # (start, end)
+        self._edge_jobs = Backlog()
+        self._upload_jobs = Backlog()  # amount = bytes
+        self._calls = Backlog()
         self.bw_est = cfg.bw_prior_mbps
         self.rtt_est = cfg.rtt_s
         self.cloud_lat_est = 0.0
@@ -237,24 +270,17 @@ class EdgeCloudSystem:
         for tl in self._timelines:
             if tl.ends and tl.ends[0] <= now:
                 tl.prune(now)
-        edge_n = 0
-        if self._edge_jobs:
-            self._edge_jobs = jobs = [j for j in self._edge_jobs if j[1] > now]
-            for q, _ in jobs:
-                if q <= now:
-                    edge_n += 1
-        queued = 0.0
-        if self._upload_jobs:
-            self._upload_jobs = ups = [j for j in self._upload_jobs if j[2] > now]
-            for q, s, e, nb in ups:
-                if q <= now:
-                    queued += nb - (self.bw.bytes_between(s + self.offset, now + self.offset) if s < now else 0.0)
-        inflight = 0
-        if self._calls:
-            self._calls = calls = [c for c in self._calls if c[1] > now]
-            for s, _ in calls:
-                if s <= now:
-                    inflight += 1
+        self._edge_jobs.advance(now)
+        self._calls.advance(now)
+        ups = self._upload_jobs
+        ups.advance(now)
+        queued = ups.total
+        if ups.active:  # the upload in progress has already sent part of its bytes
+            e, s, nb = ups.active[0]
+            if s < now:
+                queued -= self.bw.bytes_between(s + self.offset, now + self.offset)
+        edge_n = len(self._edge_jobs)
+        inflight = len(self._calls)
         return SystemState(
             bw_est_mbps=self.bw_est,
             rtt_s=self.rtt_est,
@@ -362,20 +388,20 @@ class EdgeCloudSystem:
         if p.edge is not None:
             q, s, e = p.edge
             self.edge.reserve(s, e)
-            self._edge_jobs.append((q, e))
+            self._edge_jobs.add(q, s, e)
             if p.edge_service_s > 0.0:
                 heapq.heappush(ev, (e, 2, p.edge_service_s, 0.0))
         if p.upload is not None:
             q, s, e, nb = p.upload
             self.uplink.reserve(s, e)
-            self._upload_jobs.append(p.upload)
+            self._upload_jobs.add(q, s, e, nb)
             if e > s:
                 heapq.heappush(ev, (e, 0, nb * 8e-6 / (e - s), 0.0))
         if p.server is not None:
             k, s, e = p.server
             self.servers[k].reserve(s, e)
         if p.call is not None:
-            self._calls.append(p.call)
+            self._calls.add(p.call[0], p.call[0], p.call[1])
         if p.response is not None:
             t, resp_s, rtt = p.response
             heapq.heappush(ev, (t, 1, resp_s, rtt))
