@@ -232,9 +232,9 @@ def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarra
         min(math.log1p(upload_s), _UP_HI),
         min(max(rtt, 0.0), _RTT_HI),
         min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI),
-        min(max(float(state.edge_queue_n), 0.0), _EN_HI),
+        min(max(state.edge_queue_n, 0), _EN_HI),
         min(max(state.edge_queue_s, 0.0), _ES_HI),
-        min(max(float(state.cloud_inflight_n), 0.0), _CN_HI),
+        min(max(state.cloud_inflight_n, 0), _CN_HI),
         min(max(state.cloud_latency_recent_s, 0.0), _CL_HI),
     )
     return np.array(values, dtype=np.float32)

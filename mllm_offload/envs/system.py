@@ -303,9 +303,12 @@ class EdgeCloudSystem:
         svc = r.cloud_s[i]
         best_k, best_s = 0, math.inf
         for k, srv in enumerate(self.servers):
-            s = srv.earliest(at_cloud, svc)
+            ends = srv.ends
+            s = at_cloud if not ends or at_cloud >= ends[-1] else srv.earliest(at_cloud, svc)
             if s < best_s:
                 best_k, best_s = k, s
+                if s == at_cloud:  # cannot start earlier than this
+                    break
         return u0, u1, best_k, best_s, best_s + svc, best_s + svc + half
 
     def plan(self, i: int, th: Thresholds) -> Plan:
