@@ -112,3 +112,31 @@ def test_timeline_merges_back_to_back_jobs():
     assert (t.starts, t.ends) == ([0], [4])
     t.reserve(6, 7)
     assert t.earliest(0.0, 1.0) == 4.0 and t.earliest(0.0, 2.5) == 7.0
+
+
+def test_outcome_invariants_under_random_thresholds():
+    import numpy as np
+
+    from mllm_offload.envs import OffloadEnv
+
+    env = OffloadEnv(profile="mobile-3g", synthetic_requests=3000, episode={"n_requests": 200})
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        env.reset(seed=seed)
+        req = env.sim.req
+        for i in range(env.n_requests):
+            th = Thresholds.from_action(rng.random(3))
+            o = env.step_thresholds(th)[4]["outcome"]
+            assert o.mode is th.mode(req.mas_score[i])
+            assert o.latency_s > 0 and o.energy_j >= 0 and o.cloud_cost_usd >= 0
+            assert 0 <= o.bytes_sent <= req.payload[i] + 1e-6
+            if o.answered_by == "edge":
+                assert o.latency_s >= req.edge_s[i] - 1e-9 and o.score == req.edge_score[i]
+                assert o.mode is not Mode.CLOUD and req.conf[i] >= th.tau_conf
+            else:
+                assert o.cloud_called and o.score == req.cloud_score[i] and not o.cancelled
+                assert o.latency_s >= req.rtt[i] + req.cloud_s[i] - 1e-9
+            if o.cancelled:
+                assert o.mode is Mode.SPECULATIVE and o.answered_by == "edge"
+            if o.mode is Mode.CLOUD:
+                assert o.answered_by == "cloud" and o.edge_busy_s == 0.0
