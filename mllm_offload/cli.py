@@ -95,12 +95,14 @@ def _scenario(args: argparse.Namespace) -> dict[str, Any]:
     from .traces.synth import get_profile
 
     prof = get_profile(args.profile)
-    system, reward, episode = prof.system, RewardWeights(), EpisodeConfig(n_requests=args.episode_len)
+    # never run longer episodes than the requests asked for
+    ep_len = min(args.episode_len, getattr(args, "requests", args.episode_len))
+    system, reward, episode = prof.system, RewardWeights(), EpisodeConfig(n_requests=ep_len)
     if args.config is not None:
         ov = load_yaml(args.config, ScenarioOverrides)
         system, reward, episode = ov.apply(str(args.config), system, reward, episode)
         if "n_requests" not in ov.episode:
-            episode = episode.model_copy(update={"n_requests": args.episode_len})
+            episode = episode.model_copy(update={"n_requests": ep_len})
     trace = load_trace(args.trace) if args.trace is not None else None
     bw = args.bandwidth or prof.bandwidth
     if not (bw.startswith("constant:") or bw.startswith("markov:")):
