@@ -131,8 +131,14 @@ class Backlog:
         self.active: list[tuple[float, float, float]] = []  # heap of (end, start, amount)
         self.total = 0.0  # sum of ``amount`` over active jobs
 
-    def add(self, enqueue: float, start: float, end: float, amount: float = 0.0) -> None:
-        heapq.heappush(self._pending, (enqueue, end, start, amount))
+    def add(self, enqueue: float, start: float, end: float, amount: float = 0.0, now: float = -math.inf) -> None:
+        """Register a job; ``now`` (if known) lets one already enqueued skip the pending heap."""
+        if enqueue <= now:
+            if end > now:
+                heapq.heappush(self.active, (end, start, amount))
+                self.total += amount
+        else:
+            heapq.heappush(self._pending, (enqueue, end, start, amount))
 
     def advance(self, now: float) -> None:
         pend, act = self._pending, self.active
@@ -174,6 +180,7 @@ class Plan:
     """An outcome plus the reservations and measurements that committing it records."""
 
     outcome: Outcome
+    now: float = 0.0  # the request's arrival, seconds
     edge: tuple[float, float, float] | None = None  # (enqueue, start, end)
     edge_service_s: float = 0.0
     upload: tuple[float, float, float, float] | None = None  # (enqueue, start, end, bytes)
@@ -319,7 +326,7 @@ class EdgeCloudSystem:
         mode = _CLOUD if s_mas >= th.tau_high else _SPECULATIVE if s_mas >= th.tau_low else _EDGE_FIRST
         accept = r.conf[i] >= th.tau_conf
         e_svc = r.edge_s[i]
-        p = Plan(outcome=None)  # type: ignore[arg-type]
+        p = Plan(None, a)  # type: ignore[arg-type]
         edge_busy = upload_s = bytes_sent = tokens = cost = 0.0
         cloud_called = cancelled = False
         if mode is not _CLOUD:
@@ -388,23 +395,24 @@ class EdgeCloudSystem:
     def commit(self, p: Plan) -> Outcome:
         """Apply a plan's reservations and schedule its measurements; returns its outcome."""
         ev = self._events
+        now = p.now
         if p.edge is not None:
             q, s, e = p.edge
             self.edge.reserve(s, e)
-            self._edge_jobs.add(q, s, e)
+            self._edge_jobs.add(q, s, e, 0.0, now)
             if p.edge_service_s > 0.0:
                 heapq.heappush(ev, (e, 2, p.edge_service_s, 0.0))
         if p.upload is not None:
             q, s, e, nb = p.upload
             self.uplink.reserve(s, e)
-            self._upload_jobs.add(q, s, e, nb)
+            self._upload_jobs.add(q, s, e, nb, now)
             if e > s:
                 heapq.heappush(ev, (e, 0, nb * 8e-6 / (e - s), 0.0))
         if p.server is not None:
             k, s, e = p.server
             self.servers[k].reserve(s, e)
         if p.call is not None:
-            self._calls.add(p.call[0], p.call[0], p.call[1])
+            self._calls.add(p.call[0], p.call[0], p.call[1], 0.0, now)
         if p.response is not None:
             t, resp_s, rtt = p.response
             heapq.heappush(ev, (t, 1, resp_s, rtt))
