@@ -8,13 +8,12 @@ and writes no output file.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
+from .config import EpisodeConfig, RewardWeights, ScenarioOverrides, load_yaml
 from .errors import UserInputError
 
 __all__ = ["main", "build_parser"]

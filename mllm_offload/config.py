@@ -50,7 +50,6 @@ class SystemConfig(StrictModel):
     radio_power_w: float = Field(1.0, ge=0.0, description="radio power while uploading, W")
     price_in_usd_per_mtok: float = Field(0.2, ge=0.0, description="cloud input price, USD/1M tok")
     price_out_usd_per_mtok: float = Field(0.6, ge=0.0, description="cloud output price, USD/1M tok")
-    response_bytes: int = Field(2000, ge=0, description="bytes of a cloud answer (downlink)")
     slo_s: float = Field(2.0, gt=0.0, description="latency service-level objective, seconds")
     bw_prior_mbps: float = Field(
         10.0, gt=0.0, description="bandwidth estimate before any upload was measured, Mbps"

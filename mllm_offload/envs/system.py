@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import SystemConfig
 from ..decision import Mode, Thresholds
