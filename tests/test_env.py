@@ -86,3 +86,11 @@ def test_step_reward_equals_reward_of():
     while not done:
         _, r, done, _, info = env.step(rng.random(3))
         assert r == pytest.approx(reward_of(info["outcome"], env.weights, env.slo_s), abs=1e-12)
+
+
+def test_bad_reset_options_are_rejected():
+    env = OffloadEnv(synthetic_requests=2000)
+    with pytest.raises(UserInputError, match="rate_scale and edge_speed must be > 0"):
+        env.reset(seed=0, options={"rate_scale": 0.0})
+    with pytest.raises(RuntimeError, match="reset"):
+        OffloadEnv(synthetic_requests=2000).step(np.zeros(3))
