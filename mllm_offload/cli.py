@@ -1,4 +1,4 @@
-"""Command line: ``mllm-offload {evaluate,train,synth,profiles}`` (also ``train.py``, ``evaluate.py``).
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles}`` (also ``train.py``, ``evaluate.py``).
 
 Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
 prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
@@ -19,6 +19,8 @@ from .errors import UserInputError
 __all__ = ["main", "build_parser"]
 
 DEFAULT_POLICIES = "edge,cloud,msao,tuned,oracle"
+_REPO = Path(__file__).resolve().parent.parent
+_DEFAULT_HP = "configs/ppo.yaml"
 
 
 def _positive_int(text: str) -> int:
@@ -50,19 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="part of the requests and bandwidth folder to evaluate on [test]")
     ev.add_argument("--requests", type=_positive_int, default=2000, help="requests per policy [2000]")
     ev.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated: edge, cloud, random, msao, tuned, oracle [{DEFAULT_POLICIES}]")
+    ev.add_argument("--policy", type=Path, action="append", default=[], metavar="DIR", help="an exported policy folder, evaluated as 'ppo' (repeatable)")
     ev.add_argument("--json", type=Path, help="write metrics as JSON")
     ev.add_argument("--csv", type=Path, help="write metrics as CSV")
     ev.add_argument("--plots", type=Path, help="folder for PNG plots (latency CDF, score vs cloud share)")
     ev.add_argument("--no-throughput", action="store_true", help="skip the throughput search")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    tr = sub.add_parser("train", help="train PPO thresholds (small budget for now)", description="Train PPO on the training split, compare with MSAO on validation episodes.")
+    tr = sub.add_parser(
+        "train", help="train PPO thresholds, evaluate against the baselines, export the policy",
+        description="Train PPO on the training split (validation against MSAO on the validation split), "
+        "export the best validated model to RUN_DIR/policy, then evaluate it with the baselines on the test split.",
+    )
     _add_scenario_args(tr)
-    tr.add_argument("--timesteps", type=_positive_int, default=20_000, help="PPO environment steps [20000]")
-    tr.add_argument("--n-envs", type=_positive_int, default=1, help="parallel environments (SubprocVecEnv when > 1) [1]")
-    tr.add_argument("--eval-requests", type=_positive_int, default=1000, help="validation requests for the before/after comparison [1000]")
+    tr.add_argument("--timesteps", type=_positive_int, help="PPO environment steps in total [hyperparameter file: n_timesteps]")
+    tr.add_argument("--n-envs", type=_positive_int, help="parallel environments, SubprocVecEnv when > 1 [hyperparameter file: n_envs]")
+    tr.add_argument("--hyperparams", type=Path, help=f"rl-zoo style YAML of PPO hyperparameters; section = profile name over 'default' [{_DEFAULT_HP}]")
+    tr.add_argument("--score-floor", default="msao", help="constrain the mean score: 'msao' (MSAO's score on training episodes), a number in [0,1], or 'none' [msao]")
     tr.add_argument("--out", type=Path, default=Path("runs/ppo"), help="run folder [runs/ppo]")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (scenario and hyperparameters from RUN_DIR/run.json)")
+    tr.add_argument("--eval-requests", type=_positive_int, default=2000, help="test requests per policy in the final comparison [2000]")
+    tr.add_argument("--baselines", default="edge,cloud,msao,tuned,oracle", help="policies compared with PPO at the end [edge,cloud,msao,tuned,oracle]")
+    tr.add_argument("--no-eval", action="store_true", help="skip the final comparison on the test split")
+    tr.add_argument("--throughput", action="store_true", help="include the throughput search in the final comparison")
+    tr.add_argument("--json", type=Path, help="also write the final comparison as JSON [RUN_DIR/eval_test.json always]")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar or validation lines")
+
+    ex = sub.add_parser("export", help="export a training run as a deployable policy artifact",
+                        description="Write policy.json + policy.npz + policy.onnx from RUN_DIR (after a parity check against SB3).")
+    ex.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    ex.add_argument("--out", type=Path, help="artifact folder [RUN_DIR/policy]")
+    ex.add_argument("--which", choices=["best", "final"], default="best", help="best validated model or the last one [best]")
+    ex.add_argument("--no-onnx", action="store_true", help="skip policy.onnx (numpy backend only)")
 
     sy = sub.add_parser("synth", help="write a synthetic request trace", description="Draw requests from a profile and write them as a JSONL trace.")
     sy.add_argument("--profile", default="mobile-3g", help="profile name [mobile-3g]")
@@ -158,6 +179,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scn = _scenario(args)
     env = _make_env(scn, args.split)
     policies = _policies(args.policies, scn, args)
+    if args.policy:
+        from .agents.export import ArtifactPolicy
+
+        for k, d in enumerate(args.policy):
+            policies.append(ArtifactPolicy(d, "ppo" if k == 0 else f"ppo:{d}"))
     t0 = time.perf_counter()
     results, logs = evaluate(env, policies, args.requests, seed=args.seed, throughput=not args.no_throughput, progress=_progress("evaluating", args.quiet))
     meta = {
@@ -171,6 +197,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{meta['profile'] if not args.trace else args.trace} | bandwidth {meta['bandwidth']} ({meta['bandwidth_traces']} traces, split {args.split}) | "
           f"{meta['requests']} requests per policy | SLO {env.slo_s:g} s\n")
     print(markdown_table(results))
+    summary = _gap_summary(results)
+    if summary:
+        print("\n" + summary)
     if args.json:
         write_json(args.json, results, meta)
     if args.csv:
@@ -180,23 +209,140 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    try:
-        from .agents.ppo import train_ppo
-    except ImportError as e:  # pragma: no cover
-        raise UserInputError(f"train: needs the 'train' extra (pip install 'mllm-offload[train]'): {e}") from None
-    from .agents.evaluation import evaluate, markdown_table
-    from .agents.heuristics import MSAOHeuristic
+def _hyperparams(args: argparse.Namespace, section: str):
+    from .config import PPOHyperparams, load_hyperparams
 
+    path = args.hyperparams
+    if path is None and (_REPO / _DEFAULT_HP).is_file():
+        path = _REPO / _DEFAULT_HP
+    hp = load_hyperparams(path, section) if path is not None else PPOHyperparams()
+    upd = {k: v for k, v in (("n_timesteps", args.timesteps), ("n_envs", args.n_envs)) if v is not None}
+    if upd:
+        try:
+            hp = PPOHyperparams.model_validate({**hp.model_dump(), **upd})
+        except Exception as e:  # pydantic ValidationError: report the first problem
+            raise UserInputError(f"train: {str(e).splitlines()[-2].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    return hp, (str(path) if path is not None else "built-in defaults")
+
+
+_RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams")
+
+
+def _resume_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Restore the scenario of a run from RUN_DIR/run.json (explicit --timesteps/--n-envs win)."""
+    run = args.resume
+    rj = run / "run.json"
+    if not rj.is_file():
+        raise UserInputError(f"{run}: not a run directory (no run.json)")
+    import json
+
+    try:
+        saved = json.loads(rj.read_text(encoding="utf-8"))["args"]
+    except (ValueError, KeyError) as e:
+        raise UserInputError(f"{rj}: unreadable: {e}") from None
+    for k in _RUN_ARGS:
+        v = saved.get(k)
+        setattr(args, k, Path(v) if k in ("trace", "config", "hyperparams") and v is not None else v)
+    if args.timesteps is None:
+        args.timesteps = saved.get("timesteps")
+    args.out = run
+    return args
+
+
+def _score_floor(text: str, scn: dict[str, Any]) -> float | None:
+    if text == "none":
+        return None
+    if text == "msao":
+        from .agents.ppo import msao_reference
+
+        env = _make_env(scn, "train")
+        return msao_reference(env, [50_000 + k for k in range(16)])["score_mean"]
+    try:
+        v = float(text)
+    except ValueError:
+        raise UserInputError(f"--score-floor: expected 'msao', 'none' or a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise UserInputError(f"--score-floor: must be in [0, 1], got {v}")
+    return v
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from ._io import atomic_write_text
+
+    resume = args.resume is not None
+    if resume:
+        args = _resume_args(args)
     scn = _scenario(args)
-    val_env = _make_env(scn, "val")
-    msao = MSAOHeuristic(scn["system"].slo_s)
-    t0 = time.perf_counter()
-    policy = train_ppo(lambda: _make_env(scn, "train"), args.timesteps, seed=args.seed, n_envs=args.n_envs, out_dir=args.out, progress_bar=not args.quiet)
-    elapsed = time.perf_counter() - t0
-    results, _ = evaluate(val_env, [msao, policy], args.eval_requests, seed=args.seed, throughput=False)
-    print(f"trained PPO for {args.timesteps} steps in {elapsed:.1f} s; model in {args.out}/model.zip\n")
+    hp, hp_source = _hyperparams(args, scn["profile"])
+    from .agents.export import ArtifactPolicy, export_run
+    from .agents.ppo import train
+
+    run = args.out
+    floor = _score_floor(str(args.score_floor), scn)
+    run_args = {k: (str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k)) for k in _RUN_ARGS}
+    run_args["timesteps"] = hp.n_timesteps
+    record = {
+        "args": run_args, "hyperparams": hp.model_dump(), "hyperparams_source": hp_source, "score_floor_value": floor,
+        "export_meta": {"profile": scn["profile"], "bandwidth": scn["bandwidth"], "trace": run_args["trace"],
+                        "seed": args.seed, "timesteps": hp.n_timesteps, "score_floor": floor,
+                        "hyperparams": hp.model_dump(), "slo_s": scn["system"].slo_s},
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "run.json", json.dumps(record, indent=2) + "\n")
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    log(f"training PPO on {scn['profile']} | bandwidth {scn['bandwidth']} | {hp.n_timesteps} steps, {hp.n_envs} envs | "
+        f"hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run}")
+    res = train(lambda split: _make_env(scn, split), hp, run, seed=args.seed, resume=resume,
+                progress_bar=not args.quiet, score_floor=floor, log=log)
+    policy_dir = export_run(run, run / "policy")
+    best = res.best
+    print(f"trained {res.timesteps} steps in {res.seconds:.0f} s; best validation reward {best.get('reward_mean', float('nan')):.4f} "
+          f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {policy_dir}")
+    if args.no_eval:
+        return 0
+    from .agents.evaluation import evaluate, markdown_table, write_json
+
+    env = _make_env(scn, "test")
+    args.requests = args.eval_requests
+    pols = _policies(args.baselines, scn, args) + [ArtifactPolicy(policy_dir, "ppo")]
+    results, _ = evaluate(env, pols, args.eval_requests, seed=0, throughput=args.throughput,
+                          progress=_progress("evaluating on the test split", args.quiet))
+    print(f"\ntest split: {len(env.bandwidths)} bandwidth traces, {int(results['ppo']['requests'])} requests per policy, SLO {env.slo_s:g} s\n")
     print(markdown_table(results))
+    summary = _gap_summary(results)
+    if summary:
+        print("\n" + summary)
+    meta = {"profile": scn["profile"], "bandwidth": scn["bandwidth"], "split": "test", "seed": 0,
+            "policy": str(policy_dir), "train_seed": args.seed, "timesteps": res.timesteps, "train_seconds": round(res.seconds, 1)}
+    write_json(run / "eval_test.json", results, meta)
+    if args.json:
+        write_json(args.json, results, meta)
+    return 0
+
+
+def _gap_summary(results: dict[str, dict[str, float]]) -> str:
+    """One line: share of the MSAO -> oracle reward gap that PPO recovers, and the side conditions."""
+    if not {"ppo", "msao", "oracle"} <= results.keys():
+        return ""
+    r = {k: v["reward_mean"] for k, v in results.items()}
+    gap = r["oracle"] - r["msao"]
+    rec = (r["ppo"] - r["msao"]) / gap if gap > 0 else float("nan")
+    p, m = results["ppo"], results["msao"]
+    parts = [f"gap recovered (R_ppo - R_msao)/(R_oracle - R_msao) = {rec:.3f}",
+             f"p95 {p['latency_p95_s']:.2f} s vs MSAO {m['latency_p95_s']:.2f} s",
+             f"score {p['score_mean']:.3f} vs MSAO {m['score_mean']:.3f} ({100 * (p['score_mean'] - m['score_mean']):+.1f} pts)"]
+    if "tuned" in r:
+        parts.append(f"reward {r['ppo']:.4f} vs tuned {r['tuned']:.4f}")
+    return "; ".join(parts)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .agents.export import export_run
+
+    out = export_run(args.run_dir, args.out, which=args.which, with_onnx=not args.no_onnx)
+    print(f"exported {args.which} model of {args.run_dir} to {out}")
     return 0
 
 
@@ -222,7 +368,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"evaluate": cmd_evaluate, "train": cmd_train, "synth": cmd_synth, "profiles": cmd_profiles}[args.command]
+    handler = {"evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export, "synth": cmd_synth, "profiles": cmd_profiles}[args.command]
     try:
         return handler(args)
     except UserInputError as e:

@@ -8,10 +8,10 @@ naming the file and the field, e.g. ``ppo.yaml: reward.latency: Input should be 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
 from .errors import UserInputError
 
@@ -23,6 +23,10 @@ __all__ = [
     "format_validation_error",
     "load_yaml",
     "ScenarioOverrides",
+    "PolicyKwargs",
+    "NormalizeConfig",
+    "PPOHyperparams",
+    "load_hyperparams",
 ]
 
 
@@ -145,3 +149,85 @@ class ScenarioOverrides(StrictModel):
             except ValidationError as e:
                 raise UserInputError(format_validation_error(f"{source}: {section}", e).replace(f"{section}: ", f"{section}.", 1)) from None
         return out[0], out[1], out[2]
+
+
+class PolicyKwargs(StrictModel):
+    """Actor/critic network of SB3's ``MlpPolicy`` (a structured ``policy_kwargs``)."""
+
+    net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layer sizes (actor and critic)")
+    activation_fn: Literal["tanh", "relu"] = "tanh"
+    log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
+    ortho_init: bool = True
+
+
+class NormalizeConfig(StrictModel):
+    """``VecNormalize`` options (observation statistics are exported with the policy)."""
+
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: float = Field(10.0, gt=0.0)
+
+
+class PPOHyperparams(StrictModel):
+    """PPO hyperparameters, one section of ``configs/ppo.yaml`` (rl-zoo style, validated).
+
+    Field names follow SB3's ``PPO`` arguments; ``n_timesteps``/``n_envs``/``normalize`` follow
+    rl-baselines3-zoo. ``eval_freq`` and ``checkpoint_freq`` count environment steps (all envs).
+    """
+
+    n_timesteps: int = Field(150_000, ge=1, description="environment steps in total")
+    n_envs: int = Field(2, ge=1, le=64, description="parallel envs (SubprocVecEnv when > 1)")
+    policy: Literal["MlpPolicy"] = "MlpPolicy"
+    n_steps: int = Field(1024, ge=2, description="steps per env per rollout")
+    batch_size: int = Field(256, ge=2)
+    n_epochs: int = Field(10, ge=1)
+    learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
+    gamma: float = Field(0.9, ge=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(0.2, gt=0.0, le=1.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float = Field(0.5, gt=0.0)
+    target_kl: float | None = Field(None, gt=0.0)
+    normalize: NormalizeConfig = NormalizeConfig()
+    policy_kwargs: PolicyKwargs = PolicyKwargs()
+    eval_freq: int = Field(10_000, ge=1, description="validation every this many env steps")
+    eval_episodes: int = Field(8, ge=1, description="validation episodes (same seeds every time)")
+    checkpoint_freq: int = Field(25_000, ge=1, description="checkpoint every this many env steps")
+
+    @model_validator(mode="after")
+    def _batch(self) -> "PPOHyperparams":
+        if self.batch_size > self.n_steps * self.n_envs:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the rollout size n_steps*n_envs = {self.n_steps * self.n_envs}")
+        return self
+
+
+def load_hyperparams(path: str | Path, section: str) -> PPOHyperparams:
+    """Read ``section`` of an rl-zoo style YAML, merged over its ``default`` section.
+
+    The file maps section names (``default``, profile names such as ``mobile-3g``) to
+    hyperparameters; a missing section means ``default`` alone. Errors name the file, the section
+    and the field: ``configs/ppo.yaml: mobile-3g.batch_size: Input should be ...``.
+    """
+    p = Path(path)
+    raw = load_yaml(p, _HyperparamFile).root
+    for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise UserInputError(f"{p}: {name}: expected a mapping of hyperparameters")
+    merged: dict[str, Any] = {}
+    for name in ("default", section):
+        body = raw.get(name) or {}
+        for k, v in body.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k] = {**merged[k], **v}
+            else:
+                merged[k] = v
+        try:
+            PPOHyperparams.model_validate(merged)
+        except ValidationError as e:
+            raise UserInputError(format_validation_error(f"{p}: {name}", e).replace(f"{name}: ", f"{name}.", 1)) from None
+    return PPOHyperparams.model_validate(merged)
+
+
+class _HyperparamFile(RootModel[dict[str, Any]]):
+    pass

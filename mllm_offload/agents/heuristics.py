@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import numpy as np
 
 from ..decision import Thresholds
-from ..errors import UserInputError
-from ..observation import OBSERVATION_SPEC
+from ..rules import CLOUD_ONLY, EDGE_ONLY, make_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..envs.offload_env import OffloadEnv
@@ -33,9 +32,6 @@ __all__ = [
     "HindsightOracle",
     "POLICY_NAMES",
 ]
-
-_IX = {name: OBSERVATION_SPEC.index(name) for name in OBSERVATION_SPEC.names}
-
 
 class Policy(ABC):
     """Maps an observation to thresholds. ``name`` labels it in reports."""
@@ -68,14 +64,14 @@ class EdgeOnly(StaticThresholds):
     """Always the edge answer: EDGE_FIRST with ``tau_conf = 0`` (never escalates)."""
 
     def __init__(self) -> None:
-        super().__init__(Thresholds(1.0, 1.0, 0.0), "edge")
+        super().__init__(EDGE_ONLY, "edge")
 
 
 class CloudOnly(StaticThresholds):
     """Always the cloud: ``tau_high = 0`` sends every request to CLOUD."""
 
     def __init__(self) -> None:
-        super().__init__(Thresholds(0.0, 0.0, 1.0), "cloud")
+        super().__init__(CLOUD_ONLY, "cloud")
 
 
 class RandomPolicy(Policy):
@@ -96,60 +92,21 @@ class RandomPolicy(Policy):
 
 
 class MSAOHeuristic(Policy):
-    """Our written-down reading of MSAO's rule (Modality Activation Sparsity-aware Offloading).
+    """The MSAO heuristic as a policy: :class:`mllm_offload.rules.MSAORule` (documented there).
 
-    MAS decides: requests whose joint MAS score is high (dense activations, hard for a small
-    model) go to the cloud, low ones run on the edge, the middle band runs speculatively with
-    confidence-guided cancellation. The MAS thresholds move with the system state:
-
-    * ``net = clip(log2(T_cloud / (net_share * SLO)), -2, 2) / 2`` in [-1, 1], where
-      ``T_cloud`` = estimated upload time (payload / estimated bandwidth + RTT) + uplink backlog
-      + recently measured cloud response time: positive when the cloud path is slow;
-    * ``load = clip(edge_wait / (load_share * SLO), 0, 1)``: the edge queue's expected wait;
-    * ``tau_low = base_low + k_net*net - k_load*load`` and ``tau_high = base_high + k_net*net
-      - k_load*load`` (clipped to [0, 1]): a slow network keeps more requests on the edge, a
-      busy edge sends more to the cloud;
-    * ``tau_conf = base_conf - k_conf*net``: when the network is slow, a less confident edge
-      answer is accepted rather than waiting for the cloud.
-
-    The defaults were set by hand once, from the paper's description (accuracy close to the
-    cloud's, so a fairly strict ``base_conf``), and are not tuned per scenario (that is what
-    :class:`TunedStatic` and PPO are compared for).
+    The rule itself lives at the contracts level so that the deployed router runs the same code.
+    Keyword arguments are the rule's parameters (``base_low``, ``base_high``, ``base_conf``,
+    ``k_net``, ``k_load``, ``k_conf``, ``net_share``, ``load_share``).
     """
 
     name = "msao"
 
-    def __init__(
-        self,
-        slo_s: float,
-        base_low: float = 0.35,
-        base_high: float = 0.65,
-        base_conf: float = 0.75,
-        k_net: float = 0.25,
-        k_load: float = 0.25,
-        k_conf: float = 0.1,
-        net_share: float = 0.25,
-        load_share: float = 0.5,
-    ) -> None:
-        if slo_s <= 0:
-            raise UserInputError(f"msao: slo_s must be > 0, got {slo_s}")
+    def __init__(self, slo_s: float, **params: float) -> None:
+        self.rule = make_rule("msao", {"slo_s": slo_s, **params})
         self.slo_s = slo_s
-        self.base_low, self.base_high, self.base_conf = base_low, base_high, base_conf
-        self.k_net, self.k_load, self.k_conf = k_net, k_load, k_conf
-        self.net_share, self.load_share = net_share, load_share
 
     def thresholds(self, obs: np.ndarray) -> Thresholds:
-        o = obs.tolist() if hasattr(obs, "tolist") else list(obs)
-        t_cloud = math.expm1(o[_IX["upload_est_s_log1p"]]) + o[_IX["uplink_queue_s"]] + o[_IX["cloud_latency_recent_s"]]
-        net = min(max(math.log2(max(t_cloud, 1e-6) / (self.net_share * self.slo_s)), -2.0), 2.0) / 2.0
-        load = min(max(o[_IX["edge_queue_s"]] / (self.load_share * self.slo_s), 0.0), 1.0)
-        shift = self.k_net * net - self.k_load * load
-
-        def clip(x: float) -> float:
-            return min(max(x, 0.0), 1.0)
-
-        lo, hi = clip(self.base_low + shift), clip(self.base_high + shift)
-        return Thresholds(min(lo, hi), hi, clip(self.base_conf - self.k_conf * net))
+        return self.rule.thresholds(obs)
 
 
 DEFAULT_GRID: tuple[tuple[float, ...], tuple[float, ...]] = (

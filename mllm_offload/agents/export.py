@@ -1,0 +1,227 @@
+"""Export a trained SB3 PPO policy as a deployable artifact (:mod:`mllm_offload.artifact`).
+
+Only the actor is exported (the value network is not needed to act): its weights go to
+``policy.npz``, the normalisation statistics of ``VecNormalize`` to ``policy.json``, and an ONNX
+graph with normalisation and action clipping folded in to ``policy.onnx`` (TorchScript-based
+``torch.onnx.export``; the dynamo exporter fails on SB3's full policy and needs onnxscript).
+
+Before anything is written, a parity check compares SB3's deterministic ``predict`` (on
+normalised observations, clipped like :class:`~mllm_offload.agents.ppo.SB3Policy`), the numpy
+actor and onnxruntime on the same observations; the largest absolute action difference is
+recorded in ``policy.json`` (``training.parity_max_abs_diff``) and export fails above
+``tolerance``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import MLPActor, Network, Normalization, write_artifact
+from ..errors import UserInputError
+from ..observation import OBSERVATION_SPEC
+from .heuristics import Policy
+
+__all__ = ["ArtifactPolicy", "actor_layers", "onnx_bytes", "parity", "export_model", "export_run", "check_observations"]
+
+
+def actor_layers(model: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """The actor's ``(w, b)`` pairs (``w`` shaped ``(out, in)``) and its activation name.
+
+    Supports SB3 ``MlpPolicy`` with a Box action (diagonal Gaussian; the deterministic action is
+    the mean) and Tanh or ReLU activations.
+    """
+    import torch.nn as nn
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    pol = model.policy
+    if not isinstance(pol.action_dist, DiagGaussianDistribution):
+        raise UserInputError(f"export: only Box actions (diagonal Gaussian) are supported, got {type(pol.action_dist).__name__}")
+    if not isinstance(pol.pi_features_extractor, FlattenExtractor):
+        raise UserInputError(f"export: only the flatten feature extractor is supported, got {type(pol.pi_features_extractor).__name__}")
+    weights: list[tuple[np.ndarray, np.ndarray]] = []
+    acts = set()
+    for mod in [*pol.mlp_extractor.policy_net, pol.action_net]:
+        if isinstance(mod, nn.Linear):
+            weights.append((mod.weight.detach().cpu().numpy().copy(), mod.bias.detach().cpu().numpy().copy()))
+        elif isinstance(mod, nn.Tanh):
+            acts.add("tanh")
+        elif isinstance(mod, nn.ReLU):
+            acts.add("relu")
+        else:
+            raise UserInputError(f"export: unsupported layer {type(mod).__name__} in the actor")
+    if len(acts) > 1:
+        raise UserInputError(f"export: mixed activations {sorted(acts)} are not supported")
+    return weights, (acts.pop() if acts else "tanh")
+
+
+def onnx_bytes(model: Any, norm: Normalization | None, opset: int = 17) -> bytes:
+    """ONNX graph of the actor: raw observation -> normalise -> MLP -> clip to [0, 1]."""
+    import torch
+    import torch.nn as nn
+
+    pol = model.policy
+    n = len(OBSERVATION_SPEC)
+    mean = torch.tensor(norm.mean if norm else np.zeros(n), dtype=torch.float32)
+    inv_std = torch.tensor(1.0 / np.sqrt(np.asarray(norm.var, np.float64) + norm.epsilon) if norm else np.ones(n), dtype=torch.float32)
+    clip_obs = float(norm.clip_obs) if norm else 1e30
+
+    class Actor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy_net = pol.mlp_extractor.policy_net
+            self.action_net = pol.action_net
+            self.register_buffer("mean", mean)
+            self.register_buffer("inv_std", inv_std)
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            x = torch.clamp((obs - self.mean) * self.inv_std, -clip_obs, clip_obs)
+            return torch.clamp(self.action_net(self.policy_net(x)), 0.0, 1.0)
+
+    actor = Actor().cpu().eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            actor, (torch.zeros(1, n),), buf, input_names=["obs"], output_names=["action"],
+            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def check_observations(norm: Normalization | None, n: int = 512, seed: int = 0) -> np.ndarray:
+    """Observations for the parity check: half uniform in the spec's bounds, half near the
+    training distribution (normal with the recorded mean and variance), clipped to the bounds."""
+    rng = np.random.default_rng(seed)
+    lo, hi = OBSERVATION_SPEC.low.astype(np.float64), OBSERVATION_SPEC.high.astype(np.float64)
+    span_hi = np.where(np.isfinite(hi), hi, lo + 100.0)
+    uni = rng.uniform(lo, span_hi, size=(n // 2, len(lo)))
+    if norm is not None:
+        near = rng.normal(norm.mean, np.sqrt(norm.var), size=(n - n // 2, len(lo)))
+    else:
+        near = rng.uniform(lo, span_hi, size=(n - n // 2, len(lo)))
+    return np.clip(np.vstack([uni, near]), lo, span_hi).astype(np.float32)
+
+
+def parity(model: Any, norm: Normalization | None, actor: MLPActor, onnx: bytes | None, obs: np.ndarray) -> dict[str, float]:
+    """Largest absolute action differences: SB3 ``predict`` vs numpy vs onnxruntime."""
+    x = obs.astype(np.float32)
+    if norm is not None:
+        xn = np.clip((x.astype(np.float64) - norm.mean) / np.sqrt(np.asarray(norm.var) + norm.epsilon), -norm.clip_obs, norm.clip_obs).astype(np.float32)
+    else:
+        xn = x
+    sb3, _ = model.predict(xn, deterministic=True)
+    sb3 = np.clip(sb3, 0.0, 1.0)
+    npy = actor.actions(x)
+    out = {"sb3_vs_numpy": float(np.max(np.abs(sb3 - npy)))}
+    if onnx is not None:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        ox = sess.run(None, {"obs": x})[0]
+        out["sb3_vs_onnx"] = float(np.max(np.abs(sb3 - ox)))
+        out["numpy_vs_onnx"] = float(np.max(np.abs(npy - ox)))
+    out["max"] = max(out.values())
+    return out
+
+
+def export_model(
+    model: Any,
+    out_dir: str | Path,
+    obs_mean: np.ndarray | None = None,
+    obs_var: np.ndarray | None = None,
+    clip_obs: float = 10.0,
+    epsilon: float = 1e-8,
+    training: Mapping[str, Any] | None = None,
+    name: str = "ppo",
+    with_onnx: bool = True,
+    tolerance: float = 1e-5,
+) -> Path:
+    """Export an SB3 PPO model (and its ``VecNormalize`` statistics) to an artifact directory."""
+    norm = None
+    if obs_mean is not None and obs_var is not None:
+        norm = Normalization(mean=[float(v) for v in obs_mean], var=[float(v) for v in obs_var], epsilon=float(epsilon), clip_obs=float(clip_obs))
+    weights, act = actor_layers(model)
+    layers = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
+    if layers[0] != len(OBSERVATION_SPEC) or layers[-1] != 3:
+        raise UserInputError(f"export: the model maps {layers[0]} features to {layers[-1]} actions; this build needs {len(OBSERVATION_SPEC)} -> 3")
+    actor = MLPActor(weights, act, norm)
+    onnx = onnx_bytes(model, norm) if with_onnx else None
+    diffs = parity(model, norm, actor, onnx, check_observations(norm))
+    if diffs["max"] > tolerance:
+        raise RuntimeError(f"export: parity check failed: {diffs} (tolerance {tolerance})")
+    arrays: dict[str, np.ndarray] = {}
+    for i, (w, b) in enumerate(weights):
+        arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+    meta = dict(training or {})
+    meta["parity_max_abs_diff"] = diffs
+    return write_artifact(
+        out_dir, kind="mlp", name=name, arrays=arrays, onnx_bytes=onnx, normalization=norm,
+        network=Network(layers=layers, activation=act), training=meta,  # type: ignore[arg-type]
+    )
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best", with_onnx: bool = True) -> Path:
+    """Export a training run folder (``best/`` or ``final/`` model + ``VecNormalize`` statistics).
+
+    ``which``: ``best`` (highest validation reward, the default; falls back to ``final`` when the
+    run has no evaluation) or ``final``. ``out_dir`` defaults to ``RUN_DIR/policy``.
+    """
+    from stable_baselines3 import PPO
+
+    from .ppo import load_vecnormalize_stats
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserInputError(f"{run}: not a run directory")
+    sub = run / which
+    if which == "best" and not (sub / "model.zip").exists():
+        sub = run / "final"
+    if not (sub / "model.zip").exists():
+        raise UserInputError(f"{run}: no {which}/model.zip (did training finish? try --resume)")
+    try:
+        model = PPO.load(sub / "model.zip", device="cpu")
+    except Exception as e:  # SB3 raises many types on corrupt zips
+        raise UserInputError(f"{sub / 'model.zip'}: cannot load: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    mean, var, clip_obs, eps = load_vecnormalize_stats(sub / "vecnormalize.json")
+    meta: dict[str, Any] = {"run_dir": str(run.resolve()), "checkpoint": which if sub.name == which else sub.name}
+    run_json = run / "run.json"
+    if run_json.exists():
+        meta.update(json.loads(run_json.read_text(encoding="utf-8")).get("export_meta", {}))
+    info = sub / "info.json"
+    if info.exists():
+        meta["checkpoint_info"] = json.loads(info.read_text(encoding="utf-8"))
+    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx)
+
+
+class ArtifactPolicy(Policy):
+    """An exported artifact evaluated in the simulator exactly as it will be deployed.
+
+    Uses the numpy actor of :mod:`mllm_offload.artifact` (the runtime's default backend) or, for
+    a heuristic artifact, the rule it names.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        from ..artifact import read_artifact
+        from ..rules import make_rule
+
+        art = read_artifact(path)
+        self.path = Path(path)
+        self.manifest = art.manifest
+        self.name = name or art.manifest.name
+        if art.actor is not None:
+            self._fn = art.thresholds
+        else:
+            h = art.manifest.heuristic
+            assert h is not None
+            self._fn = make_rule(h.rule, h.params).thresholds
+
+    def thresholds(self, obs: np.ndarray):  # type: ignore[override]
+        return self._fn(obs)

@@ -1,0 +1,351 @@
+"""The exported policy on disk (a contract, imports nothing below; needs only numpy + pydantic).
+
+An artifact is a directory:
+
+================  =================================================================================
+file              content
+================  =================================================================================
+``policy.json``   manifest: format name and version, observation feature names in order,
+                  normalisation statistics, network layout, action mapping, training metadata,
+                  sha256 and size of every other file
+``policy.npz``    actor weights ``w0, b0, w1, b1, ...`` (``w`` shaped ``(out, in)``), read with
+                  ``allow_pickle=False``
+``policy.onnx``   the same actor with normalisation folded in: input ``obs`` float32
+                  ``(batch, n_features)`` (raw observation), output ``action`` float32
+                  ``(batch, 3)`` already clipped to ``[0, 1]``
+================  =================================================================================
+
+A policy's forward pass is: ``x = clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``
+(SB3's ``VecNormalize``), the MLP, clip the output to ``[0, 1]^3`` (what SB3's ``predict`` does
+with a Box action), then :meth:`~mllm_offload.decision.Thresholds.from_action` (action mapping
+``thresholds-v1``: ``tau_high = a1``, ``tau_low = a0 * a1``, ``tau_conf = a2``), exactly as in
+training. An artifact of kind ``heuristic`` holds only ``policy.json`` naming a rule of
+:mod:`mllm_offload.rules` and its parameters.
+
+:func:`read_artifact` validates everything and raises
+:class:`~mllm_offload.errors.UserInputError` with one line naming the file and the problem.
+:func:`write_artifact` writes into a temporary sibling directory and renames it into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from .config import StrictModel, format_validation_error
+from .decision import Thresholds
+from .errors import UserInputError
+from .observation import OBSERVATION_SPEC
+
+__all__ = [
+    "ACTION_MAPPING",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Artifact",
+    "Manifest",
+    "MLPActor",
+    "read_artifact",
+    "sha256_file",
+    "write_artifact",
+]
+
+FORMAT = "mllm-offload-policy"
+FORMAT_VERSION = 1
+ACTION_MAPPING = "thresholds-v1"
+MANIFEST = "policy.json"
+NPZ = "policy.npz"
+ONNX = "policy.onnx"
+
+
+class FileEntry(StrictModel):
+    """Integrity record of one file of the artifact."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Normalization(StrictModel):
+    """Observation normalisation (SB3 ``VecNormalize``): ``clip((x - mean)/sqrt(var + eps))``."""
+
+    mean: list[float]
+    var: list[float]
+    epsilon: float = Field(1e-8, ge=0.0)
+    clip_obs: float = Field(10.0, gt=0.0)
+
+
+class Network(StrictModel):
+    """MLP layout: ``layers`` = feature sizes from input to output (e.g. ``[17, 64, 64, 3]``)."""
+
+    layers: list[int] = Field(min_length=2)
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class ActionSpec(StrictModel):
+    """How the network output becomes thresholds."""
+
+    mapping: Literal["thresholds-v1"] = ACTION_MAPPING
+    low: float = 0.0
+    high: float = 1.0
+
+
+class HeuristicSpec(StrictModel):
+    """A rule of :mod:`mllm_offload.rules` and its keyword parameters."""
+
+    rule: str
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class Manifest(StrictModel):
+    """``policy.json``."""
+
+    format: Literal["mllm-offload-policy"]
+    format_version: int
+    kind: Literal["mlp", "heuristic"]
+    name: str = "ppo"
+    created: str = ""
+    observation: list[str]
+    action: ActionSpec = ActionSpec()
+    normalization: Normalization | None = None
+    network: Network | None = None
+    heuristic: HeuristicSpec | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class MLPActor:
+    """The numpy forward pass of an exported actor: raw observations -> clipped actions.
+
+    ``weights`` is a list of ``(w, b)`` with ``w`` shaped ``(out, in)``; the activation follows
+    every layer but the last.
+    """
+
+    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], activation: str, norm: Normalization | None) -> None:
+        self._wt = [np.ascontiguousarray(np.asarray(w, np.float32).T) for w, _ in weights]
+        self._b = [np.asarray(b, np.float32) for _, b in weights]
+        self._act = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
+        n_in = self._wt[0].shape[0]
+        if norm is None:
+            self._mean = np.zeros(n_in, np.float32)
+            self._inv_std = np.ones(n_in, np.float32)
+            self._clip = np.float32(np.inf)
+        else:
+            self._mean = np.asarray(norm.mean, np.float32)
+            self._inv_std = (1.0 / np.sqrt(np.asarray(norm.var, np.float64) + norm.epsilon)).astype(np.float32)
+            self._clip = np.float32(norm.clip_obs)
+        self.n_inputs = n_in
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        """Actions in ``[0,1]^3`` for ``obs`` shaped ``(n_features,)`` or ``(batch, n_features)``."""
+        x = np.asarray(obs, np.float32)
+        x = np.clip((x - self._mean) * self._inv_std, -self._clip, self._clip)
+        last = len(self._wt) - 1
+        for i, (wt, b) in enumerate(zip(self._wt, self._b)):
+            x = x @ wt + b
+            if i < last:
+                x = self._act(x)
+        return np.clip(x, 0.0, 1.0)
+
+
+@dataclass
+class Artifact:
+    """A validated artifact: its manifest, and for kind ``mlp`` the numpy actor."""
+
+    path: Path
+    manifest: Manifest
+    actor: MLPActor | None
+
+    def thresholds(self, obs: np.ndarray) -> Thresholds:
+        """Thresholds for one observation (kind ``mlp``)."""
+        if self.actor is None:
+            raise TypeError(f"{self.path}: a {self.manifest.kind} artifact has no network")
+        return Thresholds.from_action(self.actor.actions(obs))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def write_artifact(
+    out_dir: str | Path,
+    *,
+    kind: Literal["mlp", "heuristic"],
+    name: str,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    onnx_bytes: bytes | None = None,
+    normalization: Normalization | None = None,
+    network: Network | None = None,
+    heuristic: HeuristicSpec | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an artifact directory atomically (temporary sibling, then rename) and return it.
+
+    The result is read back with :func:`read_artifact` before it replaces ``out_dir``, so a
+    written artifact is always a loadable one.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        files: dict[str, FileEntry] = {}
+        if arrays is not None:
+            with open(tmp / NPZ, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        if onnx_bytes is not None:
+            (tmp / ONNX).write_bytes(onnx_bytes)
+        for fname in (NPZ, ONNX):
+            if (tmp / fname).exists():
+                files[fname] = FileEntry(sha256=sha256_file(tmp / fname), bytes=(tmp / fname).stat().st_size)
+        manifest = Manifest(
+            format=FORMAT, format_version=FORMAT_VERSION, kind=kind, name=name,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            observation=list(OBSERVATION_SPEC.names), normalization=normalization, network=network,
+            heuristic=heuristic, training=dict(training or {}), files=files,
+        )
+        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        read_artifact(tmp)  # never publish something the reader rejects
+        mode = 0o777 & ~_umask()
+        os.chmod(tmp, mode)
+        for f in tmp.iterdir():
+            os.chmod(f, mode & 0o666)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _load_manifest(d: Path) -> Manifest:
+    mpath = d / MANIFEST
+    if not d.is_dir():
+        raise UserInputError(f"{d}: not a policy directory (expected {MANIFEST}, {NPZ}, {ONNX})")
+    if not mpath.is_file():
+        raise UserInputError(f"{mpath}: missing (is {d} an exported policy?)")
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"{mpath}: not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{mpath}: expected a JSON object")
+    if raw.get("format") != FORMAT:
+        raise UserInputError(f"{mpath}: format: expected {FORMAT!r}, got {raw.get('format')!r}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise UserInputError(
+            f"{mpath}: format_version: {raw.get('format_version')!r} is not supported (this build reads {FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(str(mpath), e)) from None
+
+
+def _check_observation(mpath: Path, names: list[str]) -> None:
+    want = list(OBSERVATION_SPEC.names)
+    if names == want:
+        return
+    if len(names) != len(want):
+        raise UserInputError(f"{mpath}: observation: {len(names)} features, this build has {len(want)} ({', '.join(want)})")
+    i = next(k for k, (a, b) in enumerate(zip(names, want)) if a != b)
+    raise UserInputError(f"{mpath}: observation: feature {i} is {names[i]!r}, this build expects {want[i]!r} (feature order mismatch)")
+
+
+def _load_weights(d: Path, m: Manifest) -> list[tuple[np.ndarray, np.ndarray]]:
+    path = d / NPZ
+    net = m.network
+    if net is None:
+        raise UserInputError(f"{d / MANIFEST}: network: required for kind 'mlp'")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserInputError(f"{path}: unreadable weights: {e}") from None
+    layers = net.layers
+    if layers[0] != len(OBSERVATION_SPEC) or layers[-1] != 3:
+        raise UserInputError(f"{d / MANIFEST}: network.layers: must start with {len(OBSERVATION_SPEC)} and end with 3, got {layers}")
+    out = []
+    for i in range(len(layers) - 1):
+        w, b = arrays.get(f"w{i}"), arrays.get(f"b{i}")
+        if w is None or b is None:
+            raise UserInputError(f"{path}: missing array w{i} or b{i}")
+        if w.shape != (layers[i + 1], layers[i]) or b.shape != (layers[i + 1],):
+            raise UserInputError(f"{path}: w{i}/b{i}: shapes {w.shape}/{b.shape} do not match network.layers {layers}")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise UserInputError(f"{path}: w{i}/b{i}: non-finite values")
+        out.append((w, b))
+    return out
+
+
+def read_artifact(path: str | Path, require: tuple[str, ...] = ()) -> Artifact:
+    """Read and validate an artifact directory.
+
+    Checks: the manifest's schema, format and version; the observation feature names and order
+    against :data:`~mllm_offload.observation.OBSERVATION_SPEC`; the size and sha256 of every
+    listed file (and that ``require`` files are listed); array shapes against the network
+    layout; finite values. Raises :class:`UserInputError` with one line on the first problem.
+    """
+    d = Path(path)
+    m = _load_manifest(d)
+    mpath = d / MANIFEST
+    _check_observation(mpath, m.observation)
+    for fname, entry in m.files.items():
+        if fname not in (NPZ, ONNX):
+            raise UserInputError(f"{mpath}: files: unexpected entry {fname!r}")
+        f = d / fname
+        if not f.is_file():
+            raise UserInputError(f"{f}: missing (listed in {MANIFEST})")
+        if f.stat().st_size != entry.bytes:
+            raise UserInputError(f"{f}: size {f.stat().st_size} bytes, {MANIFEST} says {entry.bytes} (truncated or replaced)")
+        if sha256_file(f) != entry.sha256:
+            raise UserInputError(f"{f}: sha256 does not match {MANIFEST} (file modified)")
+    for fname in require:
+        if fname not in m.files:
+            raise UserInputError(f"{mpath}: files: {fname} is required here but not part of this artifact")
+    if m.kind == "heuristic":
+        if m.heuristic is None:
+            raise UserInputError(f"{mpath}: heuristic: required for kind 'heuristic'")
+        return Artifact(d, m, None)
+    if NPZ not in m.files:
+        raise UserInputError(f"{mpath}: files: {NPZ} is required for kind 'mlp'")
+    norm = m.normalization
+    n = len(OBSERVATION_SPEC)
+    if norm is not None:
+        if len(norm.mean) != n or len(norm.var) != n:
+            raise UserInputError(f"{mpath}: normalization: mean and var need {n} values each")
+        if not all(np.isfinite(norm.mean)) or not all(v >= 0 and np.isfinite(v) for v in norm.var):
+            raise UserInputError(f"{mpath}: normalization: mean must be finite and var finite and >= 0")
+    weights = _load_weights(d, m)
+    return Artifact(d, m, MLPActor(weights, m.network.activation, norm))  # type: ignore[union-attr]
