@@ -191,9 +191,11 @@ class PPOHyperparams(StrictModel):
     target_kl: float | None = Field(None, gt=0.0)
     normalize: NormalizeConfig = NormalizeConfig()
     policy_kwargs: PolicyKwargs = PolicyKwargs()
-    eval_freq: int = Field(10_000, ge=1, description="validation every this many env steps")
-    eval_episodes: int = Field(8, ge=1, description="validation episodes (same seeds every time)")
+    eval_freq: int = Field(5_000, ge=1, description="validation every this many env steps")
+    eval_episodes: int = Field(10, ge=1, description="validation episodes (same seeds every time)")
     checkpoint_freq: int = Field(25_000, ge=1, description="checkpoint every this many env steps")
+    lagrange_init: float = Field(0.5, ge=0.0, description="initial multiplier of the score floor")
+    lagrange_lr: float = Field(5.0, ge=0.0, description="dual step per unit of score shortfall per rollout")
 
     @model_validator(mode="after")
     def _batch(self) -> "PPOHyperparams":

@@ -104,3 +104,61 @@ def test_train_help_and_synth(tmp_path):
     assert main(["synth", "--profile", "msao-paper", "--requests", "25", "--out", str(out)]) == 0
     from mllm_offload.traces import load_trace
     assert len(load_trace(out)) == 25
+
+
+def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
+    """The issue's interface: train.py ... --out RUN_DIR, then evaluate.py --policy RUN_DIR/policy."""
+    import pytest
+
+    pytest.importorskip("stable_baselines3")
+    run = tmp_path / "run"
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default:\n  n_envs: 1\n  n_steps: 256\n  batch_size: 64\n  eval_freq: 1024\n  eval_episodes: 2\n")
+    rc = main(["train", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--timesteps", "1024", "--seed", "3",
+               "--out", str(run), "--hyperparams", str(hp), "--eval-requests", "200", "--baselines", "msao,oracle", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "gap recovered" in out and "| ppo |" in out
+    assert (run / "policy" / "policy.json").is_file() and (run / "policy" / "policy.onnx").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    m = json.loads((run / "policy" / "policy.json").read_text())
+    assert m["training"]["profile"] == "mobile-3g" and m["training"]["seed"] == 3
+    res = json.loads((run / "eval_test.json").read_text())
+    assert set(res["policies"]) == {"msao", "oracle", "ppo"}
+    # export again elsewhere, then evaluate with the exported policy
+    assert main(["export", str(run), "--out", str(tmp_path / "p2"), "--which", "final"]) == 0
+    js = tmp_path / "out.json"
+    rc = main(["evaluate", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--policy", str(tmp_path / "p2"),
+               "--policies", "edge,msao", "--requests", "200", "--no-throughput", "--json", str(js), "--quiet"])
+    assert rc == 0
+    assert set(json.loads(js.read_text())["policies"]) == {"edge", "msao", "ppo"}
+    # resume to a larger budget
+    rc = main(["train", "--resume", str(run), "--timesteps", "1536", "--no-eval", "--quiet"])
+    assert rc == 0
+    assert json.loads((run / "checkpoint" / "info.json").read_text())["num_timesteps"] == 1536
+
+
+def _bad_plain(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("mllm-offload: error: "), err
+    return err
+
+
+def test_train_and_export_bad_inputs(tmp_path, capsys):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default:\n  batch_size: 4096\n  n_steps: 64\n")
+    err = _bad_plain(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r")])
+    assert "hp.yaml: default" in err and "batch_size" in err
+    hp.write_text("mobile-3g:\n  learning_rat: 0.1\n")
+    err = _bad_plain(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r")])
+    assert "hp.yaml: mobile-3g.learning_rat: Extra inputs are not permitted" in err
+    err = _bad_plain(capsys, ["train", "--score-floor", "high", "--out", str(tmp_path / "r")])
+    assert "--score-floor" in err
+    err = _bad_plain(capsys, ["train", "--resume", str(tmp_path / "none")])
+    assert "not a run directory" in err
+    err = _bad_plain(capsys, ["export", str(tmp_path / "none")])
+    assert "not a run directory" in err
+    err = _bad(tmp_path, capsys, ["evaluate", "--policy", str(tmp_path)])
+    assert "policy.json: missing" in err

@@ -307,7 +307,6 @@ def train(
     resume: bool = False,
     progress_bar: bool = True,
     score_floor: float | None = None,
-    lam_lr: float = 2.0,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> TrainResult:
     """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
@@ -327,7 +326,7 @@ def train(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint"
-    state: dict[str, Any] = {"seed": seed, "lam": 0.0, "num_timesteps": 0}
+    state: dict[str, Any] = {"seed": seed, "lam": hp.lagrange_init, "num_timesteps": 0}
     if resume:
         if not (ckpt / "model.zip").exists():
             raise UserInputError(f"{run}: nothing to resume (no checkpoint/model.zip)")
@@ -341,7 +340,7 @@ def train(
         vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
     )
     if score_floor is not None:
-        venv = _make_score_lagrangian()(venv, score_floor, float(state.get("lam", 0.0)), lam_lr)
+        venv = _make_score_lagrangian()(venv, score_floor, float(state["lam"]), hp.lagrange_lr)
     norm = hp.normalize
     if resume and (ckpt / "vecnormalize.pkl").exists():
         venv = vec_env.VecNormalize.load(str(ckpt / "vecnormalize.pkl"), venv)

@@ -1,0 +1,111 @@
+"""PPO training: it learns, writes its run folder, resumes, and exports a deployable artifact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from mllm_offload.agents import evaluate  # noqa: E402
+from mllm_offload.agents.export import ArtifactPolicy, export_run  # noqa: E402
+from mllm_offload.agents.ppo import SB3Policy, train  # noqa: E402
+from mllm_offload.config import PPOHyperparams  # noqa: E402
+from mllm_offload.envs import OffloadEnv  # noqa: E402
+from mllm_offload.runtime import OffloadPolicy  # noqa: E402
+
+HP = dict(n_envs=1, n_steps=512, batch_size=128, eval_freq=2048, eval_episodes=4, checkpoint_freq=1024)
+
+
+def make_env(split: str) -> OffloadEnv:
+    return OffloadEnv(profile="mobile-3g", split=split, synthetic_requests=5000, episode={"n_requests": 100})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    res = train(make_env, PPOHyperparams(n_timesteps=6144, **HP), d, seed=0, progress_bar=False, log=lambda s: None)
+    return d, res
+
+
+def test_short_training_improves_reward_over_untrained(run):
+    from stable_baselines3 import PPO
+
+    d, res = run
+    val = make_env("val")
+    untrained = SB3Policy(PPO("MlpPolicy", make_env("train"), seed=0, device="cpu"), None, None)
+    trained = ArtifactPolicy(export_run(d, d / "policy"), "trained")
+    untrained.name = "untrained"
+    out, _ = evaluate(val, [untrained, trained], 600, throughput=False)
+    assert out["trained"]["reward_mean"] > out["untrained"]["reward_mean"] + 0.02
+
+
+def test_run_folder_layout_and_tensorboard_scalars(run):
+    d, res = run
+    assert res.timesteps == 6144
+    for sub in ("best", "final", "checkpoint"):
+        assert (d / sub / "model.zip").is_file()
+        assert (d / sub / "vecnormalize.json").is_file()
+    events = list((d / "tb").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(d / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for t in ("eval/reward", "eval/score", "eval/latency_p50_s", "eval/latency_p95_s", "eval/slo_attainment",
+              "eval/cloud_share", "eval/tau_low_mean", "eval/tau_high_mean", "eval/tau_conf_mean", "eval/msao_reward"):
+        assert t in tags, t
+    # validation happened at 2048, 4096, 6144 steps, and MSAO's reference is constant
+    msao = [e.value for e in acc.Scalars("eval/msao_reward")]
+    assert len(msao) == 3 and len(set(msao)) == 1
+
+
+def test_resume_continues_to_the_new_total(tmp_path):
+    hp = PPOHyperparams(n_timesteps=1024, **HP)
+    train(make_env, hp, tmp_path, seed=1, progress_bar=False, log=lambda s: None)
+    state = json.loads((tmp_path / "checkpoint" / "info.json").read_text())
+    assert state["num_timesteps"] == 1024
+    res = train(make_env, hp.model_copy(update={"n_timesteps": 2048}), tmp_path, seed=1, resume=True, progress_bar=False, log=lambda s: None)
+    assert res.timesteps == 2048
+    assert json.loads((tmp_path / "checkpoint" / "info.json").read_text())["num_timesteps"] == 2048
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from mllm_offload.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="nothing to resume"):
+        train(make_env, PPOHyperparams(n_timesteps=512, **HP), tmp_path, resume=True, progress_bar=False)
+
+
+def test_score_floor_raises_the_lagrange_multiplier(tmp_path):
+    # an unreachable floor: the multiplier must grow after every rollout
+    train(make_env, PPOHyperparams(n_timesteps=1536, **HP), tmp_path, progress_bar=False, score_floor=0.99, log=lambda s: None)
+    state = json.loads((tmp_path / "checkpoint" / "info.json").read_text())
+    assert state["lam"] > 0.3
+
+
+def test_exported_policy_matches_sb3_predict(run):
+    from stable_baselines3 import PPO
+
+    d, _ = run
+    art = export_run(d, d / "policy_parity")
+    model = PPO.load(d / "best" / "model.zip", device="cpu")
+    stats = json.loads((d / "best" / "vecnormalize.json").read_text())
+    sb3 = SB3Policy(model, stats["mean"], stats["var"], stats["clip_obs"], stats["epsilon"])
+    env = make_env("test")
+    obs, _ = env.reset(seed=3)
+    pols = [OffloadPolicy.load(art), OffloadPolicy.load(art, backend="onnx")]
+    worst = 0.0
+    for _ in range(100):
+        ref = sb3.thresholds(obs)
+        for p in pols:
+            th = p.thresholds(obs)
+            worst = max(worst, abs(th.tau_low - ref.tau_low), abs(th.tau_high - ref.tau_high), abs(th.tau_conf - ref.tau_conf))
+        obs, *_ = env.step_thresholds(ref)
+    assert worst <= 1e-5
+    manifest = json.loads((art / "policy.json").read_text())
+    assert manifest["training"]["parity_max_abs_diff"]["max"] <= 1e-5
+    assert np.isfinite(manifest["training"]["checkpoint_info"]["validation"]["reward_mean"])
