@@ -2,7 +2,8 @@
 cloud, or speculatively on both, with thresholds learned by PPO.
 
 Contracts at the top level: :mod:`~mllm_offload.observation`, :mod:`~mllm_offload.decision`,
-:mod:`~mllm_offload.config`. Stages: ``traces`` -> ``envs`` -> ``agents``.
+:mod:`~mllm_offload.config`, :mod:`~mllm_offload.artifact`, :mod:`~mllm_offload.rules`.
+Stages: ``traces`` -> ``envs`` -> ``agents`` -> (artifact on disk) -> ``runtime``.
 """
 
 from .decision import Mode, Thresholds

@@ -143,7 +143,7 @@ class MLPActor:
     def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], activation: str, norm: Normalization | None) -> None:
         self._wt = [np.ascontiguousarray(np.asarray(w, np.float32).T) for w, _ in weights]
         self._b = [np.asarray(b, np.float32) for _, b in weights]
-        self._act = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
+        self._relu = activation == "relu"
         n_in = self._wt[0].shape[0]
         if norm is None:
             self._mean = np.zeros(n_in, np.float32)
@@ -157,14 +157,23 @@ class MLPActor:
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
         """Actions in ``[0,1]^3`` for ``obs`` shaped ``(n_features,)`` or ``(batch, n_features)``."""
-        x = np.asarray(obs, np.float32)
-        x = np.clip((x - self._mean) * self._inv_std, -self._clip, self._clip)
+        # np.maximum/np.minimum with out= instead of np.clip: several times faster at batch 1
+        x = (np.asarray(obs, np.float32) - self._mean) * self._inv_std
+        np.maximum(x, -self._clip, out=x)
+        np.minimum(x, self._clip, out=x)
         last = len(self._wt) - 1
-        for i, (wt, b) in enumerate(zip(self._wt, self._b)):
-            x = x @ wt + b
-            if i < last:
-                x = self._act(x)
-        return np.clip(x, 0.0, 1.0)
+        for i in range(last):
+            x = x @ self._wt[i]
+            x += self._b[i]
+            if self._relu:
+                np.maximum(x, 0.0, out=x)
+            else:
+                np.tanh(x, out=x)
+        x = x @ self._wt[last]
+        x += self._b[last]
+        np.maximum(x, 0.0, out=x)
+        np.minimum(x, 1.0, out=x)
+        return x
 
 
 @dataclass

@@ -156,7 +156,7 @@ class PolicyKwargs(StrictModel):
 
     net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layer sizes (actor and critic)")
     activation_fn: Literal["tanh", "relu"] = "tanh"
-    log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
+    log_std_init: float = Field(-1.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
 
 
@@ -195,7 +195,7 @@ class PPOHyperparams(StrictModel):
     eval_episodes: int = Field(10, ge=1, description="validation episodes (same seeds every time)")
     checkpoint_freq: int = Field(25_000, ge=1, description="checkpoint every this many env steps")
     lagrange_init: float = Field(0.5, ge=0.0, description="initial multiplier of the score floor")
-    lagrange_lr: float = Field(5.0, ge=0.0, description="dual step per unit of score shortfall per rollout")
+    lagrange_lr: float = Field(10.0, ge=0.0, description="dual step per unit of score shortfall per rollout")
 
     @model_validator(mode="after")
     def _batch(self) -> "PPOHyperparams":

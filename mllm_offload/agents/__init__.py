@@ -1,11 +1,15 @@
-"""Stage 3: policies (heuristics, tuned static thresholds, the hindsight oracle, PPO) and evaluation.
+"""Stage 3: policies (heuristics, tuned static thresholds, the hindsight oracle, PPO), evaluation
+and export.
 
 Public names: :class:`Policy`, :class:`EdgeOnly`, :class:`CloudOnly`, :class:`RandomPolicy`,
 :class:`StaticThresholds`, :class:`MSAOHeuristic`, :class:`TunedStatic`,
-:class:`HindsightOracle`, :func:`evaluate`, :func:`run_episodes`, :func:`summarize`.
+:class:`HindsightOracle`, :func:`evaluate`, :func:`run_episodes`, :func:`summarize`,
+:func:`train` (PPO; needs the ``train`` extra when called), :func:`export_run`,
+:func:`export_model`, :class:`ArtifactPolicy` (an exported artifact evaluated in simulation).
 """
 
 from .evaluation import evaluate, markdown_table, run_episodes, summarize
+from .export import ArtifactPolicy, export_model, export_run
 from .heuristics import (
     POLICY_NAMES,
     CloudOnly,
@@ -17,9 +21,10 @@ from .heuristics import (
     StaticThresholds,
     TunedStatic,
 )
+from .ppo import train
 
 __all__ = [
     "Policy", "EdgeOnly", "CloudOnly", "RandomPolicy", "StaticThresholds", "MSAOHeuristic",
     "TunedStatic", "HindsightOracle", "POLICY_NAMES", "evaluate", "run_episodes", "summarize",
-    "markdown_table",
+    "markdown_table", "train", "export_run", "export_model", "ArtifactPolicy",
 ]
