@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--timesteps", type=_positive_int, help="PPO environment steps in total [hyperparameter file: n_timesteps]")
     tr.add_argument("--n-envs", type=_positive_int, help="parallel environments, SubprocVecEnv when > 1 [hyperparameter file: n_envs]")
     tr.add_argument("--hyperparams", type=Path, help=f"rl-zoo style YAML of PPO hyperparameters; section = profile name over 'default' [{_DEFAULT_HP}]")
-    tr.add_argument("--score-floor", default="msao", help="constrain the mean score: 'msao' (MSAO's score on training episodes), a number in [0,1], or 'none' [msao]")
+    tr.add_argument("--score-floor", default="none", help="constrain the mean score: 'none' (plain reward), 'msao' (MSAO's score on training episodes) or a number in [0,1] [none]")
     tr.add_argument("--out", type=Path, default=Path("runs/ppo"), help="run folder [runs/ppo]")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (scenario and hyperparameters from RUN_DIR/run.json)")
     tr.add_argument("--eval-requests", type=_positive_int, default=2000, help="test requests per policy in the final comparison [2000]")

@@ -156,7 +156,7 @@ class PolicyKwargs(StrictModel):
 
     net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layer sizes (actor and critic)")
     activation_fn: Literal["tanh", "relu"] = "tanh"
-    log_std_init: float = Field(-1.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
+    log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
 
 
@@ -175,11 +175,11 @@ class PPOHyperparams(StrictModel):
     rl-baselines3-zoo. ``eval_freq`` and ``checkpoint_freq`` count environment steps (all envs).
     """
 
-    n_timesteps: int = Field(150_000, ge=1, description="environment steps in total")
-    n_envs: int = Field(2, ge=1, le=64, description="parallel envs (SubprocVecEnv when > 1)")
+    n_timesteps: int = Field(100_000, ge=1, description="environment steps in total")
+    n_envs: int = Field(1, ge=1, le=64, description="parallel envs (SubprocVecEnv when > 1)")
     policy: Literal["MlpPolicy"] = "MlpPolicy"
-    n_steps: int = Field(1024, ge=2, description="steps per env per rollout")
-    batch_size: int = Field(256, ge=2)
+    n_steps: int = Field(512, ge=2, description="steps per env per rollout")
+    batch_size: int = Field(128, ge=2)
     n_epochs: int = Field(10, ge=1)
     learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
     gamma: float = Field(0.9, ge=0.0, le=1.0)

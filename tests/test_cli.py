@@ -162,3 +162,10 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
     assert "not a run directory" in err
     err = _bad(tmp_path, capsys, ["evaluate", "--policy", str(tmp_path)])
     assert "policy.json: missing" in err
+
+
+def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
+    from mllm_offload.config import PPOHyperparams, load_hyperparams
+
+    for section in ("mobile-3g", "msao-paper", "some-trace"):
+        assert load_hyperparams(ROOT / "configs" / "ppo.yaml", section) == PPOHyperparams()
