@@ -109,3 +109,17 @@ def test_exported_policy_matches_sb3_predict(run):
     manifest = json.loads((art / "policy.json").read_text())
     assert manifest["training"]["parity_max_abs_diff"]["max"] <= 1e-5
     assert np.isfinite(manifest["training"]["checkpoint_info"]["validation"]["reward_mean"])
+
+
+def test_two_envs_use_subprocesses(tmp_path):
+    hp = PPOHyperparams(n_timesteps=1024, n_envs=2, n_steps=256, batch_size=128, eval_freq=1024, eval_episodes=2, checkpoint_freq=1024)
+    seen = []
+
+    def log(s):
+        seen.append(s)
+
+    res = train(make_env, hp, tmp_path, seed=0, progress_bar=False, log=log)
+    assert res.timesteps == 1024 and seen
+    from stable_baselines3 import PPO
+
+    assert PPO.load(tmp_path / "final" / "model.zip", device="cpu").n_envs == 2
