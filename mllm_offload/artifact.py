@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
+from ._io import _umask
 from .config import StrictModel, format_validation_error
 from .decision import Thresholds
 from .errors import UserInputError
@@ -247,12 +248,6 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -210,7 +210,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _hyperparams(args: argparse.Namespace, section: str):
-    from .config import PPOHyperparams, load_hyperparams
+    from pydantic import ValidationError
+
+    from .config import PPOHyperparams, format_validation_error, load_hyperparams
 
     path = args.hyperparams
     if path is None and (_REPO / _DEFAULT_HP).is_file():
@@ -220,8 +222,8 @@ def _hyperparams(args: argparse.Namespace, section: str):
     if upd:
         try:
             hp = PPOHyperparams.model_validate({**hp.model_dump(), **upd})
-        except Exception as e:  # pydantic ValidationError: report the first problem
-            raise UserInputError(f"train: {str(e).splitlines()[-2].strip() if len(str(e).splitlines()) > 1 else e}") from None
+        except ValidationError as e:
+            raise UserInputError(format_validation_error("train: --timesteps/--n-envs", e)) from None
     return hp, (str(path) if path is not None else "built-in defaults")
 
 
