@@ -32,9 +32,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from ._io import _umask
+from ._io import atomic_dir
 from .config import StrictModel, format_validation_error
 from .decision import Thresholds
 from .errors import UserInputError
@@ -213,9 +210,7 @@ def write_artifact(
     written artifact is always a loadable one.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         files: dict[str, FileEntry] = {}
         if arrays is not None:
             with open(tmp / NPZ, "wb") as fh:
@@ -233,20 +228,6 @@ def write_artifact(
         )
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
         read_artifact(tmp)  # never publish something the reader rejects
-        mode = 0o777 & ~_umask()
-        os.chmod(tmp, mode)
-        for f in tmp.iterdir():
-            os.chmod(f, mode & 0o666)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

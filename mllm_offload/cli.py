@@ -1,4 +1,4 @@
-"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles}`` (also ``train.py``, ``evaluate.py``).
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,tiny-model,serve}`` (also ``train.py``, ``evaluate.py``).
 
 Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
 prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
@@ -92,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", type=Path, required=True, help="output .jsonl or .jsonl.gz")
 
     sub.add_parser("profiles", help="list synthetic profiles and their sources")
+
+    tm = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (for tests and demos)",
+                        description="Build a small LLaVA (CLIP vision tower + Llama text model) with an offline tokenizer and processor; "
+                        "it loads with AutoProcessor + AutoModelForImageTextToText like any checkpoint.")
+    tm.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
+    tm.add_argument("--seed", type=int, default=0, help="weight seed [0]")
+
+    sv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible API (a cloud node on loopback)",
+                        description="Expose a local image-text-to-text model at /v1/chat/completions (streaming, logprobs), /v1/models, /health, /metrics.")
+    sv.add_argument("--model", type=Path, required=True, help="local model folder (with its processor)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
+    sv.add_argument("--port", type=int, default=8000, help="port [8000]")
+    sv.add_argument("--served-name", help="model name clients use [folder name]")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    sv.add_argument("--device", default="cpu", help="torch device [cpu]")
+    sv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype [auto]")
+    sv.add_argument("--threads", type=_positive_int, help="torch threads [torch default]")
+    sv.add_argument("--max-queue", type=_positive_int, default=16, help="requests in flight before answering 429 [16]")
+    sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
     return parser
 
 
@@ -367,10 +386,36 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from .mllm_backends.tiny import build_tiny_vlm
+
+    model = build_tiny_vlm(args.out, seed=args.seed)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out} ({n:,} parameters, seed {args.seed})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .mllm_backends.hf_local import HFLocalBackend, check_model_dir
+    from .mllm_backends.serve import is_loopback, run_server
+
+    if not 0 < args.port < 65536:
+        raise UserInputError(f"--port: must be in 1..65535, got {args.port}")
+    if not is_loopback(args.host) and not args.api_key:
+        raise UserInputError(f"--host {args.host}: refusing to bind a non-loopback address without --api-key")
+    check_model_dir(args.model)
+    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    name = args.served_name or backend.name
+    print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
+    run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export, "synth": cmd_synth, "profiles": cmd_profiles}[args.command]
+    handler = {"evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export, "synth": cmd_synth, "profiles": cmd_profiles,
+               "tiny-model": cmd_tiny_model, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except UserInputError as e:

@@ -1,0 +1,24 @@
+"""MLLM backends: the ``Backend`` protocol and its implementations (stage 1).
+
+Public names: :class:`MMRequest`, :class:`Generation`, :class:`TokenEvent`, :class:`CancelToken`,
+:class:`AudioClip`, :class:`BackendError`, :class:`Backend`, :func:`load_image`,
+:func:`confidence_from_logprobs`. Implementations are imported from their modules so that
+optional dependencies load only when used: ``hf_local.HFLocalBackend`` (transformers),
+``openai_compat.OpenAICompatBackend`` (httpx), ``serve`` (FastAPI + uvicorn), ``tiny``.
+"""
+
+from .base import AudioClip, Backend, BackendError, CancelToken, Generation, MMRequest, TokenEvent, load_image
+from .confidence import CONFIDENCE_METHODS, confidence_from_logprobs
+
+__all__ = [
+    "AudioClip",
+    "Backend",
+    "BackendError",
+    "CONFIDENCE_METHODS",
+    "CancelToken",
+    "Generation",
+    "MMRequest",
+    "TokenEvent",
+    "confidence_from_logprobs",
+    "load_image",
+]
