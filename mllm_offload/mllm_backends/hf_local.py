@@ -216,7 +216,10 @@ class HFLocalBackend:
                         emit(TokenEvent(piece, tok.decode([int(t)]), lp, tuple(top)))
 
             def end(self) -> None:
-                pass
+                rest = tok.decode(ids, skip_special_tokens=True)[len(state["text"]):]
+                state["text"] += rest
+                if rest and emit is not None:  # flush text held back for an incomplete character
+                    emit(TokenEvent(rest, "", None, ()))
 
         class Stop(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:

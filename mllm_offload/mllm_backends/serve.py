@@ -312,7 +312,8 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
                 ev = await queue.get()
                 if ev is None:
                     break
-                lp = {"content": [_lp_entry(ev.token, ev.logprob, ev.top)]} if body.logprobs else None
+                flush = ev.token == "" and ev.logprob is None  # held-back text, not a new token
+                lp = {"content": [_lp_entry(ev.token, ev.logprob, ev.top)]} if body.logprobs and not flush else None
                 yield chunk({"content": ev.text}, logprobs=lp)
             try:
                 gen = task.result()
