@@ -30,3 +30,14 @@ def auroc(scores, labels) -> float:
         ranks[m] = ranks[m].mean()
     n_pos, n_neg = y.sum(), (~y).sum()
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight VLM written by ``mllm-offload tiny-model`` (the real CLI path)."""
+    pytest.importorskip("transformers")
+    from mllm_offload.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    assert main(["tiny-model", "--out", str(out), "--seed", "0"]) == 0
+    return out

@@ -149,6 +149,7 @@ class Generation:
         text: generated answer (partial when ``cancelled``).
         token_logprobs: natural-log probability of each generated token under the model.
         tokens: the generated tokens as text pieces (same length as ``token_logprobs`` when known).
+        token_ids: the generated token ids (local backends only).
         top_logprobs: per token, the alternatives as ``(token, logprob)`` pairs (empty unless requested).
         confidence: in [0, 1] from ``token_logprobs`` (see :mod:`.confidence`); ``None`` when the
             backend gave no log-probabilities (some servers do not).
@@ -166,6 +167,7 @@ class Generation:
     text: str
     token_logprobs: list[float] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
     top_logprobs: list[list[tuple[str, float]]] = field(default_factory=list)
     confidence: float | None = None
     ttft_s: float | None = None

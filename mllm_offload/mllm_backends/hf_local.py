@@ -255,6 +255,7 @@ class HFLocalBackend:
             text=tok.decode(ids, skip_special_tokens=True),
             token_logprobs=lps,
             tokens=[tok.decode([i]) for i in ids],
+            token_ids=list(ids),
             top_logprobs=tops,
             confidence=confidence_from_logprobs(lps, self.confidence_method, self.confidence_q),
             ttft_s=state["ttft"],
