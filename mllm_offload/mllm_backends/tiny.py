@@ -78,7 +78,6 @@ def build_tiny_vlm(
     """
     import torch
     from transformers import (
-        CLIPImageProcessorPil,
         CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
@@ -86,10 +85,15 @@ def build_tiny_vlm(
         LlavaProcessor,
     )
 
+    try:  # transformers 5: the PIL backend needs no torchvision
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as ImageProcessor
+
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
     tokenizer = build_tokenizer(words)
-    image_processor = CLIPImageProcessorPil(
+    image_processor = ImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
     )
