@@ -231,3 +231,8 @@ def test_serve_refuses_public_bind_without_key(tiny_model_dir):
     r = subprocess.run(_cli("serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "without --api-key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_bad_model_dir_is_one_line(tmp_path):
+    r = subprocess.run(_cli("serve", "--model", str(tmp_path / "missing"), "--port", "1"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no such model directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -302,7 +302,7 @@ class OpenAICompatBackend:
         return self._generation(state, t0, cancelled=cancel.cancelled and work not in done)
 
     def _generation(self, st: dict[str, Any], t0: float, cancelled: bool) -> Generation:
-        lps = [v for v in st["lps"]]
+        lps = st["lps"]
         usage = st["usage"] or {}
         out_tokens = int(usage.get("completion_tokens") or (len(lps) if st["saw_lp"] else st["chunks"]))
         conf = confidence_from_logprobs([v for v in lps if v is not None], self.confidence_method, self.confidence_q) if st["saw_lp"] else None
@@ -366,7 +366,7 @@ class OpenAICompatBackend:
                 st["toks"].append(tok)
                 st["tops"].append(top)
                 if on_token is not None:
-                    on_token(TokenEvent(text or "" if i == 0 else "", tok, lp, top))
+                    on_token(TokenEvent((text or "") if i == 0 else "", tok, lp, top))
         elif text and on_token is not None:
             on_token(TokenEvent(text, text, None, ()))
         if choice.get("finish_reason"):
