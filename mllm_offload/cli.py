@@ -1,4 +1,4 @@
-"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,tiny-model,serve}`` (also ``train.py``, ``evaluate.py``).
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,tiny-model,serve,route,record}`` (also ``train.py``, ``evaluate.py``).
 
 Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
 prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
@@ -110,8 +110,55 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype [auto]")
     sv.add_argument("--threads", type=_positive_int, help="torch threads [torch default]")
     sv.add_argument("--max-queue", type=_positive_int, default=16, help="requests in flight before answering 429 [16]")
+    sv.add_argument("--slowdown", type=float, default=1.0, help="compute factor >= 1: wait (F-1) x each forward pass, to stand in for a slower GPU [1]")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+
+    ro = sub.add_parser("route", help="serve the offloading router (OpenAI-compatible) in front of an edge and a cloud backend",
+                        description="Route each chat completion to the edge, the cloud or both (speculation) with a policy; "
+                        "log every request as a trace record in --log-dir.")
+    _add_backend_args(ro)
+    ro.add_argument("--policy", required=True, help="exported policy folder, or a heuristic name: msao, edge, cloud")
+    ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
+    ro.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
+    ro.add_argument("--port", type=int, default=8080, help="port [8080]")
+    ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    ro.add_argument("--log-dir", type=Path, default=Path("route-logs"), help="folder of the rotating trace logs [route-logs]")
+    ro.add_argument("--log-max-mb", type=float, default=64.0, help="rotate a log file at this size, MB [64]")
+    ro.add_argument("--max-queue", type=_positive_int, default=64, help="requests in flight before answering 429 [64]")
+    ro.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MB [32]")
+    ro.add_argument("--edge-concurrency", type=_positive_int, default=1, help="edge generations at once [1]")
+    ro.add_argument("--cloud-concurrency", type=_positive_int, default=16, help="cloud calls at once [16]")
+    ro.add_argument("--edge-timeout", type=float, default=120.0, help="edge deadline, seconds [120]")
+    ro.add_argument("--shadow-rate", type=float, default=0.0, help="fraction of requests whose other side is also run, for the logs [0]")
+    ro.add_argument("--profile", default=None, help="take estimator priors and the SLO from this profile's system [policy's training profile, else mobile-3g]")
+    ro.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+
+    rc = sub.add_parser("record", help="record a request trace by running both backends on a dataset",
+                        description="Run the edge and the cloud on every item, measure latencies and confidences, score the answers, "
+                        "compute MAS, and write a trace. Resumable: a rerun skips ids already recorded.")
+    _add_backend_args(rc)
+    rc.add_argument("--dataset", required=True, metavar="SPEC", help="vqav2:QUESTIONS.json,ANNOTATIONS.json,IMAGE_DIR | mmbench:FILE.tsv | jsonl:FILE")
+    rc.add_argument("--out", type=Path, required=True, help="output trace (.jsonl or .jsonl.gz)")
+    rc.add_argument("--limit", type=_positive_int, help="first N items only")
+    rc.add_argument("--max-new-tokens", type=_positive_int, default=16, help="tokens per answer [16]")
+    rc.add_argument("--edge-concurrency", type=_positive_int, default=1, help="edge generations at once [1]")
+    rc.add_argument("--cloud-concurrency", type=_positive_int, default=4, help="cloud calls at once [4]")
+    rc.add_argument("--rate", type=float, default=1.0, help="arrival rate of the recorded trace, requests/s [1.0]")
+    rc.add_argument("--seed", type=int, default=0, help="seed of the arrival times [0]")
+    rc.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backends")
+    g.add_argument("--edge", required=True, help="edge model: a local model folder, or the URL of an OpenAI-compatible server")
+    g.add_argument("--cloud", required=True, help="cloud model: URL of an OpenAI-compatible server (vLLM, SGLang, TGI, ...), or a local folder")
+    g.add_argument("--edge-model", help="model name to request from an --edge URL [the server's first]")
+    g.add_argument("--cloud-model", help="model name to request from a --cloud URL [the server's first]")
+    g.add_argument("--edge-api-key", help="API key of an --edge URL")
+    g.add_argument("--cloud-api-key", default=None, help="API key of a --cloud URL [env OPENAI_API_KEY]")
+    g.add_argument("--cloud-timeout", type=float, default=30.0, help="cloud deadline per call, seconds [30]")
+    g.add_argument("--threads", type=_positive_int, help="torch threads of local models [torch default]")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -404,10 +451,93 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and not args.api_key:
         raise UserInputError(f"--host {args.host}: refusing to bind a non-loopback address without --api-key")
     check_model_dir(args.model)
-    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown)
     name = args.served_name or backend.name
     print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
     run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level)
+    return 0
+
+
+def _backend(spec: str, role: str, args: argparse.Namespace, timeout_s: float):
+    """A backend from ``--edge``/``--cloud``: an http(s) URL or a local model folder."""
+    import os
+
+    if spec.startswith(("http://", "https://")):
+        from .mllm_backends.openai_compat import OpenAICompatBackend
+
+        key = getattr(args, f"{role}_api_key") or (os.environ.get("OPENAI_API_KEY") if role == "cloud" else None)
+        return OpenAICompatBackend(spec, getattr(args, f"{role}_model"), api_key=key, timeout_s=timeout_s, name=f"{role}:{spec}")
+    from .mllm_backends.hf_local import HFLocalBackend, check_model_dir
+
+    check_model_dir(spec)
+    return HFLocalBackend(spec, threads=args.threads)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from .mllm_backends.serve import is_loopback
+    from .runtime import OffloadPolicy
+    from .runtime.router import Router, RouterConfig
+    from .runtime.server import run_route_server
+    from .runtime.tracelog import TraceLog
+    from .traces.synth import get_profile
+
+    if not 0 < args.port < 65536:
+        raise UserInputError(f"--port: must be in 1..65535, got {args.port}")
+    if not is_loopback(args.host) and not args.api_key:
+        raise UserInputError(f"--host {args.host}: refusing to bind a non-loopback address without --api-key")
+    for flag, v in (("--edge-timeout", args.edge_timeout), ("--cloud-timeout", args.cloud_timeout), ("--log-max-mb", args.log_max_mb), ("--max-body-mb", args.max_body_mb)):
+        if not v > 0:
+            raise UserInputError(f"{flag}: must be > 0, got {v}")
+    if not 0.0 <= args.shadow_rate <= 1.0:
+        raise UserInputError(f"--shadow-rate: must be in [0, 1], got {args.shadow_rate}")
+    policy = OffloadPolicy.load(args.policy, backend=args.policy_backend)
+    trained = (policy.manifest.training or {}).get("profile") if policy.manifest is not None else None
+    system = get_profile(args.profile or trained or "mobile-3g").system
+    if policy.kind == "heuristic" and policy.manifest is None and args.policy == "msao":
+        policy = OffloadPolicy.heuristic("msao", slo_s=system.slo_s)
+    edge = _backend(args.edge, "edge", args, args.edge_timeout)
+    cloud = _backend(args.cloud, "cloud", args, args.cloud_timeout)
+    cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
+                       cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
+    from .traces.record import hardware_info
+
+    log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
+                                  "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
+                   max_bytes=int(args.log_max_mb * 1024 * 1024))
+    router = Router(edge, cloud, policy, cfg, log)
+    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}); logs in {args.log_dir}", flush=True)
+    run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .traces.datasets import load_dataset
+    from .traces.record import record_dataset
+
+    if not args.rate > 0:
+        raise UserInputError(f"--rate: must be > 0, got {args.rate}")
+    if args.out.suffix not in (".jsonl", ".gz"):
+        raise UserInputError(f"--out {args.out}: expected a .jsonl or .jsonl.gz file")
+    items = load_dataset(args.dataset, limit=args.limit)
+    edge = _backend(args.edge, "edge", args, 600.0)
+    cloud = _backend(args.cloud, "cloud", args, args.cloud_timeout)
+
+    async def run():
+        try:
+            return await record_dataset(items, edge, cloud, args.out, meta={"dataset": args.dataset, "edge_path": args.edge, "cloud_path": args.cloud},
+                                        max_new_tokens=args.max_new_tokens, edge_concurrency=args.edge_concurrency,
+                                        cloud_concurrency=args.cloud_concurrency, rate_rps=args.rate, seed=args.seed,
+                                        timeout_s=max(args.cloud_timeout, 600.0), progress=not args.quiet)
+        finally:
+            await edge.aclose()
+            await cloud.aclose()
+
+    s = asyncio.run(run())
+    print(f"wrote {args.out}: {s.recorded} new records, {s.resumed} resumed, {s.skipped} skipped, {s.seconds:.1f} s; "
+          f"mean score edge {s.edge_score:.3f}, cloud {s.cloud_score:.3f}")
     return 0
 
 
@@ -415,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export, "synth": cmd_synth, "profiles": cmd_profiles,
-               "tiny-model": cmd_tiny_model, "serve": cmd_serve}[args.command]
+               "tiny-model": cmd_tiny_model, "serve": cmd_serve, "route": cmd_route, "record": cmd_record}[args.command]
     try:
         return handler(args)
     except UserInputError as e:

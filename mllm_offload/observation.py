@@ -46,6 +46,7 @@ __all__ = [
     "ObservationSpec",
     "OBSERVATION_SPEC",
     "RequestFeatures",
+    "RunningEstimates",
     "SystemState",
     "build_observation",
     "request_features_batch",
@@ -238,3 +239,83 @@ def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarra
         min(max(state.cloud_latency_recent_s, 0.0), _CL_HI),
     )
     return np.array(values, dtype=np.float32)
+
+
+class RunningEstimates:
+    """The running estimates behind :class:`SystemState`, from completed measurements only.
+
+    The simulator (:mod:`mllm_offload.envs.system`) and the deployed router
+    (:mod:`mllm_offload.runtime.estimators`) both feed their measurements into this class, so the
+    same measurements give the same observation.
+
+    =========================  ===================================================================
+    estimate                   rule
+    =========================  ===================================================================
+    ``bw_est_mbps``            harmonic mean of the last ``bw_window`` measured upload rates
+                               (Mbps), as Pensieve/MPC do; ``bw_prior_mbps`` before the first
+    ``rtt_s``                  the last measured round-trip time (seconds); ``rtt_prior_s`` first
+    ``cloud_latency_recent_s`` exponential moving average of cloud response times (seconds,
+                               upload excluded), newest sample weighted ``latency_ema``; the first
+                               sample is taken as it is, 0 before any
+    ``edge_service_s``         the same average over edge service times (seconds)
+    =========================  ===================================================================
+
+    Args:
+        bw_window: uploads in the harmonic mean (>= 1).
+        bw_prior_mbps: bandwidth assumed before any upload was measured, Mbps.
+        rtt_prior_s: RTT assumed before any was measured, seconds.
+        latency_ema: weight of the newest latency sample, in (0, 1].
+    """
+
+    __slots__ = ("bw_window", "alpha", "bw_est_mbps", "rtt_s", "cloud_latency_s", "edge_service_s", "_inv", "_inv_sum")
+
+    def __init__(self, bw_window: int = 5, bw_prior_mbps: float = 10.0, rtt_prior_s: float = 0.05, latency_ema: float = 0.2) -> None:
+        if bw_window < 1 or bw_prior_mbps <= 0 or rtt_prior_s < 0 or not 0 < latency_ema <= 1:
+            raise ValueError("RunningEstimates: need bw_window >= 1, bw_prior_mbps > 0, rtt_prior_s >= 0, 0 < latency_ema <= 1")
+        self.bw_window = int(bw_window)
+        self.alpha = float(latency_ema)
+        self.bw_est_mbps = float(bw_prior_mbps)
+        self.rtt_s = float(rtt_prior_s)
+        self.cloud_latency_s = 0.0
+        self.edge_service_s = 0.0
+        self._inv: list[float] = []  # 1 / rate of the recent uploads, 1/Mbps
+        self._inv_sum = 0.0
+
+    def upload(self, mbps: float) -> None:
+        """One completed upload, measured at ``mbps`` (bytes * 8e-6 / seconds)."""
+        inv = 1.0 / max(mbps, 1e-6)
+        ups = self._inv
+        ups.append(inv)
+        self._inv_sum += inv
+        if len(ups) > self.bw_window:
+            self._inv_sum -= ups.pop(0)
+        self.bw_est_mbps = len(ups) / self._inv_sum
+
+    def rtt(self, rtt_s: float) -> None:
+        """A round-trip time measurement, seconds."""
+        self.rtt_s = rtt_s
+
+    def cloud_response(self, response_s: float, rtt_s: float | None = None) -> None:
+        """A cloud answer arrived ``response_s`` seconds after its upload ended (and an RTT sample)."""
+        a = self.alpha
+        self.cloud_latency_s = response_s if self.cloud_latency_s == 0.0 else (1 - a) * self.cloud_latency_s + a * response_s
+        if rtt_s is not None:
+            self.rtt_s = rtt_s
+
+    def edge_done(self, service_s: float) -> None:
+        """An edge job finished after ``service_s`` seconds of compute (queueing excluded)."""
+        a = self.alpha
+        self.edge_service_s = service_s if self.edge_service_s == 0.0 else (1 - a) * self.edge_service_s + a * service_s
+
+    def state(self, uplink_queue_bytes: float, edge_queue_n: int, cloud_inflight_n: int) -> SystemState:
+        """The :class:`SystemState` given the current queues (the expected edge wait is
+        ``edge_queue_n`` times the average edge service time)."""
+        return SystemState(
+            bw_est_mbps=self.bw_est_mbps,
+            rtt_s=self.rtt_s,
+            uplink_queue_bytes=max(uplink_queue_bytes, 0.0),
+            edge_queue_n=edge_queue_n,
+            edge_queue_s=edge_queue_n * self.edge_service_s,
+            cloud_inflight_n=cloud_inflight_n,
+            cloud_latency_recent_s=self.cloud_latency_s,
+        )

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from ..config import SystemConfig
 from ..decision import Mode, Thresholds
-from ..observation import SystemState
+from ..observation import RunningEstimates, SystemState
 from ..traces.bandwidth import BandwidthTrace
 
 _EDGE_FIRST, _SPECULATIVE, _CLOUD = Mode.EDGE_FIRST, Mode.SPECULATIVE, Mode.CLOUD
@@ -239,16 +239,11 @@ class EdgeCloudSystem:
         self.servers = [Timeline() for _ in range(cfg.cloud_servers)]
         self._timelines = [self.edge, self.uplink, *self.servers]
         self._events: list[tuple[float, int, float, float]] = []  # (time, kind, a, b)
-        self._uploads: list[float] = []  # 1 / throughput of the recent uploads, 1/Mbps
-        self._inv_sum = 0.0
-        self._bw_window = cfg.bw_window
         self._edge_jobs = Backlog()
         self._upload_jobs = Backlog()  # amount = bytes
         self._calls = Backlog()
-        self.bw_est = cfg.bw_prior_mbps
-        self.rtt_est = cfg.rtt_s
-        self.cloud_lat_est = 0.0
-        self.edge_service_est = 0.0
+        #: the router's running estimates (the same class the deployed router uses)
+        self.estimates = RunningEstimates(cfg.bw_window, cfg.bw_prior_mbps, cfg.rtt_s, cfg.latency_ema)
         self._price_in = cfg.price_in_usd_per_mtok / 1e6
         self._price_out = cfg.price_out_usd_per_mtok / 1e6
 
@@ -258,22 +253,15 @@ class EdgeCloudSystem:
         """Router-side state at request ``i``'s arrival (only measurements completed by then)."""
         now = self.req.arrival[i]
         ev = self._events
-        alpha = self.cfg.latency_ema
+        est = self.estimates
         while ev and ev[0][0] <= now:
             _, kind, a, b = heapq.heappop(ev)
             if kind == 0:  # upload measured: a = Mbps
-                ups = self._uploads
-                inv = 1.0 / max(a, 1e-6)
-                ups.append(inv)
-                self._inv_sum += inv
-                if len(ups) > self._bw_window:
-                    self._inv_sum -= ups.pop(0)
-                self.bw_est = len(ups) / self._inv_sum
+                est.upload(a)
             elif kind == 1:  # cloud response: a = response time, b = rtt
-                self.cloud_lat_est = a if self.cloud_lat_est == 0.0 else (1 - alpha) * self.cloud_lat_est + alpha * a
-                self.rtt_est = b
+                est.cloud_response(a, b)
             else:  # edge job done: a = service time
-                self.edge_service_est = a if self.edge_service_est == 0.0 else (1 - alpha) * self.edge_service_est + alpha * a
+                est.edge_done(a)
         for tl in self._timelines:
             if tl.ends and tl.ends[0] <= now:
                 tl.prune(now)
@@ -286,17 +274,7 @@ class EdgeCloudSystem:
             e, s, nb = ups.active[0]
             if s < now:
                 queued -= self.bw.bytes_between(s + self.offset, now + self.offset)
-        edge_n = len(self._edge_jobs)
-        inflight = len(self._calls)
-        return SystemState(
-            bw_est_mbps=self.bw_est,
-            rtt_s=self.rtt_est,
-            uplink_queue_bytes=max(queued, 0.0),
-            edge_queue_n=edge_n,
-            edge_queue_s=edge_n * self.edge_service_est,
-            cloud_inflight_n=inflight,
-            cloud_latency_recent_s=self.cloud_lat_est,
-        )
+        return est.state(queued, len(self._edge_jobs), len(self._calls))
 
     # -- planning (pure) -----------------------------------------------------------------------
 

@@ -180,6 +180,16 @@ class Generation:
     vision_hidden: list[np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def server_times(self) -> tuple[float, float]:
+        """``(latency_s, ttft_s)`` without the network: the time until the response headers of a
+        streamed HTTP call (upload + RTT, ``extra["net"]["headers_s"]``) is subtracted; a local
+        backend's times are returned as they are. ``ttft_s`` is the latency when no token came."""
+        net = self.extra.get("net") or {}
+        off = float(net["headers_s"]) if net.get("streamed") and net.get("headers_s") is not None else 0.0
+        lat = max(self.latency_s - off, 0.0)
+        ttft = lat if self.ttft_s is None else min(max(self.ttft_s - off, 0.0), lat)
+        return lat, ttft
+
 
 class CancelToken:
     """A one-shot, thread-safe cancellation flag that asyncio code can also await."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,10 @@ class HFLocalBackend:
         max_video_frames: frames passed as images when the processor has no video support.
         unsupported: ``error`` (default) or ``ignore`` for modalities the model cannot take.
         threads: torch intra-op threads (``None``: leave torch's default).
+        slowdown: compute factor >= 1: after each forward pass (prefill and every decoding step)
+            the backend waits ``(slowdown - 1)`` times that pass's duration, so a small model
+            can stand in for a slower, distant one with the same timing shape (cancellation
+            still stops it within a few milliseconds).
         name: label used in :attr:`Generation.backend` and logs (default: folder name).
     """
 
@@ -84,6 +89,7 @@ class HFLocalBackend:
         threads: int | None = None,
         allow_download: bool = False,
         name: str | None = None,
+        slowdown: float = 1.0,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -92,6 +98,9 @@ class HFLocalBackend:
             raise UserInputError(f"confidence: must be one of {', '.join(CONFIDENCE_METHODS)}, got {confidence!r}")
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise UserInputError(f"dtype: must be auto, float32, bfloat16 or float16, got {dtype!r}")
+        if not (isinstance(slowdown, (int, float)) and slowdown >= 1.0):
+            raise UserInputError(f"slowdown: must be a number >= 1, got {slowdown!r}")
+        self.slowdown = float(slowdown)
         if unsupported not in ("error", "ignore"):
             raise UserInputError(f"unsupported: must be 'error' or 'ignore', got {unsupported!r}")
         local = Path(model).exists() or not allow_download
@@ -182,11 +191,18 @@ class HFLocalBackend:
         lps: list[float] = []
         tops: list[list[tuple[str, float]]] = []
         ids: list[int] = []
-        state = {"ttft": None, "prompt_seen": False, "text": ""}
+        state = {"ttft": None, "prompt_seen": False, "text": "", "step0": time.perf_counter()}
+        extra = self.slowdown - 1.0
 
         class Recorder(LogitsProcessor):
             def __call__(self, input_ids: Any, scores: Any) -> Any:
                 state["logsm"] = torch.log_softmax(scores[0].float(), dim=-1)
+                if extra > 0.0:  # emulate a slower device: wait in proportion to this forward pass
+                    t = time.perf_counter()
+                    until = t + extra * (t - state["step0"])
+                    while not cancel.cancelled and time.perf_counter() < until:
+                        time.sleep(min(0.005, max(until - time.perf_counter(), 0.0)))
+                    state["step0"] = time.perf_counter()
                 return scores
 
         class Streamer(BaseStreamer):

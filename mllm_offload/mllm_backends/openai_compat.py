@@ -29,6 +29,12 @@ exponential backoff and jitter on connection errors, 429 and 5xx (``Retry-After`
 never after the first byte of an answer; malformed JSON, HTTP errors and unreachable servers
 raise :class:`~.base.BackendError` with one line. Cancellation closes the stream (or drops the
 non-streamed request), which makes the server abort the generation.
+
+Network measurements for the router's estimators, in ``Generation.extra["net"]``:
+``bytes_sent`` (request body, bytes), ``headers_s`` (seconds from sending the request to the
+response headers; with ``stream=True`` servers send headers once they have parsed the body, so
+this is upload + one RTT + parsing), ``connect_s`` (TCP handshake, about one RTT; only when the
+call opened a new connection) and ``streamed``.
 """
 
 from __future__ import annotations
@@ -277,7 +283,7 @@ class OpenAICompatBackend:
         model = await self.resolve_model()
         body = self.payload(request, model)
         state: dict[str, Any] = {"text": [], "lps": [], "toks": [], "tops": [], "ttft": None, "usage": None,
-                                 "finish": None, "chunks": 0, "saw_lp": False}
+                                 "finish": None, "chunks": 0, "saw_lp": False, "net": {}}
         assert self._sem is not None
         async with self._sem:
             work = asyncio.create_task(self._attempts(body, state, t0, deadline, on_token))
@@ -312,15 +318,29 @@ class OpenAICompatBackend:
             top_logprobs=[list(t) for t in st["tops"]] if any(st["tops"]) else [], confidence=conf,
             ttft_s=st["ttft"], latency_s=now() - t0, in_tokens=int(usage.get("prompt_tokens") or 0), out_tokens=out_tokens,
             finish_reason=finish, cancelled=cancelled, backend=self.name,
-            extra={"logprobs": "ok" if st["saw_lp"] else "unavailable", "usage_reported": bool(usage)},
+            extra={"logprobs": "ok" if st["saw_lp"] else "unavailable", "usage_reported": bool(usage),
+                   "net": {k: v for k, v in st["net"].items() if not k.startswith("_")} | {"streamed": self.stream}},
         )
 
     async def _attempts(self, body: dict[str, Any], st: dict[str, Any], t0: float, deadline: float, on_token: TokenCallback | None) -> None:
         client = self._http()
         last = ""
+        net = st["net"]
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event == "connection.connect_tcp.started":
+                net["_connect0"] = now()
+            elif event == "connection.connect_tcp.complete" and "_connect0" in net:
+                net["connect_s"] = now() - net.pop("_connect0")
+
         for attempt in range(self.max_retries + 1):
             try:
-                async with client.stream("POST", "/chat/completions", json=body) as resp:
+                content = json.dumps(body, separators=(",", ":")).encode()
+                net["bytes_sent"] = len(content)
+                t_send = now()
+                async with client.stream("POST", "/chat/completions", content=content, headers={"content-type": "application/json"},
+                                         extensions={"trace": trace}) as resp:
+                    net["headers_s"] = now() - t_send
                     if resp.status_code != 200:
                         text = (await resp.aread()).decode("utf-8", "replace")
                         msg = _error_message(text)

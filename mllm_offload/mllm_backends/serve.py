@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import UserInputError
 from .base import Backend, CancelToken, MMRequest, TokenEvent
 
-__all__ = ["ServeStats", "create_app", "is_loopback", "run_server"]
+__all__ = ["ChatRequest", "ServeStats", "create_app", "is_loopback", "lp_entry", "run_server", "to_mm_request"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -163,7 +163,7 @@ def to_mm_request(body: ChatRequest, default_max_tokens: int) -> MMRequest:
     )
 
 
-def _lp_entry(token: str, lp: float | None, top: Any) -> dict[str, Any]:
+def lp_entry(token: str, lp: float | None, top: Any) -> dict[str, Any]:
     def one(t: str, v: float | None) -> dict[str, Any]:
         return {"token": t, "logprob": v if v is not None else -9999.0, "bytes": list(t.encode("utf-8"))}
 
@@ -284,7 +284,7 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
         logprobs = None
         if body.logprobs:
             tops = gen.top_logprobs or [[] for _ in gen.tokens]
-            logprobs = {"content": [_lp_entry(t, lp, tp) for t, lp, tp in zip(gen.tokens, gen.token_logprobs, tops)]}
+            logprobs = {"content": [lp_entry(t, lp, tp) for t, lp, tp in zip(gen.tokens, gen.token_logprobs, tops)]}
         return {
             "id": cid, "object": "chat.completion", "created": int(time.time()), "model": served_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text}, "logprobs": logprobs,
@@ -313,7 +313,7 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
                 if ev is None:
                     break
                 flush = ev.token == "" and ev.logprob is None  # held-back text, not a new token
-                lp = {"content": [_lp_entry(ev.token, ev.logprob, ev.top)]} if body.logprobs and not flush else None
+                lp = {"content": [lp_entry(ev.token, ev.logprob, ev.top)]} if body.logprobs and not flush else None
                 yield chunk({"content": ev.text}, logprobs=lp)
             try:
                 gen = task.result()

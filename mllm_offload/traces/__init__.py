@@ -2,7 +2,9 @@
 
 Public names: :class:`RequestTrace`, :func:`load_trace`, :class:`BandwidthTrace`,
 :func:`load_bandwidth`, :func:`load_bandwidth_dir`, :func:`bandwidth_source`,
-:class:`SynthProfile`, :data:`PROFILES`, :func:`get_profile`, :func:`generate`.
+:class:`SynthProfile`, :data:`PROFILES`, :func:`get_profile`, :func:`generate`;
+datasets: :class:`DatasetItem`, :func:`load_dataset`, :func:`normalize_answer`, :func:`score_answer`.
+The recorder (``traces.record``, stage 2: it runs backends) is imported on its own.
 """
 
 from .bandwidth import (
@@ -14,6 +16,7 @@ from .bandwidth import (
     load_bandwidth_dir,
     split_of,
 )
+from .datasets import DatasetItem, load_dataset, normalize_answer, score_answer
 from .schema import TRACE_FORMAT, TRACE_VERSION, RequestTrace, TraceRecord, load_trace
 from .synth import PROFILES, SynthProfile, generate, get_profile
 
@@ -21,4 +24,5 @@ __all__ = [
     "BandwidthTrace", "MarkovBandwidth", "MARKOV_MODELS", "bandwidth_source", "load_bandwidth",
     "load_bandwidth_dir", "split_of", "RequestTrace", "TraceRecord", "load_trace", "TRACE_FORMAT",
     "TRACE_VERSION", "PROFILES", "SynthProfile", "generate", "get_profile",
+    "DatasetItem", "load_dataset", "normalize_answer", "score_answer",
 ]

@@ -22,15 +22,27 @@ field                  meaning (units)
                        :data:`~mllm_offload.observation.MAS_FEATURES` are used by policies,
                        other named features are kept
 ``edge``               edge outcome: ``latency_s``, ``ttft_s`` (seconds, ttft <= latency),
-                       ``out_tokens``, ``confidence`` in [0, 1], ``score`` in [0, 1]
+                       ``out_tokens``, ``confidence`` in [0, 1], ``score`` in [0, 1];
+                       ``null`` when not observed (deployment logs, see below)
 ``cloud``              cloud outcome: ``latency_s`` (server-side compute + queue at record
-                       time), ``ttft_s``, ``out_tokens``, ``score``
+                       time), ``ttft_s``, ``out_tokens``, ``score``; ``null`` when not observed
+``route``              optional: what a deployed router decided and measured (observation,
+                       thresholds, mode, answer used, end-to-end latency, bytes sent, ...)
 ``cloud_subsets``      optional: cloud outcomes when only a subset of modalities is sent,
                        keyed by ``+``-joined sorted modality names (e.g. ``"image+text"``)
 =====================  ===================================================================
 
 ``score`` is the task metric in [0, 1] (VQA accuracy, MMBench option match). Every bad line is
 reported as ``file:line: field: problem``.
+
+Deployment logs (written by :mod:`mllm_offload.runtime.router`) observe only what ran: an
+accepted edge answer has no cloud outcome, a CLOUD request no edge outcome, and a ``score`` is
+unknown without labels (``null``), except that when both answers exist the cloud answer is the
+reference (cloud score 1, edge score 1 when the normalised answers agree). Their header sets
+``"ordered": false`` (records are written as requests finish) and the loader sorts them by
+arrival. :func:`load_trace` fills every unobserved value with the median (``score``: the mean)
+of the observed ones of the same column and counts what it filled in ``meta["imputed"]``; a
+column with no observed value at all is an error.
 """
 
 from __future__ import annotations
@@ -102,7 +114,7 @@ class Outcome(_Strict):
     latency_s: float = Field(ge=0.0, allow_inf_nan=False, description="seconds")
     ttft_s: float = Field(ge=0.0, allow_inf_nan=False, description="time to first token, s")
     out_tokens: int = Field(ge=0)
-    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    score: float | None = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="None: unknown (no label)")
 
     @model_validator(mode="after")
     def _ttft(self) -> "Outcome":
@@ -125,9 +137,10 @@ class TraceRecord(_Strict):
     modalities: dict[Literal["image", "video", "audio", "text"], ModalityInfo]
     payload_bytes: dict[Literal["image", "video", "audio", "text"], int]
     mas: dict[str, float]
-    edge: EdgeOutcome
-    cloud: Outcome
+    edge: EdgeOutcome | None
+    cloud: Outcome | None
     cloud_subsets: dict[str, Outcome] | None = None
+    route: dict[str, Any] | None = None
 
     @field_validator("modalities")
     @classmethod
@@ -163,6 +176,11 @@ class TraceRecord(_Strict):
                 raise ValueError(f"{key!r}: keys are '+'-joined sorted modality names")
         return v
 
+
+_OUTCOME_COLUMNS = (
+    "edge_latency_s edge_ttft_s edge_out_tokens edge_confidence edge_score "
+    "cloud_latency_s cloud_ttft_s cloud_out_tokens cloud_score"
+).split()
 
 _COLUMNS = (
     "arrival_s payload_bytes input_tokens has_video has_audio "
@@ -265,6 +283,15 @@ class RequestTrace:
         def col(fn, dtype=np.float64) -> np.ndarray:
             return np.fromiter((fn(r) for r in recs), dtype=dtype, count=len(recs))
 
+        nan = float("nan")
+
+        def side(name: str, attr: str):
+            def get(r: TraceRecord) -> float:
+                o = getattr(r, name)
+                v = None if o is None else getattr(o, attr)
+                return nan if v is None else v
+            return col(get)
+
         return cls(
             ids=[r.id for r in recs],
             arrival_s=col(lambda r: r.arrival_s),
@@ -273,18 +300,42 @@ class RequestTrace:
             has_video=col(lambda r: "video" in r.modalities, bool),
             has_audio=col(lambda r: "audio" in r.modalities, bool),
             mas={k: col(lambda r, k=k: r.mas.get(k, 0.0)) for k in mas_names},
-            edge_latency_s=col(lambda r: r.edge.latency_s),
-            edge_ttft_s=col(lambda r: r.edge.ttft_s),
-            edge_out_tokens=col(lambda r: r.edge.out_tokens),
-            edge_confidence=col(lambda r: r.edge.confidence),
-            edge_score=col(lambda r: r.edge.score),
-            cloud_latency_s=col(lambda r: r.cloud.latency_s),
-            cloud_ttft_s=col(lambda r: r.cloud.ttft_s),
-            cloud_out_tokens=col(lambda r: r.cloud.out_tokens),
-            cloud_score=col(lambda r: r.cloud.score),
+            edge_latency_s=side("edge", "latency_s"),
+            edge_ttft_s=side("edge", "ttft_s"),
+            edge_out_tokens=side("edge", "out_tokens"),
+            edge_confidence=side("edge", "confidence"),
+            edge_score=side("edge", "score"),
+            cloud_latency_s=side("cloud", "latency_s"),
+            cloud_ttft_s=side("cloud", "ttft_s"),
+            cloud_out_tokens=side("cloud", "out_tokens"),
+            cloud_score=side("cloud", "score"),
             meta=dict(meta or {}),
             records=recs,
-        )
+        )._impute()
+
+    def _impute(self) -> "RequestTrace":
+        """Fill unobserved outcome values (NaN) as the module docstring says; counts go to ``meta["imputed"]``."""
+        filled: dict[str, int] = {}
+        for c in _OUTCOME_COLUMNS:
+            v = getattr(self, c)
+            miss = np.isnan(v)
+            n = int(miss.sum())
+            if not n:
+                continue
+            if n == len(v):
+                side, _, what = c.partition("_")
+                raise UserInputError(
+                    f"{self.meta.get('path', 'trace')}: {side}.{what}: no record observed it, so it cannot be filled in"
+                    + (" (log both sides for some requests: route --shadow-rate > 0)" if side in ("edge", "cloud") else "")
+                )
+            fill = float(np.mean(v[~miss])) if c.endswith("_score") else float(np.median(v[~miss]))
+            v[miss] = fill
+            filled[c] = n
+        if filled:
+            np.minimum(self.edge_ttft_s, self.edge_latency_s, out=self.edge_ttft_s)
+            np.minimum(self.cloud_ttft_s, self.cloud_latency_s, out=self.cloud_ttft_s)
+            self.meta["imputed"] = filled
+        return self
 
     def write_jsonl(self, path: str | Path) -> None:
         """Write the trace (header + records) atomically; ``.gz`` suffix compresses."""
@@ -314,8 +365,36 @@ def _open_lines(path: Path) -> list[str]:
 
 
 def load_trace(path: str | Path) -> RequestTrace:
-    """Read and validate a JSONL trace; any problem raises ``UserInputError`` (``file:line: field: problem``)."""
+    """Read and validate a JSONL trace, or a folder of them (a router's log dir: every
+    ``*.jsonl``/``*.jsonl.gz`` except ``errors.jsonl``, merged on the clock of their headers'
+    ``started_unix``); any problem raises ``UserInputError`` (``file:line: field: problem``)."""
     p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in [*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")] if f.name != "errors.jsonl")
+        if not files:
+            raise UserInputError(f"{p}: no *.jsonl or *.jsonl.gz trace in this folder")
+        metas, recs = [], []
+        for f in files:
+            meta, rs = _read_records(f)
+            metas.append(meta)
+            recs.append(rs)
+        t0 = min(float(m.get("started_unix", 0.0)) for m in metas)
+        merged: list[TraceRecord] = []
+        seen: set[str] = set()
+        for f, m, rs in zip(files, metas, recs):
+            shift = float(m.get("started_unix", 0.0)) - t0
+            for r in rs:
+                if r.id in seen:
+                    raise UserInputError(f"{f}: id: {r.id!r} also appears in another file of {p}")
+                seen.add(r.id)
+                merged.append(r.model_copy(update={"arrival_s": r.arrival_s + shift}) if shift else r)
+        merged.sort(key=lambda r: r.arrival_s)
+        return RequestTrace.from_records(merged, meta={**metas[0], "path": str(p), "files": len(files)})
+    meta, records = _read_records(p)
+    return RequestTrace.from_records(records, meta={**meta, "path": str(p)})
+
+
+def _read_records(p: Path) -> tuple[dict[str, Any], list[TraceRecord]]:
     lines = _open_lines(p)
     if not lines or not lines[0].strip():
         raise UserInputError(f"{p}:1: header: missing (expected {{\"format\": \"{TRACE_FORMAT}\", ...}})")
@@ -331,6 +410,7 @@ def load_trace(path: str | Path) -> RequestTrace:
     except ValidationError as e:
         raise UserInputError(format_validation_error(f"{p}:1: header", e)) from None
     records: list[TraceRecord] = []
+    ordered = header.meta.get("ordered", True) is not False
     seen: set[str] = set()
     last = -1.0
     for n, text in enumerate(lines[1:], start=2):
@@ -342,11 +422,13 @@ def load_trace(path: str | Path) -> RequestTrace:
             raise UserInputError(format_validation_error(f"{p}:{n}", e)) from None
         if rec.id in seen:
             raise UserInputError(f"{p}:{n}: id: duplicate id {rec.id!r}")
-        if rec.arrival_s < last:
+        if rec.arrival_s < last and ordered:
             raise UserInputError(f"{p}:{n}: arrival_s: {rec.arrival_s} is before the previous record's {last}")
         seen.add(rec.id)
         last = rec.arrival_s
         records.append(rec)
     if not records:
         raise UserInputError(f"{p}: holds a header but no request records")
-    return RequestTrace.from_records(records, meta={**header.meta, "path": str(p)})
+    if not ordered:
+        records.sort(key=lambda r: r.arrival_s)
+    return dict(header.meta), records

@@ -1,0 +1,225 @@
+"""``mllm-offload route``: an OpenAI-compatible endpoint in front of the :class:`~.router.Router`.
+
+===============================  ===========================================================
+``POST /v1/chat/completions``    chat completion (streaming or not), routed; the response
+                                 carries ``x-offload-mode`` (``edge_first``, ``speculative``,
+                                 ``cloud``), ``x-offload-answered-by`` (``edge``, ``cloud``,
+                                 ``edge-degraded``) and ``x-offload-request-id`` headers and an
+                                 ``offload`` field with the decision (thresholds, MAS score,
+                                 latency, fallback)
+``GET /v1/models``               the router's model name
+``GET /health``                  ``{"status": "ok", ...}`` with the policy and queue
+``GET /metrics``                 Prometheus text: ``offload_requests_total{mode}``,
+                                 ``offload_answers_total{answered_by}``,
+                                 ``offload_latency_seconds`` (histogram by mode),
+                                 ``offload_cloud_cancelled_total``,
+                                 ``offload_fallbacks_total{reason}``, ``offload_failed_total``,
+                                 ``offload_rejected_total``, and gauges of the estimated
+                                 bandwidth, RTT, edge queue and cloud calls in flight
+===============================  ===========================================================
+
+A streamed request is answered once the routing has settled (a speculative edge answer is only
+known to be accepted when the edge finishes), then its tokens are sent as chunks: the stream is
+ordinary OpenAI SSE, but its first token comes with the routed answer, not earlier.
+
+Guards: binds 127.0.0.1 unless an API key is set; bodies over ``max_body_bytes`` get 413;
+more than ``max_queue`` requests in flight get 429 with ``Retry-After``; when no backend can
+answer the request gets 503 with one line naming both causes (and is written to
+``errors.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from ..errors import UserInputError
+from ..mllm_backends.base import BackendError
+from ..mllm_backends.serve import ChatRequest, is_loopback, lp_entry, to_mm_request
+from .router import RoutedAnswer, Router, RouterError
+
+__all__ = ["create_route_app", "run_route_server"]
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+class RouteMetrics:
+    """The Prometheus collectors of one route server (own registry, so apps do not collide)."""
+
+    def __init__(self, router: Router) -> None:
+        self.registry = reg = CollectorRegistry()
+        self.requests = Counter("offload_requests", "requests routed, by the mode the policy chose", ["mode"], registry=reg)
+        self.answers = Counter("offload_answers", "answers, by the side whose answer was used", ["answered_by"], registry=reg)
+        self.latency = Histogram("offload_latency_seconds", "arrival to routed answer, seconds", ["mode"],
+                                 buckets=LATENCY_BUCKETS, registry=reg)
+        self.cancelled = Counter("offload_cloud_cancelled", "speculative cloud calls cancelled after an accepted edge answer", registry=reg)
+        self.fallbacks = Counter("offload_fallbacks", "answers that were not the planned one, by reason", ["reason"], registry=reg)
+        self.failed = Counter("offload_failed", "requests no backend could answer (HTTP 503)", registry=reg)
+        self.rejected = Counter("offload_rejected", "requests refused with HTTP 429 (queue full)", registry=reg)
+        self.in_flight = Gauge("offload_in_flight", "requests being routed", registry=reg)
+        est = router.est
+        gauges = [
+            ("offload_bandwidth_estimate_mbps", "estimated uplink bandwidth (harmonic mean of measured uploads), Mbps", lambda: est.est.bw_est_mbps),
+            ("offload_rtt_estimate_seconds", "last measured round-trip time, seconds", lambda: est.est.rtt_s),
+            ("offload_edge_queue", "edge jobs waiting or running", lambda: est.edge_queue_n),
+            ("offload_cloud_inflight", "cloud calls outstanding", lambda: est.cloud_inflight_n),
+            ("offload_cloud_latency_recent_seconds", "moving average of cloud response time, seconds", lambda: est.est.cloud_latency_s),
+        ]
+        for name, help_, fn in gauges:
+            Gauge(name, help_, registry=reg).set_function(fn)
+
+    def observe(self, ans: RoutedAnswer) -> None:
+        mode = ans.mode.label
+        self.requests.labels(mode).inc()
+        self.answers.labels(ans.answered_by).inc()
+        self.latency.labels(mode).observe(ans.latency_s)
+        if ans.cloud_cancelled:
+            self.cancelled.inc()
+        if ans.fallback:
+            self.fallbacks.labels(ans.fallback).inc()
+
+
+def create_route_app(router: Router, *, served_name: str = "mllm-offload-router", api_key: str | None = None, max_queue: int = 64,
+                     max_body_bytes: int = 32 * 1024 * 1024, default_max_tokens: int = 64) -> FastAPI:
+    """A FastAPI app serving ``router`` (see the module docstring). Closing the app drains the
+    router's log tasks and closes its backends."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await router.aclose()
+
+    app = FastAPI(title="mllm-offload route", docs_url=None, redoc_url=None, lifespan=lifespan)
+    metrics = RouteMetrics(router)
+    app.state.router, app.state.metrics = router, metrics
+    state = {"in_flight": 0}
+    created = int(time.time())
+
+    def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status_code=status, headers=headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if api_key and request.url.path.startswith("/v1/"):
+            if request.headers.get("authorization", "") != f"Bearer {api_key}":
+                return error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            return error(413, f"request body over {max_body_bytes} bytes")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "policy": getattr(router.policy, "name", "?"), "in_flight": state["in_flight"],
+                **router.est.snapshot()}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": served_name, "object": "model", "created": created, "owned_by": "mllm-offload"}]}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            return error(413, f"request body over {max_body_bytes} bytes")
+        try:
+            body = ChatRequest.model_validate_json(raw)
+            req = to_mm_request(body, default_max_tokens)
+        except ValidationError as e:
+            err = e.errors()[0]
+            return error(400, f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}")
+        except UserInputError as e:
+            return error(400, str(e))
+        if state["in_flight"] >= max_queue:
+            metrics.rejected.inc()
+            return error(429, f"router busy: {state['in_flight']} requests in flight", "rate_limit_error", {"retry-after": "1"})
+        state["in_flight"] += 1
+        metrics.in_flight.inc()
+        try:
+            ans = await router.generate(req)
+        except RouterError as e:
+            metrics.failed.inc()
+            return error(503, str(e), "server_error", {"x-offload-request-id": e.request_id})
+        except (UserInputError, BackendError) as e:  # unreadable media
+            return error(400, str(e))
+        finally:
+            state["in_flight"] -= 1
+            metrics.in_flight.dec()
+        metrics.observe(ans)
+        headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id}
+        cid = "chatcmpl-" + secrets.token_hex(12)
+        if body.stream:
+            return StreamingResponse(_chunks(ans, body, cid), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+        gen = ans.generation
+        logprobs = None
+        if body.logprobs:
+            tops = gen.top_logprobs or [[] for _ in gen.tokens]
+            logprobs = {"content": [lp_entry(t, lp, tp) for t, lp, tp in zip(gen.tokens, gen.token_logprobs, tops)]}
+        doc = {
+            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": served_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text}, "logprobs": logprobs,
+                         "finish_reason": "length" if gen.finish_reason == "length" else "stop"}],
+            "usage": _usage(ans), "offload": _offload(ans),
+        }
+        return JSONResponse(doc, headers=headers)
+
+    async def _chunks(ans: RoutedAnswer, body: ChatRequest, cid: str) -> AsyncIterator[str]:
+        gen = ans.generation
+        t = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, extra: dict[str, Any] | None = None, choices: bool = True) -> str:
+            d: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": t, "model": served_name,
+                                 "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}] if choices else []}
+            d.update(extra or {})
+            return f"data: {json.dumps(d)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        if gen.tokens and "".join(gen.tokens) == gen.text:
+            tops = gen.top_logprobs or [[] for _ in gen.tokens]
+            for tok, lp, top in zip(gen.tokens, gen.token_logprobs, tops):
+                yield chunk({"content": tok}, logprobs={"content": [lp_entry(tok, lp, top)]} if body.logprobs else None)
+        elif gen.text:
+            yield chunk({"content": gen.text})
+        yield chunk({}, finish="length" if gen.finish_reason == "length" else "stop", extra={"offload": _offload(ans)})
+        if body.stream_options and body.stream_options.include_usage:
+            yield chunk({}, extra={"usage": _usage(ans)}, choices=False)
+        yield "data: [DONE]\n\n"
+
+    return app
+
+
+def _usage(ans: RoutedAnswer) -> dict[str, int]:
+    g = ans.generation
+    return {"prompt_tokens": g.in_tokens, "completion_tokens": g.out_tokens, "total_tokens": g.in_tokens + g.out_tokens}
+
+
+def _offload(ans: RoutedAnswer) -> dict[str, Any]:
+    th = ans.thresholds
+    return {"request_id": ans.id, "mode": ans.mode.label, "answered_by": ans.answered_by, "mas_score": ans.mas_score,
+            "thresholds": {"tau_low": th.tau_low, "tau_high": th.tau_high, "tau_conf": th.tau_conf},
+            "confidence": ans.generation.confidence, "latency_s": ans.latency_s, "cloud_cancelled": ans.cloud_cancelled,
+            "fallback": ans.fallback}
+
+
+def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, *, api_key: str | None = None, max_queue: int = 64,
+                     max_body_bytes: int = 32 * 1024 * 1024, log_level: str = "warning") -> None:
+    """Serve ``router`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``."""
+    import uvicorn
+
+    if not is_loopback(host) and not api_key:
+        raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
+    app = create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
