@@ -177,9 +177,9 @@ class TraceRecord(_Strict):
         return v
 
 
-_OUTCOME_COLUMNS = (
-    "edge_latency_s edge_ttft_s edge_out_tokens edge_confidence edge_score "
-    "cloud_latency_s cloud_ttft_s cloud_out_tokens cloud_score"
+_OUTCOME_COLUMNS = (  # measurements first: a side never observed is named by its latency
+    "edge_latency_s cloud_latency_s edge_ttft_s cloud_ttft_s edge_out_tokens cloud_out_tokens "
+    "edge_confidence edge_score cloud_score"
 ).split()
 
 _COLUMNS = (
