@@ -136,6 +136,8 @@ class RoutedAnswer:
     cloud_cancelled: bool = False
     fallback: str | None = None
     observation: list[float] = field(default_factory=list)
+    #: seconds the server spent on this request besides the answering backend call (set by the server)
+    router_overhead_s: float | None = None
 
 
 @dataclass

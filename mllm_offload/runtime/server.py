@@ -132,6 +132,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        t_in = time.perf_counter()
         raw = await request.body()
         if len(raw) > max_body_bytes:
             return error(413, f"request body over {max_body_bytes} bytes")
@@ -159,6 +160,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
             state["in_flight"] -= 1
             metrics.in_flight.dec()
         metrics.observe(ans)
+        ans.router_overhead_s = max(time.perf_counter() - t_in - ans.generation.latency_s, 0.0)
         headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id}
         cid = "chatcmpl-" + secrets.token_hex(12)
         if body.stream:
@@ -210,7 +212,9 @@ def _offload(ans: RoutedAnswer) -> dict[str, Any]:
     th = ans.thresholds
     return {"request_id": ans.id, "mode": ans.mode.label, "answered_by": ans.answered_by, "mas_score": ans.mas_score,
             "thresholds": {"tau_low": th.tau_low, "tau_high": th.tau_high, "tau_conf": th.tau_conf},
-            "confidence": ans.generation.confidence, "latency_s": ans.latency_s, "cloud_cancelled": ans.cloud_cancelled,
+            "confidence": ans.generation.confidence, "latency_s": ans.latency_s, "backend_latency_s": ans.generation.latency_s,
+            "router_overhead_s": ans.router_overhead_s,
+            "cloud_cancelled": ans.cloud_cancelled,
             "fallback": ans.fallback}
 
 
