@@ -6,10 +6,7 @@ import asyncio
 import base64
 import io
 import json
-import shutil
-import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,18 +18,10 @@ httpx = pytest.importorskip("httpx")
 
 from mllm_offload.mllm_backends import BackendError, CancelToken, MMRequest, confidence_from_logprobs  # noqa: E402
 from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend  # noqa: E402
+from routing_helpers import cli, free_port  # noqa: E402
 
 
-def _cli(*args: str) -> list[str]:
-    """The installed ``mllm-offload`` command (``python -m mllm_offload`` where it is not on PATH)."""
-    exe = shutil.which("mllm-offload")
-    return [exe, *args] if exe else [sys.executable, "-m", "mllm_offload", *args]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_cli, _free_port = cli, free_port
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import UserInputError
 from .base import Backend, CancelToken, MMRequest, TokenEvent
 
-__all__ = ["ChatRequest", "ServeStats", "create_app", "is_loopback", "lp_entry", "run_server", "to_mm_request"]
+__all__ = ["ChatRequest", "ServeStats", "create_app", "error_response", "install_guard", "is_loopback", "lp_entry", "run_server", "to_mm_request"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -172,6 +172,25 @@ def lp_entry(token: str, lp: float | None, top: Any) -> dict[str, Any]:
     return e
 
 
+def error_response(status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-style one-line error body."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status_code=status, headers=headers)
+
+
+def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int) -> None:
+    """API key on ``/v1/*`` (401) and a body size limit from ``content-length`` (413)."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if api_key and request.url.path.startswith("/v1/"):
+            if request.headers.get("authorization", "") != f"Bearer {api_key}":
+                return error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            return error_response(413, f"request body over {max_body_bytes} bytes")
+        return await call_next(request)
+
+
 def create_app(backend: Backend, served_name: str, *, api_key: str | None = None, max_queue: int = 16, default_max_tokens: int = 64) -> FastAPI:
     """A FastAPI app serving ``backend`` under the model name ``served_name``."""
     app = FastAPI(title="mllm-offload serve", docs_url=None, redoc_url=None)
@@ -179,18 +198,8 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
     app.state.stats = stats
     created = int(time.time())
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status_code=status)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-            return error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    error = error_response
+    install_guard(app, api_key, MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

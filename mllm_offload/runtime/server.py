@@ -36,14 +36,14 @@ import time
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from ..errors import UserInputError
 from ..mllm_backends.base import BackendError
-from ..mllm_backends.serve import ChatRequest, is_loopback, lp_entry, to_mm_request
+from ..mllm_backends.serve import ChatRequest, error_response, install_guard, is_loopback, lp_entry, to_mm_request
 from .router import RoutedAnswer, Router, RouterError
 
 __all__ = ["create_route_app", "run_route_server"]
@@ -104,18 +104,8 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
     state = {"in_flight": 0}
     created = int(time.time())
 
-    def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status_code=status, headers=headers)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_body_bytes:
-            return error(413, f"request body over {max_body_bytes} bytes")
-        return await call_next(request)
+    error = error_response
+    install_guard(app, api_key, max_body_bytes)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
