@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import io
-import json
 import socket
 import subprocess
 import sys
