@@ -62,6 +62,7 @@ from ..errors import UserInputError
 from ..observation import MAS_FEATURES, RequestFeatures, request_features_batch
 
 __all__ = [
+    "EMBEDDED_TRACES",
     "TRACE_FORMAT",
     "TRACE_VERSION",
     "MODALITIES",
@@ -70,6 +71,7 @@ __all__ = [
     "Outcome",
     "EdgeOutcome",
     "RequestTrace",
+    "resolve_trace",
     "load_trace",
 ]
 
@@ -364,11 +366,31 @@ def _open_lines(path: Path) -> list[str]:
         raise UserInputError(f"{path}: not UTF-8 text") from None
 
 
+#: traces shipped inside the package, loadable by name (``--trace shapes-real``); see the README
+EMBEDDED_TRACES: dict[str, str] = {
+    "shapes-real": "shapes-real.jsonl.gz",
+}
+
+
+def resolve_trace(path: str | Path) -> Path:
+    """``path`` itself, or the packaged file of an embedded trace name when no such path exists."""
+    p = Path(path)
+    if not p.exists() and str(path) in EMBEDDED_TRACES:
+        from importlib import resources
+
+        f = Path(str(resources.files("mllm_offload") / "data" / EMBEDDED_TRACES[str(path)]))
+        if not f.is_file():
+            raise UserInputError(f"trace {path}: the embedded trace file {f} is missing from this installation")
+        return f
+    return p
+
+
 def load_trace(path: str | Path) -> RequestTrace:
     """Read and validate a JSONL trace, or a folder of them (a router's log dir: every
     ``*.jsonl``/``*.jsonl.gz`` except ``errors.jsonl``, merged on the clock of their headers'
-    ``started_unix``); any problem raises ``UserInputError`` (``file:line: field: problem``)."""
-    p = Path(path)
+    ``started_unix``), or an embedded trace by name (:data:`EMBEDDED_TRACES`); any problem raises
+    ``UserInputError`` (``file:line: field: problem``)."""
+    p = resolve_trace(path)
     if p.is_dir():
         files = sorted(f for f in [*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")] if f.name != "errors.jsonl")
         if not files:

@@ -1,0 +1,79 @@
+"""Shapes VQA generator: determinism, answers that match the drawn scene, difficulty, files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mllm_offload.errors import UserInputError
+from mllm_offload.traces.datasets import load_dataset
+from mllm_offload.traces.shapes_vqa import COLORS, VOCABULARY, make_item, make_items, make_training_items, write_dataset
+
+
+def test_same_seed_same_item_and_different_seed_differs():
+    a, b = make_item(3, 17), make_item(3, 17)
+    assert (a.question, a.answer, a.meta) == (b.question, b.answer, b.meta)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    c = make_item(4, 17)
+    assert not np.array_equal(np.asarray(a.images[0]), np.asarray(c.images[0]))
+
+
+def test_difficulty_changes_the_scene():
+    items = make_items(0, 240)
+    by = {d: [it for it in items if it.difficulty == d] for d in ("easy", "medium", "hard")}
+    assert all(len(v) > 40 for v in by.values())
+    objs = {d: np.mean([it.meta["objects"] for it in v]) for d, v in by.items()}
+    noise = {d: np.mean([it.meta["noise"] for it in v]) for d, v in by.items()}
+    assert objs["easy"] < objs["medium"] < objs["hard"]
+    assert noise["easy"] == 0.0 < noise["medium"] < noise["hard"]
+    # busier scenes are less compressible: hard PNGs are far larger than easy ones
+    import io
+
+    def size(it):
+        buf = io.BytesIO()
+        it.images[0].save(buf, format="PNG")
+        return len(buf.getvalue())
+
+    assert np.median([size(i) for i in by["hard"]]) > 10 * np.median([size(i) for i in by["easy"]])
+
+
+def test_color_answer_is_the_colour_drawn():
+    """An easy colour question on a plain background: the answer's RGB is in the image."""
+    for i in range(40):
+        it = make_item(1, i, difficulty="easy", qtype="color")
+        px = np.asarray(it.images[0]).reshape(-1, 3).astype(int)
+        target = np.array(COLORS[it.answer])
+        assert (np.abs(px - target).sum(1) < 6).sum() > 50, (it.question, it.answer)
+
+
+def test_questions_use_the_vocabulary_and_answers_fit_the_type():
+    for it in make_items(2, 150) + make_training_items(5, 30):
+        assert all(w in VOCABULARY for w in it.question.split()), it.question
+        assert it.answer in VOCABULARY
+        if it.qtype in ("exists", "left"):
+            assert it.answer in ("yes", "no")
+        if it.qtype == "count":
+            assert it.answer.isdigit()
+
+
+def test_bad_arguments():
+    with pytest.raises(UserInputError, match="difficulty"):
+        make_item(0, 0, difficulty="extreme")
+    with pytest.raises(UserInputError, match="qtype"):
+        make_item(0, 0, qtype="why")
+
+
+def test_write_dataset_loads_as_jsonl_with_video_and_audio(tmp_path):
+    path = write_dataset(tmp_path / "ds", 30, seed=9, video_share=0.3, audio_share=0.3)
+    items = load_dataset(f"jsonl:{path}")
+    assert len(items) == 30
+    assert any(it.video for it in items) and any(it.audio for it in items)
+    for it in items:
+        images, video, audio = it.load_media()
+        assert images or video
+        assert it.score(it.answers[0]) == 1.0
+        if audio is not None:
+            assert audio[1] == 16000 and 0.4 < audio[0].size / 16000 < 1.6
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert {x["meta"]["difficulty"] for x in lines} <= {"easy", "medium", "hard"}
+    assert not list((tmp_path / "ds").glob(".*.tmp"))
