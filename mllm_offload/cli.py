@@ -1,4 +1,4 @@
-"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,tiny-model,serve,route,record}`` (also ``train.py``, ``evaluate.py``).
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,tiny-model,serve,route,record,report,shapes}`` (also ``train.py``, ``evaluate.py``).
 
 Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
 prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=_positive_int, help="torch threads [torch default]")
     sv.add_argument("--max-queue", type=_positive_int, default=16, help="requests in flight before answering 429 [16]")
     sv.add_argument("--slowdown", type=float, default=1.0, help="compute factor >= 1: wait (F-1) x each forward pass, to stand in for a slower GPU [1]")
+    sv.add_argument("--unsupported", default="error", choices=["error", "ignore"],
+                    help="a modality the model cannot take (audio): answer 400, or drop it and answer from the rest [error]")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
 
     ro = sub.add_parser("route", help="serve the offloading router (OpenAI-compatible) in front of an edge and a cloud backend",
@@ -146,6 +148,36 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--rate", type=float, default=1.0, help="arrival rate of the recorded trace, requests/s [1.0]")
     rc.add_argument("--seed", type=int, default=0, help="seed of the arrival times [0]")
     rc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rp = sub.add_parser("report", help="accuracy by difficulty, edge confidence AUROC and MAS correlations of a recorded trace",
+                        description="Figures of a trace with both outcomes (see mllm_offload.traces.analysis).")
+    rp.add_argument("--trace", required=True, type=Path, help="trace file, log folder or embedded name (shapes-real)")
+    rp.add_argument("--json", type=Path, help="also write the figures as JSON")
+
+    sh = sub.add_parser("shapes", help="procedural shapes VQA: write a dataset, train the edge/cloud VLM pair",
+                        description="Shapes VQA: drawn scenes with exact-answer questions, and two real VLMs trained on them on CPU.")
+    shs = sh.add_subparsers(dest="shapes_command", required=True, metavar="{generate,train}")
+    sg = shs.add_parser("generate", help="write a shapes VQA dataset (JSONL + PNG/WAV media)",
+                        description="Write OUT/shapes.jsonl (the generic jsonl dataset format) and OUT/media/.")
+    sg.add_argument("--out", type=Path, required=True, help="output folder")
+    sg.add_argument("--n", type=_positive_int, default=3000, help="items [3000]")
+    sg.add_argument("--seed", type=int, default=0, help="item stream [0]; the models train on stream seed+1000")
+    sg.add_argument("--size", type=_positive_int, default=224, help="canvas side, pixels [224]")
+    sg.add_argument("--video-share", type=float, default=0.05, help="share of items that are short videos [0.05]")
+    sg.add_argument("--audio-share", type=float, default=0.05, help="share of items with an audio clip [0.05]")
+    sg.add_argument("--quiet", action="store_true", help="no progress bar")
+    st = shs.add_parser("train", help="train the edge and cloud shapes VLMs on CPU and report accuracy by difficulty",
+                        description="Train OUT/edge and OUT/cloud (transformers LLaVA checkpoints) from scratch, deterministically by seed; "
+                        "write OUT/train_report.json.")
+    st.add_argument("--out", type=Path, required=True, help="output folder (OUT/edge, OUT/cloud)")
+    st.add_argument("--which", default="edge,cloud", help="presets to train [edge,cloud]")
+    st.add_argument("--seed", type=int, default=0, help="weights, batch order and training scenes [0]")
+    st.add_argument("--scenes", type=_positive_int, default=6000, help="training scenes, a caption and 3 questions each [6000]")
+    st.add_argument("--edge-steps", type=_positive_int, help="optimizer steps of the edge model [preset: 3000]")
+    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 1500]")
+    st.add_argument("--eval", type=int, default=600, help="held-out items of `generate`'s stream 0 for the accuracy table; 0: none [600]")
+    st.add_argument("--threads", type=_positive_int, help="torch threads [torch default]")
+    st.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -159,6 +191,9 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cloud-api-key", default=None, help="API key of a --cloud URL [env OPENAI_API_KEY]")
     g.add_argument("--cloud-timeout", type=float, default=30.0, help="cloud deadline per call, seconds [30]")
     g.add_argument("--threads", type=_positive_int, help="torch threads of local models [torch default]")
+    g.add_argument("--unsupported", default="error", choices=["error", "ignore"],
+                   help="local models: a modality the model cannot take (audio) is an error, or is dropped [error]")
+    g.add_argument("--edge-slowdown", type=float, default=1.0, help="local edge model: compute factor >= 1, stands in for a slower device [1]")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -451,7 +486,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and not args.api_key:
         raise UserInputError(f"--host {args.host}: refusing to bind a non-loopback address without --api-key")
     check_model_dir(args.model)
-    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown)
+    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown,
+                             unsupported=args.unsupported)
     name = args.served_name or backend.name
     print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
     run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level)
@@ -470,7 +506,7 @@ def _backend(spec: str, role: str, args: argparse.Namespace, timeout_s: float):
     from .mllm_backends.hf_local import HFLocalBackend, check_model_dir
 
     check_model_dir(spec)
-    return HFLocalBackend(spec, threads=args.threads)
+    return HFLocalBackend(spec, threads=args.threads, unsupported=args.unsupported, slowdown=args.edge_slowdown if role == "edge" else 1.0)
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -541,11 +577,67 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from ._io import atomic_write_text
+    from .traces.analysis import format_report, trace_report
+    from .traces.schema import load_trace
+
+    rep = trace_report(load_trace(args.trace))
+    print(f"{args.trace}: {rep.get('records', 0)} records with both outcomes")
+    print(format_report(rep))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(rep, indent=2))
+    return 0 if rep.get("records") else 2
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    if args.shapes_command == "generate":
+        from .traces.shapes_vqa import write_dataset
+
+        for flag, v in (("--video-share", args.video_share), ("--audio-share", args.audio_share)):
+            if not 0.0 <= v <= 1.0:
+                raise UserInputError(f"{flag}: must be in [0, 1], got {v}")
+        t0 = time.perf_counter()
+        path = write_dataset(args.out, args.n, seed=args.seed, size=args.size, video_share=args.video_share,
+                             audio_share=args.audio_share, progress=_progress("generate", args.quiet))
+        print(f"wrote {args.n} items to {path} in {time.perf_counter() - t0:.1f} s; use --dataset jsonl:{path}")
+        return 0
+    import json
+
+    from .mllm_backends.shapes_models import PRESETS, train_shapes_model
+    from .traces.shapes_vqa import make_items
+
+    which = [w.strip() for w in args.which.split(",") if w.strip()]
+    for w in which:
+        if w not in PRESETS:
+            raise UserInputError(f"--which: unknown preset {w!r} (known: {', '.join(PRESETS)})")
+    if args.eval < 0:
+        raise UserInputError(f"--eval: must be >= 0, got {args.eval}")
+    ev = make_items(0, args.eval) if args.eval else []
+    reports = {}
+    for w in which:
+        rep = train_shapes_model(w, args.out / w, seed=args.seed, train_scenes=args.scenes, steps=getattr(args, f"{w}_steps"),
+                                 eval_items=ev, threads=args.threads, log=lambda m: print(m, flush=True), progress=not args.quiet)
+        reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps,
+                      "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy}
+    if ev:
+        buckets = ("all", "easy", "medium", "hard")
+        print(f"accuracy on {len(ev)} held-out items (stream 0) | " + " | ".join(f"{b:>6}" for b in buckets))
+        for w, r in reports.items():
+            print(f"{w:<8} {r['parameters']:>10,} params, {r['seconds']:>6.0f} s | " + " | ".join(f"{r['accuracy'].get(b, float('nan')):6.3f}" for b in buckets))
+    from ._io import atomic_write_text
+
+    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "models": reports}, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export, "synth": cmd_synth, "profiles": cmd_profiles,
-               "tiny-model": cmd_tiny_model, "serve": cmd_serve, "route": cmd_route, "record": cmd_record}[args.command]
+               "tiny-model": cmd_tiny_model, "serve": cmd_serve, "route": cmd_route, "record": cmd_record, "shapes": cmd_shapes, "report": cmd_report}[args.command]
     try:
         return handler(args)
     except UserInputError as e:

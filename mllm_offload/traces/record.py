@@ -256,5 +256,7 @@ async def _record_item(item: DatasetItem, arrival_s: float, edge: Backend, cloud
         "edge": {"latency_s": el, "ttft_s": et, "out_tokens": ge.out_tokens, "confidence": min(max(ge.confidence, 0.0), 1.0), "score": se},
         "cloud": {"latency_s": cl, "ttft_s": ct, "out_tokens": gc.out_tokens, "score": sc},
     }
+    if item.meta:
+        rec["item"] = dict(item.meta)
     TraceRecord.model_validate(rec)  # a record that does not validate is this item's failure, not the file's
     return rec, (se, sc)

@@ -143,6 +143,9 @@ class TraceRecord(_Strict):
     cloud: Outcome | None
     cloud_subsets: dict[str, Outcome] | None = None
     route: dict[str, Any] | None = None
+    #: the dataset item's metadata (e.g. shapes VQA difficulty, question type), for analysis only:
+    #: never part of an observation
+    item: dict[str, Any] | None = None
 
     @field_validator("modalities")
     @classmethod

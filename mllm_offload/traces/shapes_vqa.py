@@ -52,6 +52,7 @@ from ..errors import UserInputError
 
 __all__ = [
     "ANSWER_WORDS",
+    "CAPTION_QUESTION",
     "COLORS",
     "DIFFICULTIES",
     "QUESTION_TYPES",
@@ -81,8 +82,11 @@ DIFFICULTIES = ("easy", "medium", "hard")
 ANSWER_WORDS = tuple(COLORS) + SHAPES + tuple(str(i) for i in range(10)) + ("yes", "no")
 #: every word a question can contain (plus the answers): the shapes models' word vocabulary
 VOCABULARY = ANSWER_WORDS + tuple(PLURALS.values()) + (
-    "what", "color", "is", "the", "how", "many", "are", "there", "a", "of", "left", "shape", "largest", "?",
+    "what", "color", "is", "the", "how", "many", "are", "there", "a", "of", "left", "shape", "largest", "?", "describe",
 )
+#: the training-only captioning prompt (LLaVA stage-1 style alignment): its answer lists every
+#: object as ``colour shape`` from left to right
+CAPTION_QUESTION = "describe the shapes ?"
 
 _LEVELS: dict[str, dict[str, Any]] = {
     "easy": {"n": (1, 2), "r": (30, 48), "bg": ("plain",), "noise": (0.0, 0.0)},
@@ -336,12 +340,15 @@ def make_items(seed: int, n: int, start: int = 0, **kw: Any) -> list[ShapesItem]
 
 
 def make_training_items(seed: int, n_scenes: int, questions_per_scene: int = 3, *, start: int = 0, size: int = 224,
-                        video_share: float = 0.0) -> list[ShapesItem]:
+                        video_share: float = 0.0, caption: bool = True) -> list[ShapesItem]:
     """Training data: ``n_scenes`` scenes of stream ``seed`` with up to ``questions_per_scene``
     questions each (distinct types, drawn at random), sharing the scene's pictures.
 
     Use another ``seed`` than the evaluation/recording stream's, so scenes are disjoint. Rendering
     dominates the cost (a few ms per 224 x 224 scene), hence several questions per scene.
+    ``caption`` adds one :data:`CAPTION_QUESTION` item per scene whose answer names every object
+    left to right: many supervised tokens per image, which is what lets a vision tower trained
+    from scratch learn colours, shapes and positions within a CPU budget.
     """
     out: list[ShapesItem] = []
     for index in range(start, start + n_scenes):
@@ -355,6 +362,10 @@ def make_training_items(seed: int, n_scenes: int, questions_per_scene: int = 3, 
         base = ShapesItem(id="", question="", answer="", qtype="", difficulty=level_name,
                           meta={"difficulty": level_name, "objects": len(objs), "background": bg_kind, "noise": round(noise, 2)})
         _draw(base, rng, objs, _background(rng, bg_kind, size), noise, size, is_video)
+        if caption:
+            cap = " ".join(f"{o.color} {o.shape}" for o in sorted(objs, key=lambda o: o.x))
+            out.append(ShapesItem(id=f"t{seed}-{index}-caption", question=CAPTION_QUESTION, answer=cap, qtype="caption",
+                                  difficulty=level_name, images=base.images, frames=base.frames, meta={**base.meta, "qtype": "caption"}))
         types = [t for t in QUESTION_TYPES if not (is_video and t == "largest")]
         for q in rng.permutation(types)[:questions_per_scene]:
             qa = _question(rng, str(q), objs)

@@ -1,0 +1,322 @@
+"""A real edge/cloud VLM pair for shapes VQA, trained from scratch on CPU with transformers.
+
+Both models are ``LlavaForConditionalGeneration`` checkpoints (a CLIP ViT vision tower, an MLP
+projector and a Llama decoder) with a word-level tokenizer over the shapes vocabulary and a
+PIL-backed CLIP image processor, saved with ``save_pretrained`` so every backend path
+(:class:`~.hf_local.HFLocalBackend`, ``mllm-offload serve``, the router) loads them exactly like
+a downloaded checkpoint. They differ the way a phone model and a datacenter model differ:
+
+=======  ===========  =========  =============================  ==================  ==========
+preset   input image  patches    vision tower                   decoder             parameters
+=======  ===========  =========  =============================  ==================  ==========
+edge     48 x 48      36 (8 px)  width 32, 2 layers             width 48, 2 layers  0.08 M
+cloud    64 x 64      64 (8 px)  width 128, 3 layers            width 128, 4 layers 1.1 M
+=======  ===========  =========  =============================  ==================  ==========
+
+The edge model sees the 224 x 224 scene downscaled to 48 x 48, so small shapes in clutter blur
+away: it is nearly as good as the cloud model on easy scenes and clearly worse on hard ones.
+
+Training (:func:`train_shapes_model`) is teacher-forced next-token prediction of the answer word
+and ``</s>`` after the processor-built prompt (the chat template of :data:`SHAPES_CHAT_TEMPLATE`),
+AdamW with warm-up and cosine decay, a fixed number of steps, and a fixed seed: the same command
+on the same machine writes the same weights. Training scenes come from their own stream
+(``seed + 1000``), disjoint from the evaluation/recording stream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .._io import atomic_dir
+from ..errors import UserInputError
+
+__all__ = [
+    "PRESETS",
+    "SHAPES_CHAT_TEMPLATE",
+    "ShapesModelSpec",
+    "TrainReport",
+    "build_shapes_vlm",
+    "build_word_tokenizer",
+    "evaluate_shapes_model",
+    "train_shapes_model",
+]
+
+IMAGE_TOKEN = "<image>"
+ANSWER_PROMPT = "answer:"
+
+#: the question first, then the images, then ``answer:`` (a dozen tokens plus image tokens); with the
+#: question first, the decoder's image positions can attend to it, which makes training much faster
+SHAPES_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endif %}"
+    "{% endfor %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image> ' }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ ' answer:' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ShapesModelSpec:
+    """Sizes and training schedule of one preset (pixels, widths, layers, steps, batch, lr)."""
+
+    image_size: int
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    text_hidden: int
+    text_layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+PRESETS: dict[str, ShapesModelSpec] = {
+    "edge": ShapesModelSpec(image_size=48, patch_size=8, vision_hidden=32, vision_layers=2, text_hidden=48, text_layers=2,
+                            heads=4, steps=3000, batch_size=64, lr=1e-3),
+    "cloud": ShapesModelSpec(image_size=64, patch_size=8, vision_hidden=128, vision_layers=3, text_hidden=128, text_layers=4,
+                             heads=4, steps=1500, batch_size=64, lr=7e-4),
+}
+
+
+def build_word_tokenizer(words: Sequence[str]):
+    """A whitespace word-level tokenizer: ``<pad> <s> </s> <unk> <image> answer:`` plus ``words``.
+
+    Unknown words become ``<unk>``; decoding joins tokens with spaces.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for w in ("<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, ANSWER_PROMPT, *words):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    hf.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    return hf
+
+
+def build_shapes_vlm(spec: ShapesModelSpec, seed: int = 0):
+    """A fresh (random-weight) model and its processor for ``spec``: ``(model, processor)``."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from ..traces.shapes_vqa import VOCABULARY
+
+    try:  # transformers 5: the PIL backend needs no torchvision
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    tokenizer = build_word_tokenizer(VOCABULARY)
+    image_processor = ImageProcessor(size={"shortest_edge": spec.image_size},
+                                     crop_size={"height": spec.image_size, "width": spec.image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=SHAPES_CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden, num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch_size, projection_dim=spec.vision_hidden,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=spec.text_hidden, intermediate_size=2 * spec.text_hidden, num_hidden_layers=spec.text_layers,
+            num_attention_heads=spec.heads, num_key_value_heads=spec.heads, vocab_size=len(tokenizer),
+            max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def _encode(items: Sequence[Any], processor: Any, with_answer: bool, chunk: int = 256) -> list[dict[str, Any]]:
+    """Processor-built prompts (exactly as at inference) plus, for training, answer ids and ``</s>``."""
+    tok = processor.tokenizer
+    eos = tok.eos_token_id
+    out: list[dict[str, Any]] = []
+    for lo in range(0, len(items), chunk):
+        part = items[lo:lo + chunk]
+        for it in part:
+            media = it.media
+            content = [{"type": "image"} for _ in media] + [{"type": "text", "text": it.question}]
+            prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+            enc = processor(images=media, text=prompt, return_tensors="pt")
+            ids = enc["input_ids"][0].tolist()
+            row = {"ids": ids, "pixels": enc["pixel_values"], "n_prompt": len(ids), "item": it}
+            if with_answer:
+                row["ids"] = ids + tok.convert_tokens_to_ids(it.answer.split()) + [eos]
+            out.append(row)
+    return out
+
+
+def _batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    n = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        k = len(r["ids"])
+        ids[i, :k] = torch.tensor(r["ids"])
+        mask[i, :k] = 1
+        labels[i, r["n_prompt"]:k] = ids[i, r["n_prompt"]:k]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.cat([r["pixels"] for r in rows])}
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainReport:
+    """What :func:`train_shapes_model` did: parameters, seconds, final loss, held-out accuracy."""
+
+    preset: str
+    parameters: int
+    seconds: float
+    steps: int
+    final_loss: float
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def train_shapes_model(
+    preset: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    train_scenes: int = 8000,
+    steps: int | None = None,
+    eval_items: Sequence[Any] = (),
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> TrainReport:
+    """Train preset ``edge`` or ``cloud`` and save it (model + processor) atomically to ``out_dir``.
+
+    Args:
+        preset: a key of :data:`PRESETS`.
+        out_dir: checkpoint folder (replaced as a whole when training succeeds).
+        seed: seeds the weights, the batch order and (``seed + 1000``) the training scenes.
+        train_scenes: scenes rendered for training (3 questions each).
+        steps: optimizer steps (default: the preset's).
+        eval_items: held-out shapes items to report accuracy on (by difficulty).
+        threads: torch intra-op threads (default: torch's).
+    """
+    import numpy as np
+    import torch
+
+    from ..traces.shapes_vqa import make_training_items
+
+    if preset not in PRESETS:
+        raise UserInputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
+    spec = PRESETS[preset]
+    n_steps = int(steps if steps is not None else spec.steps)
+    say = log or (lambda m: None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    model, processor = build_shapes_vlm(spec, seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    items = make_training_items(seed + 1000, train_scenes, 3, video_share=0.05)
+    rows = _encode(items, processor, with_answer=True)
+    say(f"{preset}: {n_params:,} parameters, {len(rows)} training questions from {train_scenes} scenes "
+        f"({time.perf_counter() - t0:.0f} s to render and encode)")
+    # batches hold rows with the same number of pictures (a video's frames are several images)
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(int(r["pixels"].shape[0]), []).append(i)
+    weights = np.array([len(v) for v in groups.values()], dtype=float)
+    keys = list(groups)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
+    warm = max(1, n_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / n_steps)))
+    pad = processor.tokenizer.pad_token_id
+    model.train()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_steps, desc=f"train {preset}", unit="step", leave=False)
+    ema = float("nan")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for step in range(n_steps):
+            g = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+            idx = rng.choice(groups[g], size=min(spec.batch_size, len(groups[g])), replace=False)
+            batch = _batch([rows[int(i)] for i in idx], pad)
+            loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            lv = float(loss.detach())
+            ema = lv if math.isnan(ema) else 0.95 * ema + 0.05 * lv
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    acc = evaluate_shapes_model(model, processor, eval_items) if eval_items else {}
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    rep = TrainReport(preset=preset, parameters=n_params, seconds=time.perf_counter() - t0, steps=n_steps, final_loss=ema, accuracy=acc)
+    say(f"{preset}: trained in {rep.seconds:.0f} s, loss {ema:.3f}" + (
+        ", accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()) if acc else ""))
+    return rep
+
+
+def evaluate_shapes_model(model: Any, processor: Any, items: Sequence[Any], batch_size: int = 128) -> dict[str, float]:
+    """Greedy one-word accuracy of ``model`` on shapes ``items``: overall and per difficulty.
+
+    The answer is the argmax next token after the prompt (what greedy decoding emits first);
+    keys ``all``, ``easy``, ``medium``, ``hard`` (buckets with no items are left out).
+    """
+    import torch
+
+    rows = _encode(items, processor, with_answer=False)
+    tok = processor.tokenizer
+    pad = tok.pad_token_id
+    hits: dict[str, list[float]] = {}
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(int(r["pixels"].shape[0]), []).append(r)
+    with torch.inference_mode():
+        for grp in groups.values():
+            for lo in range(0, len(grp), batch_size):
+                part = grp[lo:lo + batch_size]
+                b = _batch(part, pad)
+                b.pop("labels")
+                logits = model(**b).logits
+                last = b["attention_mask"].sum(1) - 1
+                pred = logits[torch.arange(len(part)), last].argmax(-1).tolist()
+                for r, p in zip(part, pred):
+                    ok = float(tok.convert_ids_to_tokens(int(p)) == r["item"].answer)
+                    hits.setdefault("all", []).append(ok)
+                    hits.setdefault(r["item"].difficulty, []).append(ok)
+    order = ("all", "easy", "medium", "hard")
+    return {k: sum(hits[k]) / len(hits[k]) for k in order if k in hits}

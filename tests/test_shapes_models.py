@@ -1,0 +1,49 @@
+"""Shapes VLM pair: sizes, deterministic training, and loading through the real backend path."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from mllm_offload.errors import UserInputError  # noqa: E402
+from mllm_offload.mllm_backends.shapes_models import PRESETS, build_shapes_vlm, train_shapes_model  # noqa: E402
+from mllm_offload.traces.shapes_vqa import make_items  # noqa: E402
+
+
+def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
+    n = {k: sum(p.numel() for p in build_shapes_vlm(spec)[0].parameters()) for k, spec in PRESETS.items()}
+    assert n["edge"] < 1_000_000
+    assert 10 <= n["cloud"] / n["edge"] <= 30
+
+
+def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_path):
+    from mllm_offload.mllm_backends.base import MMRequest
+    from mllm_offload.mllm_backends.hf_local import HFLocalBackend
+    from safetensors.numpy import load_file
+
+    ev = make_items(0, 6)
+    a = train_shapes_model("edge", tmp_path / "a", seed=3, train_scenes=6, steps=3, eval_items=ev, progress=False)
+    train_shapes_model("edge", tmp_path / "b", seed=3, train_scenes=6, steps=3, progress=False)
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert set(a.accuracy) >= {"all"} and 0.0 <= a.accuracy["all"] <= 1.0
+    assert a.steps == 3 and a.parameters > 0
+
+    be = HFLocalBackend(tmp_path / "a", unsupported="ignore")
+    try:
+        import io
+
+        buf = io.BytesIO()
+        ev[0].images[0].save(buf, format="PNG") if ev[0].images else ev[0].frames[0].save(buf, format="PNG")
+        g = asyncio.run(be.generate(MMRequest(prompt=ev[0].question, images=[buf.getvalue()], max_new_tokens=3)))
+    finally:
+        be.close()
+    assert g.out_tokens >= 1 and g.confidence is not None and 0.0 <= g.confidence <= 1.0
+    assert all(np.isfinite(g.token_logprobs))
+
+
+def test_unknown_preset():
+    with pytest.raises(UserInputError, match="preset"):
+        train_shapes_model("server", "/nonexistent", steps=1)
