@@ -77,3 +77,15 @@ def test_write_dataset_loads_as_jsonl_with_video_and_audio(tmp_path):
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert {x["meta"]["difficulty"] for x in lines} <= {"easy", "medium", "hard"}
     assert not list((tmp_path / "ds").glob(".*.tmp"))
+
+
+def test_serve_request_parsing_drops_audio_only_when_the_model_ignores_it():
+    pytest.importorskip("fastapi")
+    from mllm_offload.mllm_backends.serve import ChatRequest, to_mm_request
+
+    body = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, {"type": "text", "text": "is there a red square ?"}]}]})
+    with pytest.raises(UserInputError, match="unsupported modality"):
+        to_mm_request(body, 8)
+    req = to_mm_request(body, 8, drop_unsupported=True)
+    assert req.prompt == "is there a red square ?" and req.audio is None

@@ -129,11 +129,12 @@ def _decode_data_url(url: str, where: str) -> bytes:
         raise UserInputError(f"{where}: invalid base64 data") from None
 
 
-def to_mm_request(body: ChatRequest, default_max_tokens: int) -> MMRequest:
+def to_mm_request(body: ChatRequest, default_max_tokens: int, drop_unsupported: bool = False) -> MMRequest:
     """Turn an OpenAI chat body into one :class:`MMRequest`.
 
     Earlier turns become text context (``role: text`` lines) before the last message; images of
-    every message are passed in order. Parts other than text and image_url are refused.
+    every message are passed in order. Parts other than text and image_url are refused, or
+    dropped with ``drop_unsupported`` (a server whose model ignores modalities it cannot take).
     """
     lines: list[str] = []
     images: list[bytes] = []
@@ -149,7 +150,7 @@ def to_mm_request(body: ChatRequest, default_max_tokens: int) -> MMRequest:
                     raise UserInputError(f"{where}.image_url: missing")
                 url = p.image_url if isinstance(p.image_url, str) else p.image_url.url
                 images.append(_decode_data_url(url, f"{where}.image_url"))
-            else:
+            elif not drop_unsupported:
                 raise UserInputError(f"{where}.type: unsupported modality {p.type!r} (this model takes text and image_url)")
         text = " ".join(t for t in texts if t)
         lines.append(text if i == len(body.messages) - 1 and m.role == "user" else f"{m.role}: {text}")
@@ -228,7 +229,7 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
             body = ChatRequest.model_validate_json(raw)
             if body.model not in (None, served_name):
                 return error(404, f"model {body.model!r} not served here (serving {served_name!r})", "not_found_error")
-            req = to_mm_request(body, default_max_tokens)
+            req = to_mm_request(body, default_max_tokens, getattr(backend, "unsupported", "error") == "ignore")
         except ValidationError as e:
             err = e.errors()[0]
             return error(400, f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}")

@@ -83,7 +83,7 @@ PRESETS: dict[str, ShapesModelSpec] = {
     "edge": ShapesModelSpec(image_size=48, patch_size=8, vision_hidden=32, vision_layers=2, text_hidden=48, text_layers=2,
                             heads=4, steps=3000, batch_size=64, lr=1e-3),
     "cloud": ShapesModelSpec(image_size=64, patch_size=8, vision_hidden=128, vision_layers=3, text_hidden=128, text_layers=4,
-                             heads=4, steps=1500, batch_size=64, lr=7e-4),
+                             heads=4, steps=1500, batch_size=64, lr=1.5e-3),
 }
 
 
