@@ -606,7 +606,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    from .mllm_backends.shapes_models import PRESETS, train_shapes_model
+    from .mllm_backends.shapes_models import PRESETS, train_shapes_model, training_items
     from .traces.shapes_vqa import make_items
 
     which = [w.strip() for w in args.which.split(",") if w.strip()]
@@ -616,10 +616,11 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     if args.eval < 0:
         raise UserInputError(f"--eval: must be >= 0, got {args.eval}")
     ev = make_items(0, args.eval) if args.eval else []
+    train = training_items(args.seed, args.scenes)  # rendered once, shared by both presets
     reports = {}
     for w in which:
         rep = train_shapes_model(w, args.out / w, seed=args.seed, train_scenes=args.scenes, steps=getattr(args, f"{w}_steps"),
-                                 eval_items=ev, threads=args.threads, log=lambda m: print(m, flush=True), progress=not args.quiet)
+                                 eval_items=ev, train_items=train, threads=args.threads, log=lambda m: print(m, flush=True), progress=not args.quiet)
         reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps,
                       "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy}
     if ev:

@@ -47,3 +47,28 @@ def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_
 def test_unknown_preset():
     with pytest.raises(UserInputError, match="preset"):
         train_shapes_model("server", "/nonexistent", steps=1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["shapes", "generate", "--out", "{tmp}/d", "--n", "3", "--video-share", "1.5"], "--video-share: must be in [0, 1]"),
+    (["shapes", "train", "--out", "{tmp}/m", "--which", "edge,server"], "--which: unknown preset 'server'"),
+    (["shapes", "train", "--out", "{tmp}/m", "--eval", "-1"], "--eval: must be >= 0"),
+    (["report", "--trace", "{tmp}/missing.jsonl"], "missing.jsonl"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    from mllm_offload.cli import main
+
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists() and not (tmp_path / "m").exists()
+
+
+def test_cli_trains_both_presets_from_one_rendering(tmp_path, capsys):
+    from mllm_offload.cli import main
+
+    assert main(["shapes", "train", "--out", str(tmp_path), "--scenes", "4", "--edge-steps", "1", "--cloud-steps", "1",
+                 "--eval", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy on 4 held-out items" in out and (tmp_path / "edge" / "config.json").is_file()
+    assert (tmp_path / "cloud" / "config.json").is_file() and (tmp_path / "train_report.json").is_file()

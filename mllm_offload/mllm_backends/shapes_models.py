@@ -47,6 +47,7 @@ __all__ = [
     "build_word_tokenizer",
     "evaluate_shapes_model",
     "train_shapes_model",
+    "training_items",
 ]
 
 IMAGE_TOKEN = "<image>"
@@ -153,23 +154,21 @@ def build_shapes_vlm(spec: ShapesModelSpec, seed: int = 0):
 # -- data ----------------------------------------------------------------------------------------
 
 
-def _encode(items: Sequence[Any], processor: Any, with_answer: bool, chunk: int = 256) -> list[dict[str, Any]]:
+def _encode(items: Sequence[Any], processor: Any, with_answer: bool) -> list[dict[str, Any]]:
     """Processor-built prompts (exactly as at inference) plus, for training, answer ids and ``</s>``."""
     tok = processor.tokenizer
     eos = tok.eos_token_id
     out: list[dict[str, Any]] = []
-    for lo in range(0, len(items), chunk):
-        part = items[lo:lo + chunk]
-        for it in part:
-            media = it.media
-            content = [{"type": "image"} for _ in media] + [{"type": "text", "text": it.question}]
-            prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-            enc = processor(images=media, text=prompt, return_tensors="pt")
-            ids = enc["input_ids"][0].tolist()
-            row = {"ids": ids, "pixels": enc["pixel_values"], "n_prompt": len(ids), "item": it}
-            if with_answer:
-                row["ids"] = ids + tok.convert_tokens_to_ids(it.answer.split()) + [eos]
-            out.append(row)
+    for it in items:
+        media = it.media
+        content = [{"type": "image"} for _ in media] + [{"type": "text", "text": it.question}]
+        prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+        enc = processor(images=media, text=prompt, return_tensors="pt")
+        ids = enc["input_ids"][0].tolist()
+        row = {"ids": ids, "pixels": enc["pixel_values"], "n_prompt": len(ids), "item": it}
+        if with_answer:
+            row["ids"] = ids + tok.convert_tokens_to_ids(it.answer.split()) + [eos]
+        out.append(row)
     return out
 
 
@@ -189,6 +188,14 @@ def _batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
 
 
 # -- training ------------------------------------------------------------------------------------
+
+
+def training_items(seed: int, scenes: int) -> list[Any]:
+    """The training set of ``seed``: ``scenes`` scenes of stream ``seed + 1000`` (disjoint from the
+    recording stream), three questions and one caption each, 5 % of them videos."""
+    from ..traces.shapes_vqa import make_training_items
+
+    return make_training_items(seed + 1000, scenes, 3, video_share=0.05)
 
 
 @dataclass
@@ -211,6 +218,7 @@ def train_shapes_model(
     train_scenes: int = 8000,
     steps: int | None = None,
     eval_items: Sequence[Any] = (),
+    train_items: Sequence[Any] | None = None,
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -221,15 +229,15 @@ def train_shapes_model(
         preset: a key of :data:`PRESETS`.
         out_dir: checkpoint folder (replaced as a whole when training succeeds).
         seed: seeds the weights, the batch order and (``seed + 1000``) the training scenes.
-        train_scenes: scenes rendered for training (3 questions each).
+        train_scenes: scenes rendered for training (3 questions and a caption each).
+        train_items: already rendered training items (:func:`training_items`), so that training
+            both presets renders the scenes once; default: render ``train_scenes`` scenes here.
         steps: optimizer steps (default: the preset's).
         eval_items: held-out shapes items to report accuracy on (by difficulty).
         threads: torch intra-op threads (default: torch's).
     """
     import numpy as np
     import torch
-
-    from ..traces.shapes_vqa import make_training_items
 
     if preset not in PRESETS:
         raise UserInputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -241,7 +249,7 @@ def train_shapes_model(
     t0 = time.perf_counter()
     model, processor = build_shapes_vlm(spec, seed)
     n_params = sum(p.numel() for p in model.parameters())
-    items = make_training_items(seed + 1000, train_scenes, 3, video_share=0.05)
+    items = list(train_items) if train_items is not None else training_items(seed, train_scenes)
     rows = _encode(items, processor, with_answer=True)
     say(f"{preset}: {n_params:,} parameters, {len(rows)} training questions from {train_scenes} scenes "
         f"({time.perf_counter() - t0:.0f} s to render and encode)")
