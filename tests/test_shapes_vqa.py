@@ -37,6 +37,13 @@ def test_difficulty_changes_the_scene():
     assert np.median([size(i) for i in by["hard"]]) > 10 * np.median([size(i) for i in by["easy"]])
 
 
+def test_rare_scene_requests_still_find_a_scene():
+    """Item 1369 of stream 0 needed more than 50 scene draws for a clearly largest shape."""
+    it = make_item(0, 1369)
+    assert it.qtype == "largest" and it.difficulty == "hard"
+    assert it.answer in ("circle", "square", "triangle", "diamond")
+
+
 def test_color_answer_is_the_colour_drawn():
     """An easy colour question on a plain background: the answer's RGB is in the image."""
     for i in range(40):
