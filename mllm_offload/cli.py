@@ -172,11 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", type=Path, required=True, help="output folder (OUT/edge, OUT/cloud)")
     st.add_argument("--which", default="edge,cloud", help="presets to train [edge,cloud]")
     st.add_argument("--seed", type=int, default=0, help="weights, batch order and training scenes [0]")
-    st.add_argument("--scenes", type=_positive_int, default=6000, help="training scenes, a caption and 3 questions each [6000]")
+    st.add_argument("--scenes", type=_positive_int, default=8000, help="training scenes, a caption and 3 questions each [8000]")
     st.add_argument("--edge-steps", type=_positive_int, help="optimizer steps of the edge model [preset: 3000]")
-    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 1500]")
+    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 2400]")
     st.add_argument("--eval", type=int, default=600, help="held-out items of `generate`'s stream 0 for the accuracy table; 0: none [600]")
-    st.add_argument("--threads", type=_positive_int, help="torch threads [torch default]")
+    st.add_argument("--jobs", type=_positive_int, help="presets trained side by side in worker processes [min(presets, cores)]")
+    st.add_argument("--threads", type=_positive_int, help="torch threads per preset [cores / jobs]")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -606,8 +607,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    from .mllm_backends.shapes_models import PRESETS, train_shapes_model, training_items
-    from .traces.shapes_vqa import make_items
+    from .mllm_backends.shapes_models import PRESETS, train_presets
 
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     for w in which:
@@ -615,22 +615,30 @@ def cmd_shapes(args: argparse.Namespace) -> int:
             raise UserInputError(f"--which: unknown preset {w!r} (known: {', '.join(PRESETS)})")
     if args.eval < 0:
         raise UserInputError(f"--eval: must be >= 0, got {args.eval}")
-    ev = make_items(0, args.eval) if args.eval else []
-    train = training_items(args.seed, args.scenes)  # rendered once, shared by both presets
+    if len(set(which)) != len(which):
+        raise UserInputError(f"--which: a preset is named twice in {args.which!r}")
+    import os
+
+    jobs = args.jobs if args.jobs is not None else min(len(which), os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    done = train_presets(which, args.out, seed=args.seed, train_scenes=args.scenes, steps={w: getattr(args, f"{w}_steps") for w in which},
+                         n_eval=args.eval, jobs=jobs, threads=args.threads,
+                         # bars from two processes would overwrite each other: side by side, log lines instead
+                         log_every=0 if args.quiet or jobs == 1 else 200, progress=not args.quiet and jobs == 1)
+    wall = time.perf_counter() - t0
     reports = {}
-    for w in which:
-        rep = train_shapes_model(w, args.out / w, seed=args.seed, train_scenes=args.scenes, steps=getattr(args, f"{w}_steps"),
-                                 eval_items=ev, train_items=train, threads=args.threads, log=lambda m: print(m, flush=True), progress=not args.quiet)
+    for w, rep in done.items():
         reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps,
                       "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy}
-    if ev:
+    print(f"trained {', '.join(which)} in {wall:.0f} s wall time ({jobs} job{'s' if jobs > 1 else ''})")
+    if args.eval:
         buckets = ("all", "easy", "medium", "hard")
-        print(f"accuracy on {len(ev)} held-out items (stream 0) | " + " | ".join(f"{b:>6}" for b in buckets))
+        print(f"accuracy on {args.eval} held-out items (stream 0) | " + " | ".join(f"{b:>6}" for b in buckets))
         for w, r in reports.items():
             print(f"{w:<8} {r['parameters']:>10,} params, {r['seconds']:>6.0f} s | " + " | ".join(f"{r['accuracy'].get(b, float('nan')):6.3f}" for b in buckets))
     from ._io import atomic_write_text
 
-    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "models": reports}, indent=2))
+    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports}, indent=2))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Shapes VLM pair: sizes, deterministic training, and loading through the real backend path."""
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -64,11 +65,22 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert not (tmp_path / "d").exists() and not (tmp_path / "m").exists()
 
 
-def test_cli_trains_both_presets_from_one_rendering(tmp_path, capsys):
+def test_cli_trains_both_presets_alone_or_side_by_side_with_the_same_weights(tmp_path, capsys):
+    """``--jobs 2`` trains the presets in two worker processes; with the same threads the
+    weights are the ones ``--jobs 1`` (one process, scenes rendered once) writes."""
+    from safetensors.numpy import load_file
+
     from mllm_offload.cli import main
 
-    assert main(["shapes", "train", "--out", str(tmp_path), "--scenes", "4", "--edge-steps", "1", "--cloud-steps", "1",
-                 "--eval", "4", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "accuracy on 4 held-out items" in out and (tmp_path / "edge" / "config.json").is_file()
-    assert (tmp_path / "cloud" / "config.json").is_file() and (tmp_path / "train_report.json").is_file()
+    for jobs in ("1", "2"):
+        out = tmp_path / jobs
+        assert main(["shapes", "train", "--out", str(out), "--scenes", "4", "--edge-steps", "2", "--cloud-steps", "1",
+                     "--eval", "4", "--jobs", jobs, "--threads", "1", "--quiet"]) == 0
+        text = capsys.readouterr().out
+        assert "accuracy on 4 held-out items" in text and f"({jobs} job" in text
+        assert (out / "edge" / "config.json").is_file() and (out / "cloud" / "config.json").is_file()
+        report = json.loads((out / "train_report.json").read_text())
+        assert report["jobs"] == int(jobs) and set(report["models"]) == {"edge", "cloud"}
+    for preset in ("edge", "cloud"):
+        a, b = (load_file(str(tmp_path / j / preset / "model.safetensors")) for j in ("1", "2"))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -56,8 +56,7 @@ def test_color_answer_is_the_colour_drawn():
 def test_questions_use_the_vocabulary_and_answers_fit_the_type():
     for it in make_items(2, 150) + make_training_items(5, 30):
         if it.qtype == "caption":  # training only: every object, left to right
-            # (its prompt's "shapes" is not a vocabulary word and tokenizes to <unk>; kept so the
-            # recorded shapes-real models stay reproducible, to be fixed with the next retrain)
+            assert all(w in VOCABULARY for w in it.question.split()), it.question
             words = it.answer.split()
             assert len(words) == 2 * it.meta["objects"] and all(w in VOCABULARY for w in words)
             continue

@@ -82,7 +82,7 @@ DIFFICULTIES = ("easy", "medium", "hard")
 ANSWER_WORDS = tuple(COLORS) + SHAPES + tuple(str(i) for i in range(10)) + ("yes", "no")
 #: every word a question can contain (plus the answers): the shapes models' word vocabulary
 VOCABULARY = ANSWER_WORDS + tuple(PLURALS.values()) + (
-    "what", "color", "is", "the", "how", "many", "are", "there", "a", "of", "left", "shape", "largest", "?", "describe",
+    "what", "color", "is", "the", "how", "many", "are", "there", "a", "of", "left", "shape", "largest", "?", "describe", "shapes",
 )
 #: the training-only captioning prompt (LLaVA stage-1 style alignment): its answer lists every
 #: object as ``colour shape`` from left to right
