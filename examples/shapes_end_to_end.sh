@@ -61,7 +61,7 @@ EOF
 SCENE_ARGS=()
 if [ -n "$SCENES" ]; then SCENE_ARGS=(--scenes "$SCENES"); fi
 stage "1 generate dataset" mllm-offload shapes generate --out "$WORK/data" --n "$N" --quiet
-stage "2 train edge+cloud VLMs" mllm-offload shapes train --out "$WORK/models" --threads 2 "${SCENE_ARGS[@]}" "${STEPS[@]}" --quiet
+stage "2 train edge+cloud VLMs" mllm-offload shapes train --out "$WORK/models" "${SCENE_ARGS[@]}" "${STEPS[@]}" --quiet
 
 start_cloud() {
   mllm-offload serve --model "$WORK/models/cloud" --port "$CLOUD_PORT" --slowdown "$SLOWDOWN" --unsupported ignore --threads 1 \
