@@ -53,6 +53,7 @@ def test_unknown_preset():
 @pytest.mark.parametrize("argv, message", [
     (["shapes", "generate", "--out", "{tmp}/d", "--n", "3", "--video-share", "1.5"], "--video-share: must be in [0, 1]"),
     (["shapes", "train", "--out", "{tmp}/m", "--which", "edge,server"], "--which: unknown preset 'server'"),
+    (["shapes", "train", "--out", "{tmp}/m", "--which", "edge,edge"], "--which: a preset is named twice"),
     (["shapes", "train", "--out", "{tmp}/m", "--eval", "-1"], "--eval: must be >= 0"),
     (["report", "--trace", "{tmp}/missing.jsonl"], "missing.jsonl"),
 ])
