@@ -629,16 +629,24 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     reports = {}
     for w, rep in done.items():
         reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps,
-                      "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy}
+                      "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy, "accuracy_by_qtype": rep.accuracy_by_qtype}
     print(f"trained {', '.join(which)} in {wall:.0f} s wall time ({jobs} job{'s' if jobs > 1 else ''})")
+    prior: dict[str, dict[str, float]] = {}
     if args.eval:
-        buckets = ("all", "easy", "medium", "hard")
-        print(f"accuracy on {args.eval} held-out items (stream 0) | " + " | ".join(f"{b:>6}" for b in buckets))
-        for w, r in reports.items():
-            print(f"{w:<8} {r['parameters']:>10,} params, {r['seconds']:>6.0f} s | " + " | ".join(f"{r['accuracy'].get(b, float('nan')):6.3f}" for b in buckets))
+        from .traces.shapes_vqa import DIFFICULTIES, QUESTION_TYPES
+
+        first = next(iter(done.values()))  # every preset trains on the same questions: one prior
+        prior = {"accuracy": first.prior, "accuracy_by_qtype": first.prior_by_qtype}
+        for key, cols in (("accuracy", ("all", *DIFFICULTIES)), ("accuracy_by_qtype", ("all", *QUESTION_TYPES))):
+            print(f"{'accuracy on ' + str(args.eval) + ' held-out items (stream 0)':<41} | " + " | ".join(f"{c:>7}" for c in cols))
+            rows = [(f"{w:<8} {r['parameters']:>10,} params, {r['seconds']:>6.0f} s", r[key]) for w, r in reports.items()]
+            rows.append(("prior (question-blind majority answer)", prior[key]))
+            for label, acc in rows:
+                print(f"{label:<41} | " + " | ".join(f"{acc.get(c, float('nan')):7.3f}" for c in cols))
     from ._io import atomic_write_text
 
-    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports}, indent=2))
+    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports,
+                                                                    "prior": prior}, indent=2))
     return 0
 
 

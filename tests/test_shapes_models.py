@@ -9,8 +9,13 @@ import pytest
 pytest.importorskip("transformers")
 
 from mllm_offload.errors import UserInputError  # noqa: E402
-from mllm_offload.mllm_backends.shapes_models import PRESETS, build_shapes_vlm, train_shapes_model  # noqa: E402
-from mllm_offload.traces.shapes_vqa import make_items  # noqa: E402
+from mllm_offload.mllm_backends.shapes_models import (  # noqa: E402
+    PRESETS,
+    answer_prior_accuracy,
+    build_shapes_vlm,
+    train_shapes_model,
+)
+from mllm_offload.traces.shapes_vqa import QUESTION_TYPES, ShapesItem, make_items  # noqa: E402
 
 
 def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
@@ -30,6 +35,8 @@ def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert set(a.accuracy) >= {"all"} and 0.0 <= a.accuracy["all"] <= 1.0
+    assert set(a.accuracy_by_qtype) - {"all"} <= set(QUESTION_TYPES) and a.accuracy_by_qtype["all"] == a.accuracy["all"]
+    assert set(a.prior) == set(a.accuracy) and set(a.prior_by_qtype) == set(a.accuracy_by_qtype)
     assert a.steps == 3 and a.parameters > 0
 
     be = HFLocalBackend(tmp_path / "a", unsupported="ignore")
@@ -43,6 +50,18 @@ def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_
         be.close()
     assert g.out_tokens >= 1 and g.confidence is not None and 0.0 <= g.confidence <= 1.0
     assert all(np.isfinite(g.token_logprobs))
+
+
+def test_answer_prior_is_the_majority_training_answer_per_question_text():
+    def item(q, a, qtype="exists", difficulty="easy"):
+        return ShapesItem(id=q + a, question=q, answer=a, qtype=qtype, difficulty=difficulty)
+
+    q1, q2 = "is there a red square ?", "how many circles are there ?"
+    train = [item(q1, "no"), item(q1, "no"), item(q1, "yes"), item(q2, "1", "count"), item("describe the shapes ?", "red circle", "caption")]
+    held = [item(q1, "no"), item(q1, "yes", difficulty="hard"), item(q2, "1", "count", "hard"), item(q2, "2", "count"),
+            item("what shape is the largest ?", "circle", "largest")]  # never seen in training: wrong
+    assert answer_prior_accuracy(train, held) == {"all": 0.4, "easy": pytest.approx(1 / 3), "hard": 0.5}
+    assert answer_prior_accuracy(train, held, by="qtype") == {"all": 0.4, "exists": 0.5, "count": 0.5, "largest": 0.0}
 
 
 def test_unknown_preset():
@@ -82,6 +101,9 @@ def test_cli_trains_both_presets_alone_or_side_by_side_with_the_same_weights(tmp
         assert (out / "edge" / "config.json").is_file() and (out / "cloud" / "config.json").is_file()
         report = json.loads((out / "train_report.json").read_text())
         assert report["jobs"] == int(jobs) and set(report["models"]) == {"edge", "cloud"}
+        assert "prior (question-blind majority answer)" in text and "largest" in text
+        assert set(report["prior"]) == {"accuracy", "accuracy_by_qtype"}
+        assert report["prior"]["accuracy"]["all"] == pytest.approx(report["prior"]["accuracy_by_qtype"]["all"])
     for preset in ("edge", "cloud"):
         a, b = (load_file(str(tmp_path / j / preset / "model.safetensors")) for j in ("1", "2"))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .._io import atomic_dir
 from ..errors import UserInputError
@@ -46,6 +46,7 @@ __all__ = [
     "SHAPES_CHAT_TEMPLATE",
     "ShapesModelSpec",
     "TrainReport",
+    "answer_prior_accuracy",
     "build_shapes_vlm",
     "build_word_tokenizer",
     "evaluate_shapes_model",
@@ -205,7 +206,12 @@ def training_items(seed: int, scenes: int) -> list[Any]:
 
 @dataclass
 class TrainReport:
-    """What :func:`train_shapes_model` did: parameters, seconds, final loss, held-out accuracy."""
+    """What :func:`train_shapes_model` did: parameters, seconds, final loss, held-out accuracy.
+
+    ``accuracy`` is by difficulty, ``accuracy_by_qtype`` by question type (both with ``all``);
+    ``prior`` and ``prior_by_qtype`` are the question-blind baseline's accuracy on the same items
+    (:func:`answer_prior_accuracy` over this run's training questions).
+    """
 
     preset: str
     parameters: int
@@ -213,6 +219,9 @@ class TrainReport:
     steps: int
     final_loss: float
     accuracy: dict[str, float] = field(default_factory=dict)
+    accuracy_by_qtype: dict[str, float] = field(default_factory=dict)
+    prior: dict[str, float] = field(default_factory=dict)
+    prior_by_qtype: dict[str, float] = field(default_factory=dict)
 
 
 def train_shapes_model(
@@ -302,11 +311,15 @@ def train_shapes_model(
     if bar is not None:
         bar.close()
     model.eval()
-    acc = evaluate_shapes_model(model, processor, eval_items) if eval_items else {}
+    hits = _answer_hits(model, processor, eval_items) if eval_items else []
+    acc, acc_q = _group(hits, "difficulty"), _group(hits, "qtype")
+    prior = answer_prior_accuracy(items, eval_items) if eval_items else {}
+    prior_q = answer_prior_accuracy(items, eval_items, by="qtype") if eval_items else {}
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-    rep = TrainReport(preset=preset, parameters=n_params, seconds=time.perf_counter() - t0, steps=n_steps, final_loss=ema, accuracy=acc)
+    rep = TrainReport(preset=preset, parameters=n_params, seconds=time.perf_counter() - t0, steps=n_steps, final_loss=ema, accuracy=acc,
+                      accuracy_by_qtype=acc_q, prior=prior, prior_by_qtype=prior_q)
     say(f"{preset}: trained in {rep.seconds:.0f} s, loss {ema:.3f}" + (
         ", accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()) if acc else ""))
     return rep
@@ -377,18 +390,14 @@ def train_presets(
         return {p: f.result() for p, f in futs.items()}
 
 
-def evaluate_shapes_model(model: Any, processor: Any, items: Sequence[Any], batch_size: int = 128) -> dict[str, float]:
-    """Greedy one-word accuracy of ``model`` on shapes ``items``: overall and per difficulty.
-
-    The answer is the argmax next token after the prompt (what greedy decoding emits first);
-    keys ``all``, ``easy``, ``medium``, ``hard`` (buckets with no items are left out).
-    """
+def _answer_hits(model: Any, processor: Any, items: Sequence[Any], batch_size: int = 128) -> list[tuple[Any, float]]:
+    """``(item, 1.0 if the argmax next token after the prompt is the answer else 0.0)`` per item."""
     import torch
 
     rows = _encode(items, processor, with_answer=False)
     tok = processor.tokenizer
     pad = tok.pad_token_id
-    hits: dict[str, list[float]] = {}
+    out: list[tuple[Any, float]] = []
     groups: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(int(r["pixels"].shape[0]), []).append(r)
@@ -401,9 +410,47 @@ def evaluate_shapes_model(model: Any, processor: Any, items: Sequence[Any], batc
                 logits = model(**b).logits
                 last = b["attention_mask"].sum(1) - 1
                 pred = logits[torch.arange(len(part)), last].argmax(-1).tolist()
-                for r, p in zip(part, pred):
-                    ok = float(tok.convert_ids_to_tokens(int(p)) == r["item"].answer)
-                    hits.setdefault("all", []).append(ok)
-                    hits.setdefault(r["item"].difficulty, []).append(ok)
-    order = ("all", "easy", "medium", "hard")
-    return {k: sum(hits[k]) / len(hits[k]) for k in order if k in hits}
+                out.extend((r["item"], float(tok.convert_ids_to_tokens(int(p)) == r["item"].answer)) for r, p in zip(part, pred))
+    return out
+
+
+def _group(hits: Iterable[tuple[Any, float]], by: str) -> dict[str, float]:
+    """Mean of the hits overall (``all``) and per value of the items' attribute ``by``, in the
+    order of :data:`~..traces.shapes_vqa.DIFFICULTIES` / ``QUESTION_TYPES`` (empty groups left out)."""
+    from ..traces.shapes_vqa import DIFFICULTIES, QUESTION_TYPES
+
+    acc: dict[str, list[float]] = {}
+    for it, ok in hits:
+        acc.setdefault("all", []).append(ok)
+        acc.setdefault(str(getattr(it, by)), []).append(ok)
+    order = ("all", *(DIFFICULTIES if by == "difficulty" else QUESTION_TYPES if by == "qtype" else sorted(set(acc) - {"all"})))
+    return {k: sum(acc[k]) / len(acc[k]) for k in order if k in acc}
+
+
+def evaluate_shapes_model(model: Any, processor: Any, items: Sequence[Any], batch_size: int = 128,
+                          by: str = "difficulty") -> dict[str, float]:
+    """Greedy one-word accuracy of ``model`` on shapes ``items``: overall and per ``by``.
+
+    The answer is the argmax next token after the prompt (what greedy decoding emits first);
+    keys ``all`` plus ``easy``, ``medium``, ``hard`` (``by="difficulty"``) or the question types
+    (``by="qtype"``); groups with no items are left out.
+    """
+    return _group(_answer_hits(model, processor, items, batch_size), by)
+
+
+def answer_prior_accuracy(train_items: Sequence[Any], items: Sequence[Any], by: str = "difficulty") -> dict[str, float]:
+    """Accuracy of the question-blind baseline on ``items``: for each question text, the answer it
+    most often has in ``train_items`` (ties: the first seen), without looking at the picture.
+
+    The yardstick for the models' accuracy: a model that learned nothing from the pixels still
+    scores this much, because answers are unevenly distributed (``no`` to "is there a red square"
+    is right about two thirds of the time). Questions unseen in training count as wrong.
+    """
+    from collections import Counter
+
+    seen: dict[str, Counter[str]] = {}
+    for it in train_items:
+        if it.qtype != "caption":
+            seen.setdefault(it.question, Counter())[it.answer] += 1
+    guess = {q: c.most_common(1)[0][0] for q, c in seen.items()}
+    return _group(((it, float(guess.get(it.question) == it.answer)) for it in items), by)
