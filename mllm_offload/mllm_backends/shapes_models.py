@@ -313,8 +313,8 @@ def train_shapes_model(
     model.eval()
     hits = _answer_hits(model, processor, eval_items) if eval_items else []
     acc, acc_q = _group(hits, "difficulty"), _group(hits, "qtype")
-    prior = answer_prior_accuracy(items, eval_items) if eval_items else {}
-    prior_q = answer_prior_accuracy(items, eval_items, by="qtype") if eval_items else {}
+    prior_hits = _prior_hits(items, eval_items)
+    prior, prior_q = _group(prior_hits, "difficulty"), _group(prior_hits, "qtype")
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -438,6 +438,18 @@ def evaluate_shapes_model(model: Any, processor: Any, items: Sequence[Any], batc
     return _group(_answer_hits(model, processor, items, batch_size), by)
 
 
+def _prior_hits(train_items: Sequence[Any], items: Sequence[Any]) -> list[tuple[Any, float]]:
+    """``(item, hit)`` of the question-blind baseline (see :func:`answer_prior_accuracy`)."""
+    from collections import Counter
+
+    seen: dict[str, Counter[str]] = {}
+    for it in train_items:
+        if it.qtype != "caption":
+            seen.setdefault(it.question, Counter())[it.answer] += 1
+    guess = {q: c.most_common(1)[0][0] for q, c in seen.items()}
+    return [(it, float(guess.get(it.question) == it.answer)) for it in items]
+
+
 def answer_prior_accuracy(train_items: Sequence[Any], items: Sequence[Any], by: str = "difficulty") -> dict[str, float]:
     """Accuracy of the question-blind baseline on ``items``: for each question text, the answer it
     most often has in ``train_items`` (ties: the first seen), without looking at the picture.
@@ -446,11 +458,4 @@ def answer_prior_accuracy(train_items: Sequence[Any], items: Sequence[Any], by: 
     scores this much, because answers are unevenly distributed (``no`` to "is there a red square"
     is right about two thirds of the time). Questions unseen in training count as wrong.
     """
-    from collections import Counter
-
-    seen: dict[str, Counter[str]] = {}
-    for it in train_items:
-        if it.qtype != "caption":
-            seen.setdefault(it.question, Counter())[it.answer] += 1
-    guess = {q: c.most_common(1)[0][0] for q, c in seen.items()}
-    return _group(((it, float(guess.get(it.question) == it.answer)) for it in items), by)
+    return _group(_prior_hits(train_items, items), by)
