@@ -23,14 +23,23 @@ _REPO = Path(__file__).resolve().parent.parent
 _DEFAULT_HP = "configs/ppo.yaml"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _int_at_least(lo: int):
+    """An argparse ``type``: an integer ``>= lo``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 
 
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
@@ -175,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--scenes", type=_positive_int, default=8000, help="training scenes, a caption and 3 questions each [8000]")
     st.add_argument("--edge-steps", type=_positive_int, help="optimizer steps of the edge model [preset: 3000]")
     st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 2400]")
+    st.add_argument("--edge-vision-steps", type=_nonnegative_int,
+                    help="vision-tower pretraining steps of the edge model before those; 0: none [preset: 1200]")
+    st.add_argument("--cloud-vision-steps", type=_nonnegative_int,
+                    help="vision-tower pretraining steps of the cloud model before those; 0: none [preset: 900]")
     st.add_argument("--eval", type=int, default=600, help="held-out items of `generate`'s stream 0 for the accuracy table; 0: none [600]")
     st.add_argument("--jobs", type=_positive_int, help="presets trained side by side in worker processes [min(presets, cores)]")
     st.add_argument("--threads", type=_positive_int, help="torch threads per preset [cores / jobs]")
@@ -622,13 +635,13 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else min(len(which), os.cpu_count() or 1)
     t0 = time.perf_counter()
     done = train_presets(which, args.out, seed=args.seed, train_scenes=args.scenes, steps={w: getattr(args, f"{w}_steps") for w in which},
-                         n_eval=args.eval, jobs=jobs, threads=args.threads,
+                         vision_steps={w: getattr(args, f"{w}_vision_steps") for w in which}, n_eval=args.eval, jobs=jobs, threads=args.threads,
                          # bars from two processes would overwrite each other: side by side, log lines instead
                          log_every=0 if args.quiet or jobs == 1 else 200, progress=not args.quiet and jobs == 1)
     wall = time.perf_counter() - t0
     reports = {}
     for w, rep in done.items():
-        reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps,
+        reports[w] = {"parameters": rep.parameters, "seconds": round(rep.seconds, 1), "steps": rep.steps, "vision_steps": rep.vision_steps,
                       "final_loss": round(rep.final_loss, 4), "accuracy": rep.accuracy, "accuracy_by_qtype": rep.accuracy_by_qtype}
     print(f"trained {', '.join(which)} in {wall:.0f} s wall time ({jobs} job{'s' if jobs > 1 else ''})")
     prior: dict[str, dict[str, float]] = {}

@@ -30,14 +30,14 @@ def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_
     from safetensors.numpy import load_file
 
     ev = make_items(0, 6)
-    a = train_shapes_model("edge", tmp_path / "a", seed=3, train_scenes=6, steps=3, eval_items=ev, progress=False)
-    train_shapes_model("edge", tmp_path / "b", seed=3, train_scenes=6, steps=3, progress=False)
+    a = train_shapes_model("edge", tmp_path / "a", seed=3, train_scenes=6, steps=3, vision_steps=2, eval_items=ev, progress=False)
+    train_shapes_model("edge", tmp_path / "b", seed=3, train_scenes=6, steps=3, vision_steps=2, progress=False)
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert set(a.accuracy) >= {"all"} and 0.0 <= a.accuracy["all"] <= 1.0
     assert set(a.accuracy_by_qtype) - {"all"} <= set(QUESTION_TYPES) and a.accuracy_by_qtype["all"] == a.accuracy["all"]
     assert set(a.prior) == set(a.accuracy) and set(a.prior_by_qtype) == set(a.accuracy_by_qtype)
-    assert a.steps == 3 and a.parameters > 0
+    assert a.steps == 3 and a.vision_steps == 2 and a.parameters > 0
 
     be = HFLocalBackend(tmp_path / "a", unsupported="ignore")
     try:
@@ -64,9 +64,42 @@ def test_answer_prior_is_the_majority_training_answer_per_question_text():
     assert answer_prior_accuracy(train, held, by="qtype") == {"all": 0.4, "exists": 0.5, "count": 0.5, "largest": 0.0}
 
 
+def test_vision_pretraining_moves_the_tower_which_then_stays_frozen(tmp_path):
+    """The pretraining stage changes the tower; the model stage trains only projector and decoder."""
+    from safetensors.numpy import load_file
+
+    def weights(name, **kw):
+        train_shapes_model("edge", tmp_path / name, seed=1, train_scenes=8, progress=False, **kw)
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    build_shapes_vlm(PRESETS["edge"], seed=1)[0].save_pretrained(tmp_path / "fresh")
+    fresh = load_file(str(tmp_path / "fresh" / "model.safetensors"))
+    a = weights("a", steps=1, vision_steps=4)
+    b = weights("b", steps=5, vision_steps=4)
+    c = weights("c", steps=1, vision_steps=0)
+    tower = [k for k in a if "vision_tower" in k and "post_layernorm" not in k]
+    rest = [k for k in a if "vision_tower" not in k]
+    assert tower and rest
+    assert all(np.array_equal(a[k], b[k]) for k in tower)  # frozen while the model trains
+    assert not all(np.array_equal(a[k], fresh[k]) for k in tower)  # but pretrained before
+    assert not all(np.array_equal(a[k], b[k]) for k in rest)
+    assert not all(np.array_equal(c[k], fresh[k]) for k in tower)  # without the stage, trained end to end
+
+
+def test_vision_pretraining_needs_single_image_scenes(tmp_path):
+    from mllm_offload.traces.shapes_vqa import make_training_items
+
+    videos = [it for it in make_training_items(2, 60, video_share=1.0)]
+    with pytest.raises(UserInputError, match="no single-image scene"):
+        train_shapes_model("edge", tmp_path / "v", train_items=videos, steps=1, vision_steps=1, progress=False)
+    assert not (tmp_path / "v").exists()
+
+
 def test_unknown_preset():
     with pytest.raises(UserInputError, match="preset"):
         train_shapes_model("server", "/nonexistent", steps=1)
+    with pytest.raises(UserInputError, match="steps"):
+        train_shapes_model("edge", "/nonexistent", steps=0)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -85,6 +118,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert not (tmp_path / "d").exists() and not (tmp_path / "m").exists()
 
 
+def test_cli_negative_vision_steps_is_an_argparse_error(tmp_path, capsys):
+    from mllm_offload.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["shapes", "train", "--out", str(tmp_path / "m"), "--cloud-vision-steps", "-3"])
+    assert e.value.code == 2
+    assert "--cloud-vision-steps: must be >= 0, got -3" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_cli_trains_both_presets_alone_or_side_by_side_with_the_same_weights(tmp_path, capsys):
     """``--jobs 2`` trains the presets in two worker processes; with the same threads the
     weights are the ones ``--jobs 1`` (one process, scenes rendered once) writes."""
@@ -95,12 +138,13 @@ def test_cli_trains_both_presets_alone_or_side_by_side_with_the_same_weights(tmp
     for jobs in ("1", "2"):
         out = tmp_path / jobs
         assert main(["shapes", "train", "--out", str(out), "--scenes", "4", "--edge-steps", "2", "--cloud-steps", "1",
-                     "--eval", "4", "--jobs", jobs, "--threads", "1", "--quiet"]) == 0
+                     "--edge-vision-steps", "2", "--cloud-vision-steps", "1", "--eval", "4", "--jobs", jobs, "--threads", "1", "--quiet"]) == 0
         text = capsys.readouterr().out
         assert "accuracy on 4 held-out items" in text and f"({jobs} job" in text
         assert (out / "edge" / "config.json").is_file() and (out / "cloud" / "config.json").is_file()
         report = json.loads((out / "train_report.json").read_text())
         assert report["jobs"] == int(jobs) and set(report["models"]) == {"edge", "cloud"}
+        assert report["models"]["cloud"]["vision_steps"] == 1
         assert "prior (question-blind majority answer)" in text and "largest" in text
         assert set(report["prior"]) == {"accuracy", "accuracy_by_qtype"}
         assert report["prior"]["accuracy"]["all"] == pytest.approx(report["prior"]["accuracy_by_qtype"]["all"])

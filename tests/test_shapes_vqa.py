@@ -7,7 +7,17 @@ import pytest
 
 from mllm_offload.errors import UserInputError
 from mllm_offload.traces.datasets import load_dataset
-from mllm_offload.traces.shapes_vqa import COLORS, VOCABULARY, make_item, make_items, make_training_items, write_dataset
+from mllm_offload.traces.shapes_vqa import (
+    COLORS,
+    SHAPES,
+    VOCABULARY,
+    Obj,
+    make_item,
+    make_items,
+    make_training_items,
+    patch_labels,
+    write_dataset,
+)
 
 
 def test_same_seed_same_item_and_different_seed_differs():
@@ -101,3 +111,30 @@ def test_serve_request_parsing_drops_audio_only_when_the_model_ignores_it():
         to_mm_request(body, 8)
     req = to_mm_request(body, 8, drop_unsupported=True)
     assert req.prompt == "is there a red square ?" and req.audio is None
+
+
+def test_patch_labels_name_the_object_under_each_patch():
+    big = Obj("square", "blue", 112.0, 112.0, 60.0)  # covers x, y in [61, 163]
+    over = Obj("circle", "red", 112.0, 112.0, 20.0)  # drawn later, on top of the square's centre
+    colour, shape = patch_labels([big, over], grid=7)  # 32-pixel patches
+    grid = colour.reshape(7, 7)
+    assert grid[0, 0] == 0 and shape.reshape(7, 7)[6, 6] == 0  # corners: background
+    assert grid[3, 3] == list(COLORS).index("red") + 1 and shape.reshape(7, 7)[3, 3] == SHAPES.index("circle") + 1
+    assert grid[2, 3] == list(COLORS).index("blue") + 1 and shape.reshape(7, 7)[2, 3] == SHAPES.index("square") + 1
+    # and on real scenes: a patch fully inside an object shows that object's colour in the picture
+    checked = 0
+    for i in range(30):
+        it = make_item(6, i, difficulty="easy")
+        if not it.images:
+            continue
+        colour, _ = patch_labels(it.objects, grid=14, sub=8)
+        px = np.asarray(it.images[0]).astype(int)
+        for k in np.flatnonzero(colour):
+            r, c = divmod(int(k), 14)
+            block = px[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16].reshape(-1, 3)
+            want = np.array(COLORS[list(COLORS)[colour[k] - 1]])
+            if (np.abs(block - want).sum(1) < 6).all():
+                checked += 1
+            else:  # a partly covered patch shows the colour in part of it
+                assert (np.abs(block - want).sum(1) < 6).any(), (i, k)
+    assert checked > 20

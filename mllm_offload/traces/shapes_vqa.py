@@ -62,6 +62,7 @@ __all__ = [
     "make_item",
     "make_items",
     "make_training_items",
+    "patch_labels",
     "render_scene",
     "write_dataset",
 ]
@@ -117,7 +118,8 @@ class ShapesItem:
 
     ``images`` holds one PIL image (or none for a video item), ``frames`` the video frames,
     ``audio`` ``(samples in [-1, 1], sample_rate)``. ``meta`` records the difficulty, question
-    type, object count, background and noise level.
+    type, object count, background and noise level. ``objects`` are the drawn shapes (of the last
+    frame, for a video): the ground truth that :func:`patch_labels` turns into dense labels.
     """
 
     id: str
@@ -129,6 +131,7 @@ class ShapesItem:
     frames: list[Any] | None = None
     audio: tuple[np.ndarray, int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    objects: list[Obj] = field(default_factory=list)
 
     @property
     def media(self) -> list[Any]:
@@ -188,6 +191,56 @@ def render_scene(objs: Iterable[Obj], background: np.ndarray, noise: float, rng:
         arr = np.asarray(img, dtype=np.float32) + rng.normal(0.0, noise, (img.height, img.width, 3))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return img
+
+
+def _inside(o: Obj, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Which points ``(px, py)`` (pixels, arrays of one shape) lie inside ``o`` as drawn."""
+    dx, dy = px - o.x, py - o.y
+    if o.shape == "circle":
+        return dx * dx + dy * dy <= o.r * o.r
+    if o.shape == "square":
+        s = o.r * 0.85
+        return (np.abs(dx) <= s) & (np.abs(dy) <= s)
+    if o.shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= o.r
+    (x1, y1), (x2, y2), (x3, y3) = _polygon(o)
+    d1 = (px - x2) * (y1 - y2) - (x1 - x2) * (py - y2)
+    d2 = (px - x3) * (y2 - y3) - (x2 - x3) * (py - y3)
+    d3 = (px - x1) * (y3 - y1) - (x3 - x1) * (py - y1)
+    return ~(((d1 < 0) | (d2 < 0) | (d3 < 0)) & ((d1 > 0) | (d2 > 0) | (d3 > 0)))
+
+
+def patch_labels(objects: Iterable[Obj], grid: int, size: int = 224, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ground truth of a scene for a ``grid`` x ``grid`` patch tokenisation.
+
+    Each patch (row-major, as a ViT orders its patch tokens) is labelled with the object that
+    covers the most of its ``sub`` x ``sub`` sample points (later objects drawn over earlier
+    ones), or background if no object covers any. Returns ``(colour, shape)`` int64 arrays of length ``grid**2``:
+    0 is background, ``k >= 1`` the ``k``-th entry of :data:`COLORS` / :data:`SHAPES`.
+
+    Args:
+        objects: the drawn shapes (:attr:`ShapesItem.objects`), in drawing order.
+        grid: patches per side (image side / patch side).
+        size: canvas side the objects' coordinates refer to, pixels.
+        sub: sample points per patch side.
+    """
+    objs = list(objects)
+    cell = size / grid
+    xs = ((np.arange(grid)[:, None] + (np.arange(sub) + 0.5)[None] / sub) * cell).reshape(-1)
+    px, py = np.meshgrid(xs, xs)  # rows are y
+    owner = np.full(px.shape, -1)
+    for k, o in enumerate(objs):
+        owner[_inside(o, px, py)] = k
+    owner = owner.reshape(grid, sub, grid, sub).transpose(0, 2, 1, 3).reshape(grid * grid, sub * sub)
+    colour = np.zeros(grid * grid, dtype=np.int64)
+    shape = np.zeros(grid * grid, dtype=np.int64)
+    colour_ids = {c: i + 1 for i, c in enumerate(COLORS)}
+    for i, row in enumerate(owner):
+        hit = row[row >= 0]
+        if hit.size:
+            o = objs[int(np.bincount(hit).argmax())]
+            colour[i], shape[i] = colour_ids[o.color], SHAPES.index(o.shape) + 1
+    return colour, shape
 
 
 def _place(rng: np.random.Generator, n: int, rlo: float, rhi: float, size: int) -> list[tuple[float, float, float]]:
@@ -331,7 +384,8 @@ def make_item(
     noise = float(rng.uniform(*level["noise"]))
     meta: dict[str, Any] = {"difficulty": level_name, "qtype": want, "objects": len(objs), "background": bg_kind,
                             "noise": round(noise, 2), "min_radius": round(min(o.r for o in objs), 1)}
-    item = ShapesItem(id=f"s{seed}-{index}", question=qa[0], answer=qa[1], qtype=want, difficulty=level_name, meta=meta)
+    item = ShapesItem(id=f"s{seed}-{index}", question=qa[0], answer=qa[1], qtype=want, difficulty=level_name, meta=meta,
+                      objects=objs)
     _draw(item, rng, objs, bg, noise, size, is_video)
     if has_audio:
         item.audio = _tone(rng)
@@ -365,18 +419,21 @@ def make_training_items(seed: int, n_scenes: int, questions_per_scene: int = 3, 
         bg_kind = str(rng.choice(level["bg"]))
         noise = float(rng.uniform(*level["noise"]))
         base = ShapesItem(id="", question="", answer="", qtype="", difficulty=level_name,
-                          meta={"difficulty": level_name, "objects": len(objs), "background": bg_kind, "noise": round(noise, 2)})
+                          meta={"difficulty": level_name, "objects": len(objs), "background": bg_kind, "noise": round(noise, 2)},
+                          objects=objs)
         _draw(base, rng, objs, _background(rng, bg_kind, size), noise, size, is_video)
         if caption:
             cap = " ".join(f"{o.color} {o.shape}" for o in sorted(objs, key=lambda o: o.x))
             out.append(ShapesItem(id=f"t{seed}-{index}-caption", question=CAPTION_QUESTION, answer=cap, qtype="caption",
-                                  difficulty=level_name, images=base.images, frames=base.frames, meta={**base.meta, "qtype": "caption"}))
+                                  difficulty=level_name, images=base.images, frames=base.frames, meta={**base.meta, "qtype": "caption"},
+                                  objects=objs))
         types = [t for t in QUESTION_TYPES if not (is_video and t == "largest")]
         for q in rng.permutation(types)[:questions_per_scene]:
             qa = _question(rng, str(q), objs)
             if qa is not None:
                 out.append(ShapesItem(id=f"t{seed}-{index}-{q}", question=qa[0], answer=qa[1], qtype=str(q), difficulty=level_name,
-                                      images=base.images, frames=base.frames, meta={**base.meta, "qtype": str(q)}))
+                                      images=base.images, frames=base.frames, meta={**base.meta, "qtype": str(q)},
+                                      objects=objs))
     return out
 
 
