@@ -21,7 +21,7 @@ SLOWDOWN=${SLOWDOWN:-1}
 SCENES=${SCENES:-}
 STEPS=()
 if [ "${QUICK:-0}" = "1" ]; then
-  N=60; TIMESTEPS=2048; SCENES=200; STEPS=(--edge-steps 30 --cloud-steps 10 --eval 60)
+  N=60; TIMESTEPS=2048; SCENES=200; STEPS=(--edge-steps 30 --cloud-steps 10 --edge-vision-steps 20 --cloud-vision-steps 10 --eval 60)
 fi
 if [ -z "${BANDWIDTH:-}" ] && [ -d ../shared/data/bandwidth/train ]; then BANDWIDTH=../shared/data/bandwidth/train; fi
 BW_ARGS=()
