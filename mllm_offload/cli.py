@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0, help="weights, batch order and training scenes [0]")
     st.add_argument("--scenes", type=_positive_int, default=5000, help="training scenes, a caption and 3 questions each [5000]")
     st.add_argument("--edge-steps", type=_positive_int, help="optimizer steps of the edge model [preset: 4000]")
-    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 1600]")
+    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 2600]")
     st.add_argument("--edge-vision-steps", type=_nonnegative_int,
                     help="vision-tower pretraining steps of the edge model before those; 0: none [preset: 1200]")
     st.add_argument("--cloud-vision-steps", type=_nonnegative_int,

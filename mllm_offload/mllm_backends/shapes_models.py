@@ -213,6 +213,20 @@ def _batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
 _VISION_BATCH = 64
 
 
+def _update(loss: Any, opt: Any, sched: Any, params: Sequence[Any], ema: float) -> float:
+    """One optimizer step on ``loss`` (gradients clipped to norm 1, then the schedule's step);
+    returns the loss's exponential moving average (weight 0.05; ``ema`` NaN: none yet)."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    value = float(loss.detach())
+    return value if math.isnan(ema) else 0.95 * ema + 0.05 * value
+
+
 def _warmup_cosine(opt: Any, steps: int) -> Any:
     """Linear warm-up over the first 5 % of ``steps``, then cosine decay to 0 at ``steps``."""
     import torch
@@ -278,13 +292,7 @@ def pretrain_vision_tower(
             z = head(tower(pixel_values=x[idx], output_hidden_states=True).hidden_states[-1][:, 1:])
             loss = (torch.nn.functional.cross_entropy(z[..., :nc].reshape(-1, nc), yc[idx].reshape(-1))
                     + torch.nn.functional.cross_entropy(z[..., nc:].reshape(-1, z.shape[-1] - nc), ys[idx].reshape(-1)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            lv = float(loss.detach())
-            ema = lv if math.isnan(ema) else 0.95 * ema + 0.05 * lv
+            ema = _update(loss, opt, sched, params, ema)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(vision_loss=f"{ema:.3f}")
@@ -402,13 +410,7 @@ def train_shapes_model(
             idx = rng.choice(groups[g], size=min(spec.batch_size, len(groups[g])), replace=False)
             batch = _batch([rows[int(i)] for i in idx], pad)
             loss = model(**batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            opt.step()
-            sched.step()
-            lv = float(loss.detach())
-            ema = lv if math.isnan(ema) else 0.95 * ema + 0.05 * lv
+            ema = _update(loss, opt, sched, trainable, ema)
             if log_every and (step + 1) % log_every == 0:
                 say(f"{preset}: step {step + 1}/{n_steps} loss {ema:.3f} ({time.perf_counter() - t0:.0f} s)")
             if bar is not None:
