@@ -183,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0, help="weights, batch order and training scenes [0]")
     st.add_argument("--scenes", type=_positive_int, default=5000, help="training scenes, a caption and 3 questions each [5000]")
     st.add_argument("--edge-steps", type=_positive_int, help="optimizer steps of the edge model [preset: 4000]")
-    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 2600]")
+    st.add_argument("--cloud-steps", type=_positive_int, help="optimizer steps of the cloud model [preset: 5400]")
     st.add_argument("--edge-vision-steps", type=_nonnegative_int,
                     help="vision-tower pretraining steps of the edge model before those; 0: none [preset: 1200]")
     st.add_argument("--cloud-vision-steps", type=_nonnegative_int,
-                    help="vision-tower pretraining steps of the cloud model before those; 0: none [preset: 900]")
+                    help="vision-tower pretraining steps of the cloud model before those; 0: none [preset: 800]")
     st.add_argument("--eval", type=int, default=600, help="held-out items of `generate`'s stream 0 for the accuracy table; 0: none [600]")
     st.add_argument("--jobs", type=_positive_int, help="presets trained side by side in worker processes [min(presets, cores)]")
     st.add_argument("--threads", type=_positive_int, help="torch threads per preset [cores / jobs]")

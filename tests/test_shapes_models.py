@@ -86,6 +86,51 @@ def test_vision_pretraining_moves_the_tower_which_then_stays_frozen(tmp_path):
     assert not all(np.array_equal(c[k], fresh[k]) for k in tower)  # without the stage, trained end to end
 
 
+def test_cached_tower_features_give_the_full_forward_loss_and_gradients():
+    """With the tower frozen, the model stage's cached features are exactly Llava's own forward."""
+    import torch
+
+    from mllm_offload.mllm_backends.shapes_models import _batch, _encode, _question_loss, _tower_features, training_items
+
+    model, proc = build_shapes_vlm(PRESETS["edge"], seed=4)
+    model.model.vision_tower.requires_grad_(False)
+    items = training_items(5, 40)
+    rows = _encode(items, proc, with_answer=True)
+    feats = _tower_features(model, rows)
+    assert len(feats) == len(rows) and all(f.shape[0] == r["pixels"].shape[0] for f, r in zip(feats, rows))
+    scene = [i for i, r in enumerate(rows) if r["item"].images is rows[0]["item"].images]
+    assert len(scene) > 1 and all(feats[i] is feats[0] for i in scene)  # computed once per scene
+    for n_pictures in {int(r["pixels"].shape[0]) for r in rows}:  # single images and video frames
+        idx = [i for i, r in enumerate(rows) if r["pixels"].shape[0] == n_pictures][:5]
+        batch = _batch([rows[i] for i in idx], proc.tokenizer.pad_token_id)
+        grads = []
+        for f in (None, torch.cat([feats[i] for i in idx])):
+            model.zero_grad()
+            loss = _question_loss(model, batch, f)
+            loss.backward()
+            grads.append((loss.item(), model.model.multi_modal_projector.linear_1.weight.grad.clone()))
+        assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+        assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+def test_question_loss_weighs_each_question_once_however_long_its_answer():
+    import torch
+
+    from mllm_offload.mllm_backends.shapes_models import _batch, _encode, _question_loss, training_items
+
+    model, proc = build_shapes_vlm(PRESETS["edge"], seed=4)
+    rows = _encode(training_items(5, 4), proc, with_answer=True)
+    short = next(r for r in rows if r["item"].qtype != "caption" and r["pixels"].shape[0] == 1)
+    long = next(r for r in rows if r["item"].qtype == "caption" and r["pixels"].shape[0] == 1 and len(r["ids"]) - r["n_prompt"] > 3)
+    with torch.no_grad():
+        each = [_question_loss(model, _batch([r], proc.tokenizer.pad_token_id)).item() for r in (short, long)]
+        both = _batch([short, long], proc.tokenizer.pad_token_id)
+        ours = float(_question_loss(model, both))
+        hf = float(model(**both).loss)  # averages over tokens: the caption weighs more
+    assert ours == pytest.approx(sum(each) / 2, rel=1e-5)
+    assert hf != pytest.approx(ours, rel=1e-3)
+
+
 def test_vision_pretraining_needs_single_image_scenes(tmp_path):
     from mllm_offload.traces.shapes_vqa import make_training_items
 
