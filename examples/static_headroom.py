@@ -9,7 +9,7 @@ evaluation episodes themselves, which no deployable policy can do, and prints:
   trace, so this bounds a policy that only adapts to the link it is on.
 
 The episodes are the ones ``evaluate.py`` and ``train.py``'s final comparison use (seeds
-``seed * 100003 + k``), so the figures sit next to their table. Example (about 15 s here)::
+``episode_seeds``), so the figures sit next to their table. Example (about 15 s here)::
 
     python examples/static_headroom.py --trace shapes-real --bandwidth ../shared/data/bandwidth/train
 """
@@ -17,17 +17,13 @@ The episodes are the ones ``evaluate.py`` and ``train.py``'s final comparison us
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
-from mllm_offload.agents.evaluation import run_episodes
-from mllm_offload.agents.heuristics import DEFAULT_GRID, EdgeOnly, StaticThresholds
+from mllm_offload.agents import EdgeOnly, StaticThresholds, episode_seeds, run_episodes, threshold_grid
 from mllm_offload.config import EpisodeConfig, RewardWeights
-from mllm_offload.decision import Thresholds
 from mllm_offload.envs import OffloadEnv
 from mllm_offload.errors import UserInputError
 from mllm_offload.traces.schema import load_trace
@@ -55,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seeds = [args.seed * 100_003 + k for k in range(max(1, math.ceil(args.requests / ep_len)))]
-    mas, conf = DEFAULT_GRID
-    cands = [Thresholds(lo, hi, c) for lo, hi in itertools.combinations_with_replacement(sorted(mas), 2) for c in conf]
+    seeds = episode_seeds(args.requests, ep_len, args.seed)
+    cands = threshold_grid()
     # reward per request of each candidate (rows) on each episode (columns)
     per_ep = np.array([[np.mean(run_episodes(env, StaticThresholds(th), [s]).reward) for s in seeds]
                        for th in tqdm(cands, desc="thresholds in hindsight", unit="setting")])

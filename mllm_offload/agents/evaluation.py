@@ -160,6 +160,11 @@ def find_throughput(
     return lo * base_rps
 
 
+def episode_seeds(requests: int, episode_len: int, seed: int = 0) -> list[int]:
+    """Seeds of the ``ceil(requests / episode_len)`` episodes that :func:`evaluate` runs."""
+    return [seed * 100_003 + k for k in range(max(1, math.ceil(requests / episode_len)))]
+
+
 def evaluate(
     env: Any,
     policies: Sequence[Policy],
@@ -174,8 +179,7 @@ def evaluate(
     Returns (metrics per policy name, logs per policy name).
     """
     base = env.unwrapped
-    n_eps = max(1, math.ceil(requests / base.n_requests))
-    seeds = [seed * 100_003 + k for k in range(n_eps)]
+    seeds = episode_seeds(requests, base.n_requests, seed)
     trace = base.trace
     span = float(trace.arrival_s[-1] - trace.arrival_s[0])
     base_rps = (len(trace) - 1) / span if span > 0 else float("nan")

@@ -115,6 +115,15 @@ DEFAULT_GRID: tuple[tuple[float, ...], tuple[float, ...]] = (
 )
 
 
+def threshold_grid(grid: tuple[Sequence[float], Sequence[float]] = DEFAULT_GRID) -> list[Thresholds]:
+    """The candidate settings of :meth:`TunedStatic.fit`: every ``tau_low <= tau_high`` pair of
+    the first tuple's values with every ``tau_conf`` of the second."""
+    mas_values, conf_values = grid
+    return [Thresholds(lo, hi, c)
+            for lo, hi in itertools.combinations_with_replacement(sorted(mas_values), 2)
+            for c in conf_values]
+
+
 class TunedStatic(StaticThresholds):
     """The best fixed thresholds found by grid search on *training* episodes.
 
@@ -133,12 +142,7 @@ class TunedStatic(StaticThresholds):
         progress: Callable[[Iterable], Iterable] | None = None,
     ) -> "TunedStatic":
         """Grid search: ``score(policy)`` is the mean training reward of a candidate policy."""
-        mas_values, conf_values = grid
-        cands = [
-            Thresholds(lo, hi, c)
-            for lo, hi in itertools.combinations_with_replacement(sorted(mas_values), 2)
-            for c in conf_values
-        ]
+        cands = threshold_grid(grid)
         it = progress(cands) if progress else cands
         best, best_r = cands[0], -math.inf
         for th in it:

@@ -198,7 +198,8 @@ def _encode(items: Sequence[Any], processor: Any, with_answer: bool) -> list[dic
     return out
 
 
-def _batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+def _batch(rows: Sequence[dict[str, Any]], pad_id: int, pixels: bool = True) -> dict[str, Any]:
+    """Padded ids, attention mask and answer labels of ``rows`` and (``pixels``) their images."""
     import torch
 
     n = max(len(r["ids"]) for r in rows)
@@ -210,7 +211,10 @@ def _batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         ids[i, :k] = torch.tensor(r["ids"])
         mask[i, :k] = 1
         labels[i, r["n_prompt"]:k] = ids[i, r["n_prompt"]:k]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.cat([r["pixels"] for r in rows])}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if pixels:
+        out["pixel_values"] = torch.cat([r["pixels"] for r in rows])
+    return out
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -323,13 +327,13 @@ def pretrain_vision_tower(
     from ..traces.shapes_vqa import COLORS, SHAPES, patch_labels
 
     grid = spec.image_size // spec.patch_size
-    seen: set[int] = set()  # a scene's questions share its image object
+    seen: set[tuple[int, ...]] = set()
     pixels, colours, shapes = [], [], []
     for r in rows:
         it = r["item"]
-        if len(it.images) != 1 or it.frames or not it.objects or id(it.images[0]) in seen:
+        if len(it.images) != 1 or it.frames or not it.objects or _scene_key(it) in seen:
             continue
-        seen.add(id(it.images[0]))
+        seen.add(_scene_key(it))
         c, sh = patch_labels(it.objects, grid)
         pixels.append(r["pixels"])
         colours.append(c)
@@ -471,7 +475,7 @@ def train_shapes_model(
         for step in range(n_steps):
             g = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
             idx = rng.choice(groups[g], size=min(spec.batch_size, len(groups[g])), replace=False)
-            batch = _batch([rows[int(i)] for i in idx], pad)
+            batch = _batch([rows[int(i)] for i in idx], pad, pixels=feats is None)  # cached features replace the images
             loss = _question_loss(model, batch, None if feats is None else torch.cat([feats[int(i)] for i in idx]))
             ema = _update(loss, opt, sched, trainable, ema)
             if log_every and (step + 1) % log_every == 0:
