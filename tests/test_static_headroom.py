@@ -22,7 +22,7 @@ def test_bounds_are_ordered_edge_le_best_static_le_per_episode(capsys):
     assert static <= per_ep + 1e-12
 
 
-@pytest.mark.parametrize("argv", [["--requests", "0"], ["--trace", "/nonexistent.jsonl"]])
+@pytest.mark.parametrize("argv", [["--requests", "0"], ["--trace", "/nonexistent.jsonl"], ["--bandwidth", "/nonexistent"]])
 def test_bad_input_is_one_line_and_exit_2(argv, capsys):
     assert _load().main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
