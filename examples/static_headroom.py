@@ -26,7 +26,7 @@ from mllm_offload.agents import EdgeOnly, StaticThresholds, episode_seeds, run_e
 from mllm_offload.config import EpisodeConfig, RewardWeights
 from mllm_offload.envs import OffloadEnv
 from mllm_offload.errors import UserInputError
-from mllm_offload.traces.schema import load_trace
+from mllm_offload.trace_format import load_trace
 from mllm_offload.traces.synth import get_profile
 
 

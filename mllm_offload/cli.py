@@ -226,7 +226,7 @@ def _progress(desc: str, quiet: bool):
 def _scenario(args: argparse.Namespace) -> dict[str, Any]:
     """Validated env keyword arguments shared by every split."""
     from .traces.bandwidth import bandwidth_source
-    from .traces.schema import load_trace
+    from .trace_format import load_trace
     from .traces.synth import get_profile
 
     prof = get_profile(args.profile)
@@ -253,7 +253,7 @@ def _make_env(scn: dict[str, Any], split: str):
 
 def _policies(names: str, scn: dict[str, Any], args: argparse.Namespace) -> list:
     from .agents.evaluation import run_episodes
-    from .agents.heuristics import POLICY_NAMES, CloudOnly, EdgeOnly, HindsightOracle, MSAOHeuristic, RandomPolicy, TunedStatic
+    from .agents.baselines import POLICY_NAMES, CloudOnly, EdgeOnly, HindsightOracle, MSAOHeuristic, RandomPolicy, TunedStatic
 
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     if not wanted:
@@ -483,7 +483,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .mllm_backends.tiny import build_tiny_vlm
+    from .shapes.tiny import build_tiny_vlm
 
     model = build_tiny_vlm(args.out, seed=args.seed)
     n = sum(p.numel() for p in model.parameters())
@@ -549,7 +549,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     cloud = _backend(args.cloud, "cloud", args, args.cloud_timeout)
     cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
                        cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
-    from .traces.record import hardware_info
+    from .recording.record import hardware_info
 
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
@@ -565,7 +565,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     import asyncio
 
     from .traces.datasets import load_dataset
-    from .traces.record import record_dataset
+    from .recording.record import record_dataset
 
     if not args.rate > 0:
         raise UserInputError(f"--rate: must be > 0, got {args.rate}")
@@ -596,7 +596,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from ._io import atomic_write_text
     from .traces.analysis import format_report, trace_report
-    from .traces.schema import load_trace
+    from .trace_format import load_trace
 
     rep = trace_report(load_trace(args.trace))
     print(f"{args.trace}: {rep.get('records', 0)} records with both outcomes")
@@ -608,7 +608,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_shapes(args: argparse.Namespace) -> int:
     if args.shapes_command == "generate":
-        from .traces.shapes_vqa import write_dataset
+        from .shapes.vqa import write_dataset
 
         for flag, v in (("--video-share", args.video_share), ("--audio-share", args.audio_share)):
             if not 0.0 <= v <= 1.0:
@@ -620,7 +620,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    from .mllm_backends.shapes_models import PRESETS, train_presets
+    from .shapes.models import PRESETS, train_presets
 
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     for w in which:
@@ -646,7 +646,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     print(f"trained {', '.join(which)} in {wall:.0f} s wall time ({jobs} job{'s' if jobs > 1 else ''})")
     prior: dict[str, dict[str, float]] = {}
     if args.eval:
-        from .traces.shapes_vqa import DIFFICULTIES, QUESTION_TYPES
+        from .shapes.vqa import DIFFICULTIES, QUESTION_TYPES
 
         first = next(iter(done.values()))  # every preset trains on the same questions: one prior
         prior = {"accuracy": first.prior, "accuracy_by_qtype": first.prior_by_qtype}

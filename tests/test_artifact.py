@@ -164,7 +164,7 @@ def test_numpy_forward_is_the_documented_formula(tmp_path):
 
 
 def test_heuristics_load_like_policies(tmp_path):
-    from mllm_offload.agents.heuristics import MSAOHeuristic
+    from mllm_offload.agents.baselines import MSAOHeuristic
     from mllm_offload.envs import OffloadEnv
 
     env = OffloadEnv(profile="mobile-3g", synthetic_requests=2000, episode={"n_requests": 50})

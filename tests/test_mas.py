@@ -91,7 +91,7 @@ def test_compute_mas_gives_the_schema_names_in_unit_range():
     easy = compute_mas("Is there a circle?", images=[_scene(1, 0.0)])
     hard = compute_mas("How many circles are left of the largest square?", images=[_scene(40, 12.0)])
     assert easy["score"] < hard["score"]
-    from mllm_offload.traces.schema import TraceRecord
+    from mllm_offload.trace_format import TraceRecord
 
     out = {"latency_s": 1.0, "ttft_s": 0.5, "out_tokens": 3, "score": 1.0}
     rec = TraceRecord(id="r1", arrival_s=0.0, modalities={"text": {"tokens": 9}, "image": {"tokens": 16}},

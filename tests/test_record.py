@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from routing_helpers import png  # noqa: E402
 
 from mllm_offload.cli import main  # noqa: E402
-from mllm_offload.traces.schema import load_trace  # noqa: E402
+from mllm_offload.trace_format import load_trace  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_bad_requests_get_one_line_errors(route_accept):
 
 def test_the_log_dir_is_a_trace_that_evaluate_accepts(route_accept, route_escalate, log_dir, tmp_path):
     from mllm_offload.cli import main
-    from mllm_offload.traces.schema import load_trace
+    from mllm_offload.trace_format import load_trace
 
     for i in range(3):  # a few more of each kind
         for url in (route_accept, route_escalate):

@@ -20,7 +20,7 @@ from mllm_offload.mllm_backends import BackendError, MMRequest  # noqa: E402
 from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend  # noqa: E402
 from mllm_offload.runtime.router import Router, RouterConfig, RouterError  # noqa: E402
 from mllm_offload.runtime.tracelog import TraceLog  # noqa: E402
-from mllm_offload.traces.schema import TraceRecord  # noqa: E402
+from mllm_offload.trace_format import TraceRecord  # noqa: E402
 
 CLOUD_ONLY = Thresholds(0.0, 0.0, 1.0)
 SPEC_ESCALATE = Thresholds(0.0, 1.0, 1.0)

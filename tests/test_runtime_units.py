@@ -10,7 +10,7 @@ import pytest
 from mllm_offload.observation import RunningEstimates, build_observation
 from mllm_offload.runtime.estimators import RuntimeEstimators
 from mllm_offload.traces.datasets import extract_option, load_dataset, normalize_answer, score_answer, vqa_accuracy
-from mllm_offload.traces.schema import load_trace
+from mllm_offload.trace_format import load_trace
 
 
 class _Recording(RunningEstimates):
@@ -91,7 +91,7 @@ def test_trace_log_rotates_and_the_folder_is_one_trace(tmp_path):
         })
     log.close()
     assert len(log.files) > 1
-    from mllm_offload.traces.schema import TraceHeader, TraceRecord
+    from mllm_offload.trace_format import TraceHeader, TraceRecord
 
     for f in log.files:  # every file: a header, then valid records
         lines = f.read_text().splitlines()

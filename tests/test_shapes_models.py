@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip("transformers")
 
 from mllm_offload.errors import UserInputError  # noqa: E402
-from mllm_offload.mllm_backends.shapes_models import (  # noqa: E402
+from mllm_offload.shapes.models import (  # noqa: E402
     PRESETS,
     answer_prior_accuracy,
     build_shapes_vlm,
     train_shapes_model,
 )
-from mllm_offload.traces.shapes_vqa import QUESTION_TYPES, ShapesItem, make_items  # noqa: E402
+from mllm_offload.shapes.vqa import QUESTION_TYPES, ShapesItem, make_items  # noqa: E402
 
 
 def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
@@ -90,7 +90,7 @@ def test_cached_tower_features_give_the_full_forward_loss_and_gradients():
     """With the tower frozen, the model stage's cached features are exactly Llava's own forward."""
     import torch
 
-    from mllm_offload.mllm_backends.shapes_models import _batch, _encode, _question_loss, _tower_features, training_items
+    from mllm_offload.shapes.models import _batch, _encode, _question_loss, _tower_features, training_items
 
     model, proc = build_shapes_vlm(PRESETS["edge"], seed=4)
     model.model.vision_tower.requires_grad_(False)
@@ -116,7 +116,7 @@ def test_cached_tower_features_give_the_full_forward_loss_and_gradients():
 def test_question_loss_weighs_each_question_once_however_long_its_answer():
     import torch
 
-    from mllm_offload.mllm_backends.shapes_models import _batch, _encode, _question_loss, training_items
+    from mllm_offload.shapes.models import _batch, _encode, _question_loss, training_items
 
     model, proc = build_shapes_vlm(PRESETS["edge"], seed=4)
     rows = _encode(training_items(5, 4), proc, with_answer=True)
@@ -132,7 +132,7 @@ def test_question_loss_weighs_each_question_once_however_long_its_answer():
 
 
 def test_vision_pretraining_needs_single_image_scenes(tmp_path):
-    from mllm_offload.traces.shapes_vqa import make_training_items
+    from mllm_offload.shapes.vqa import make_training_items
 
     videos = [it for it in make_training_items(2, 60, video_share=1.0)]
     with pytest.raises(UserInputError, match="no single-image scene"):

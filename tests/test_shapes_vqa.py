@@ -7,7 +7,7 @@ import pytest
 
 from mllm_offload.errors import UserInputError
 from mllm_offload.traces.datasets import load_dataset
-from mllm_offload.traces.shapes_vqa import (
+from mllm_offload.shapes.vqa import (
     COLORS,
     SHAPES,
     VOCABULARY,

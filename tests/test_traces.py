@@ -5,7 +5,7 @@ import pytest
 
 from conftest import auroc
 from mllm_offload.errors import UserInputError
-from mllm_offload.traces.schema import load_trace
+from mllm_offload.trace_format import load_trace
 from mllm_offload.traces.synth import PROFILES, generate, get_profile, qwen2vl_image_tokens
 
 

@@ -11,7 +11,7 @@ Public names: :class:`Policy`, :class:`EdgeOnly`, :class:`CloudOnly`, :class:`Ra
 
 from .evaluation import episode_seeds, evaluate, markdown_table, run_episodes, summarize
 from .export import ArtifactPolicy, export_model, export_run
-from .heuristics import (
+from .baselines import (
     POLICY_NAMES,
     CloudOnly,
     EdgeOnly,

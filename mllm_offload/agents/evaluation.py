@@ -35,7 +35,7 @@ import numpy as np
 
 from .._io import atomic_write, atomic_write_text
 from ..decision import Mode
-from .heuristics import HindsightOracle, Policy
+from .baselines import HindsightOracle, Policy
 
 __all__ = ["EpisodeLog", "run_episodes", "summarize", "find_throughput", "evaluate", "markdown_table", "write_json", "write_csv", "write_plots"]
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..artifact import MLPActor, Network, Normalization, write_artifact
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC
-from .heuristics import Policy
+from .baselines import Policy
 
 __all__ = ["ArtifactPolicy", "actor_layers", "onnx_bytes", "parity", "export_model", "export_run", "check_observations"]
 

@@ -40,7 +40,7 @@ from ..config import PPOHyperparams
 from ..decision import Thresholds
 from ..errors import UserInputError
 from .evaluation import run_episodes, summarize
-from .heuristics import MSAOHeuristic, Policy
+from .baselines import MSAOHeuristic, Policy
 
 __all__ = [
     "SB3Policy",

@@ -15,7 +15,7 @@ from ..decision import Thresholds
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
 from ..traces.bandwidth import BandwidthTrace, bandwidth_source
-from ..traces.schema import RequestTrace, load_trace
+from ..trace_format import RequestTrace, load_trace
 from ..traces.synth import generate, get_profile
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
 

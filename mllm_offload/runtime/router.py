@@ -47,7 +47,7 @@ from ..decision import Mode, Thresholds, accept_edge, decide
 from ..mas import compute_mas
 from ..mllm_backends.base import Backend, BackendError, CancelToken, Generation, MMRequest, load_image, now
 from ..observation import RequestFeatures, build_observation
-from ..traces.datasets import normalize_answer
+from ..scoring import normalize_answer
 from .estimators import RuntimeEstimators
 from .tracelog import TraceLog
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..config import format_validation_error
 from ..errors import UserInputError
-from ..traces.schema import TRACE_FORMAT, TRACE_VERSION, TraceRecord
+from ..trace_format import TRACE_FORMAT, TRACE_VERSION, TraceRecord
 
 __all__ = ["TraceLog"]
 

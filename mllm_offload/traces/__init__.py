@@ -17,7 +17,7 @@ from .bandwidth import (
     split_of,
 )
 from .datasets import DatasetItem, load_dataset, normalize_answer, score_answer
-from .schema import TRACE_FORMAT, TRACE_VERSION, RequestTrace, TraceRecord, load_trace
+from ..trace_format import TRACE_FORMAT, TRACE_VERSION, RequestTrace, TraceRecord, load_trace
 from .synth import PROFILES, SynthProfile, generate, get_profile
 
 __all__ = [

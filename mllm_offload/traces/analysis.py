@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import RequestTrace
+from ..trace_format import RequestTrace
 
 __all__ = ["auroc", "spearman", "trace_report", "format_report"]
 

@@ -35,7 +35,7 @@ from pydantic import Field
 from ..config import StrictModel, SystemConfig
 from ..errors import UserInputError
 from ..mas.joint import joint_score_array
-from .schema import EdgeOutcome, ModalityInfo, Outcome, RequestTrace, TraceRecord
+from ..trace_format import EdgeOutcome, ModalityInfo, Outcome, RequestTrace, TraceRecord
 
 __all__ = ["LatencyModel", "SynthProfile", "PROFILES", "get_profile", "generate", "qwen2vl_image_tokens"]
 

@@ -141,7 +141,7 @@ def build_shapes_vlm(spec: ShapesModelSpec, seed: int = 0):
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from ..traces.shapes_vqa import VOCABULARY
+    from .vqa import VOCABULARY
 
     try:  # transformers 5: the PIL backend needs no torchvision
         from transformers import CLIPImageProcessorPil as ImageProcessor
@@ -324,7 +324,7 @@ def pretrain_vision_tower(
     import numpy as np
     import torch
 
-    from ..traces.shapes_vqa import COLORS, SHAPES, patch_labels
+    from .vqa import COLORS, SHAPES, patch_labels
 
     grid = spec.image_size // spec.patch_size
     seen: set[tuple[int, ...]] = set()
@@ -368,7 +368,7 @@ def pretrain_vision_tower(
 def training_items(seed: int, scenes: int) -> list[Any]:
     """The training set of ``seed``: ``scenes`` scenes of stream ``seed + 1000`` (disjoint from the
     recording stream), three questions and one caption each, 5 % of them videos."""
-    from ..traces.shapes_vqa import make_training_items
+    from .vqa import make_training_items
 
     return make_training_items(seed + 1000, scenes, 3, video_share=0.05)
 
@@ -506,7 +506,7 @@ def print_line(message: str) -> None:
 
 
 def _train_job(kw: dict[str, Any]) -> TrainReport:
-    from ..traces.shapes_vqa import make_items
+    from .vqa import make_items
 
     n_eval = kw.pop("n_eval")
     return train_shapes_model(eval_items=make_items(0, n_eval) if n_eval else (), **kw)
@@ -553,7 +553,7 @@ def train_presets(
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     base = {"seed": seed, "train_scenes": train_scenes, "threads": threads, "log": log, "log_every": log_every, "progress": progress}
     if jobs == 1:
-        from ..traces.shapes_vqa import make_items
+        from .vqa import make_items
 
         ev = make_items(0, n_eval) if n_eval else []
         train = training_items(seed, train_scenes)
@@ -596,7 +596,7 @@ def _answer_hits(model: Any, processor: Any, items: Sequence[Any], batch_size: i
 def _group(hits: Iterable[tuple[Any, float]], by: str) -> dict[str, float]:
     """Mean of the hits overall (``all``) and per value of the items' attribute ``by``, in the
     order of :data:`~..traces.shapes_vqa.DIFFICULTIES` / ``QUESTION_TYPES`` (empty groups left out)."""
-    from ..traces.shapes_vqa import DIFFICULTIES, QUESTION_TYPES
+    from .vqa import DIFFICULTIES, QUESTION_TYPES
 
     acc: dict[str, list[float]] = {}
     for it, ok in hits:

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import UserInputError
 from ..mas import compute_mas
 from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, load_image
-from .datasets import DatasetItem
-from .schema import RequestTrace, TraceRecord, load_trace
+from ..traces.datasets import DatasetItem
+from ..trace_format import RequestTrace, TraceRecord, load_trace
 
 __all__ = ["RecordSummary", "hardware_info", "record_dataset"]
 

@@ -56,10 +56,10 @@ from typing import IO, Any, Iterable, Literal, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._io import atomic_write
-from ..config import format_validation_error
-from ..errors import UserInputError
-from ..observation import MAS_FEATURES, RequestFeatures, request_features_batch
+from ._io import atomic_write
+from .config import format_validation_error
+from .errors import UserInputError
+from .observation import MAS_FEATURES, RequestFeatures, request_features_batch
 
 __all__ = [
     "EMBEDDED_TRACES",
@@ -381,7 +381,7 @@ def resolve_trace(path: str | Path) -> Path:
     if not p.exists() and str(path) in EMBEDDED_TRACES:
         from importlib import resources
 
-        f = Path(str(resources.files("mllm_offload") / "data" / EMBEDDED_TRACES[str(path)]))
+        f = Path(str(resources.files("mllm_offload") / "traces" / "data" / EMBEDDED_TRACES[str(path)]))
         if not f.is_file():
             raise UserInputError(f"trace {path}: the embedded trace file {f} is missing from this installation")
         return f
