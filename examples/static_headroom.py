@@ -9,7 +9,7 @@ evaluation episodes themselves, which no deployable policy can do, and prints:
   trace, so this bounds a policy that only adapts to the link it is on.
 
 The episodes are the ones ``evaluate.py`` and ``train.py``'s final comparison use (seeds
-``episode_seeds``), so the figures sit next to their table. Example (about 15 s here)::
+``Scenario.evaluation_seeds``), so the figures sit next to their table. Example (about 15 s here)::
 
     python examples/static_headroom.py --trace shapes-real --bandwidth ../shared/data/bandwidth/train
 """
@@ -22,12 +22,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from mllm_offload.agents import EdgeOnly, StaticThresholds, episode_seeds, run_episodes, threshold_grid
-from mllm_offload.config import EpisodeConfig, RewardWeights
-from mllm_offload.envs import OffloadEnv
+from mllm_offload.agents import StaticThresholds, threshold_grid
 from mllm_offload.errors import UserInputError
-from mllm_offload.trace_format import load_trace
-from mllm_offload.traces.synth import get_profile
+from mllm_offload.evaluation import run_episodes
+from mllm_offload.scenario import Scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,20 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.requests < 1 or args.episode_len < 1:
             raise UserInputError("--requests and --episode-len must be >= 1")
-        prof = get_profile(args.profile)
-        ep_len = min(args.episode_len, args.requests)
-        env = OffloadEnv(split=args.split, profile=prof.name, trace=load_trace(args.trace) if args.trace else None,
-                         bandwidth=args.bandwidth or prof.bandwidth, system=prof.system, reward=RewardWeights(),
-                         episode=EpisodeConfig(n_requests=ep_len))
+        scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, episode_len=args.episode_len,
+                             requests=args.requests)
+        env = scn.make_env(args.split)
+        edge_only = scn.policy("edge")
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seeds = episode_seeds(args.requests, ep_len, args.seed)
+    ep_len = scn.episode.n_requests
+    seeds = scn.evaluation_seeds(args.requests, args.seed)
     cands = threshold_grid()
     # reward per request of each candidate (rows) on each episode (columns)
     per_ep = np.array([[np.mean(run_episodes(env, StaticThresholds(th), [s]).reward) for s in seeds]
                        for th in tqdm(cands, desc="thresholds in hindsight", unit="setting")])
-    edge = float(np.mean(run_episodes(env, EdgeOnly(), seeds).reward))
+    edge = float(np.mean(run_episodes(env, edge_only, seeds).reward))
     best = int(per_ep.mean(1).argmax())
     th = cands[best]
     print(f"{args.split} split, {len(seeds)} episodes of {ep_len} requests, {len(cands)} threshold settings")

@@ -10,6 +10,6 @@ from .decision import Mode, Thresholds
 from .errors import UserInputError
 from .observation import OBSERVATION_SPEC, build_observation
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["Mode", "Thresholds", "UserInputError", "OBSERVATION_SPEC", "build_observation", "__version__"]

@@ -49,11 +49,14 @@ from .observation import OBSERVATION_SPEC
 
 __all__ = [
     "ACTION_MAPPING",
+    "BACKENDS",
     "FORMAT",
+    "ArtifactPolicy",
     "FORMAT_VERSION",
     "Artifact",
     "Manifest",
     "MLPActor",
+    "Normalization",
     "read_artifact",
     "sha256_file",
     "write_artifact",
@@ -81,6 +84,14 @@ class Normalization(StrictModel):
     var: list[float]
     epsilon: float = Field(1e-8, ge=0.0)
     clip_obs: float = Field(10.0, gt=0.0)
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        """``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)`` in float64, as float32:
+        exactly what SB3's ``VecNormalize.normalize_obs`` feeds the network in training.
+        (:class:`MLPActor` folds the same formula into float32 for speed; the ONNX graph too.)"""
+        x = np.asarray(obs, np.float64)
+        z = (x - np.asarray(self.mean, np.float64)) / np.sqrt(np.asarray(self.var, np.float64) + self.epsilon)
+        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
 
 
 class Network(StrictModel):
@@ -334,3 +345,86 @@ def read_artifact(path: str | Path, require: tuple[str, ...] = ()) -> Artifact:
             raise UserInputError(f"{mpath}: normalization: mean must be finite and var finite and >= 0")
     weights = _load_weights(d, m)
     return Artifact(d, m, MLPActor(weights, m.network.activation, norm))  # type: ignore[union-attr]
+
+
+# -- the exported policy as a Policy ------------------------------------------------------------
+
+#: Inference backends of :meth:`ArtifactPolicy.load`.
+BACKENDS = ("numpy", "onnx")
+
+
+class _OnnxActor:
+    """onnxruntime session of ``policy.onnx`` (normalisation and clipping are in the graph)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserInputError("policy backend onnx: needs onnxruntime (pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise UserInputError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].shape[-1] != len(OBSERVATION_SPEC):
+            raise UserInputError(f"{path}: expected one input of {len(OBSERVATION_SPEC)} features")
+        self._input = inputs[0].name
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, np.float32)
+        single = x.ndim == 1
+        out = self.session.run(None, {self._input: x[None, :] if single else x})[0]
+        return np.asarray(out[0] if single else out)
+
+
+class ArtifactPolicy:
+    """An exported policy folder as a :class:`~mllm_offload.policy.Policy`.
+
+    The simulator evaluates it exactly as the router deploys it. Attributes: ``name`` (from the
+    manifest), ``kind`` (``mlp`` or ``heuristic``), ``backend`` (``numpy``, ``onnx`` or
+    ``rule``), ``manifest`` and ``path``. A ``heuristic`` artifact runs the rule it names.
+    """
+
+    def __init__(self, name: str, kind: str, backend: str, manifest: Manifest, path: Path,
+                 actor: MLPActor | _OnnxActor | None = None, rule: Any = None) -> None:
+        self.name, self.kind, self.backend = name, kind, backend
+        self.manifest, self.path = manifest, path
+        self._actor, self._rule = actor, rule
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "numpy", threads: int = 1) -> ArtifactPolicy:
+        """Read and validate ``path`` (:func:`read_artifact`); ``backend`` ``numpy`` or ``onnx``."""
+        if backend not in BACKENDS:
+            raise UserInputError(f"policy backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
+        p = Path(path)
+        art = read_artifact(p, require=(ONNX,) if backend == "onnx" else ())
+        m = art.manifest
+        if m.kind == "heuristic":
+            from .rules import make_rule
+
+            assert m.heuristic is not None
+            return cls(m.name, "heuristic", "rule", m, p, rule=make_rule(m.heuristic.rule, m.heuristic.params))
+        actor: MLPActor | _OnnxActor | None = _OnnxActor(p / ONNX, threads) if backend == "onnx" else art.actor
+        return cls(m.name, m.kind, backend, m, p, actor=actor)
+
+    def reset(self, seed: int | None = None, *, env: Any = None) -> None:
+        """Stateless: nothing to do."""
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        """Raw actions in ``[0,1]^3`` (``(3,)`` or ``(batch, 3)``); kind ``mlp`` only."""
+        if self._actor is None:
+            raise TypeError(f"policy {self.name!r} is a rule; use thresholds()")
+        return self._actor.actions(obs)
+
+    def thresholds(self, obs: np.ndarray) -> Thresholds:
+        """Thresholds for one observation vector."""
+        if self._rule is not None:
+            th: Thresholds = self._rule.thresholds(obs)
+            return th
+        return Thresholds.from_action(self.actions(obs))
+
+    def __repr__(self) -> str:
+        return f"ArtifactPolicy(name={self.name!r}, kind={self.kind!r}, backend={self.backend!r}, path={str(self.path)!r})"

@@ -22,6 +22,7 @@ __all__ = [
     "EpisodeConfig",
     "format_validation_error",
     "load_yaml",
+    "default_hyperparams_path",
     "ScenarioOverrides",
     "PolicyKwargs",
     "NormalizeConfig",
@@ -202,6 +203,13 @@ class PPOHyperparams(StrictModel):
         if self.batch_size > self.n_steps * self.n_envs:
             raise ValueError(f"batch_size {self.batch_size} exceeds the rollout size n_steps*n_envs = {self.n_steps * self.n_envs}")
         return self
+
+
+def default_hyperparams_path() -> Path:
+    """The hyperparameter file shipped in the package (``mllm_offload/configs/ppo.yaml``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("mllm_offload") / "configs" / "ppo.yaml"))
 
 
 def load_hyperparams(path: str | Path, section: str) -> PPOHyperparams:

@@ -1,9 +1,9 @@
-"""Hand-written threshold rules that need no training (a contract, imports nothing below).
+"""Hand-written threshold rules as :class:`~mllm_offload.policy.Policy` objects (a contract).
 
-They live at the contracts level so that both the simulator's baselines
-(:mod:`mllm_offload.agents.heuristics`) and the deployed router
-(:mod:`mllm_offload.runtime.policy`) use *the same code*: a deployment can start with MSAO and
-switch to a learned policy by changing a path.
+They live at the contracts level so that the simulator's rollouts and the deployed router use
+*the same code*: a deployment can start with MSAO and switch to a learned policy by changing a
+path. Importing this module registers ``edge``, ``cloud``, ``random``, ``static`` and ``msao`` in
+:data:`mllm_offload.policy.REGISTRY`.
 
 Every rule maps an observation in :data:`~mllm_offload.observation.OBSERVATION_SPEC` order to
 :class:`~mllm_offload.decision.Thresholds`.
@@ -12,14 +12,18 @@ Every rule maps an observation in :data:`~mllm_offload.observation.OBSERVATION_S
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
 
 from .decision import Thresholds
 from .errors import UserInputError
 from .observation import OBSERVATION_SPEC
+from .policy import PolicyContext, register
 
-__all__ = ["MSAORule", "EDGE_ONLY", "CLOUD_ONLY", "RULES", "make_rule"]
+__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "RULES", "CloudOnly", "EdgeOnly", "MSAOHeuristic", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
 
 _I_UPLOAD = OBSERVATION_SPEC.index("upload_est_s_log1p")
 _I_UPLINK_Q = OBSERVATION_SPEC.index("uplink_queue_s")
@@ -36,8 +40,21 @@ def _clip01(x: float) -> float:
     return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
-@dataclass(frozen=True)
-class MSAORule:
+class _Rule:
+    """What every rule shares with :class:`~mllm_offload.artifact.ArtifactPolicy`."""
+
+    name: str = "rule"
+    kind = "heuristic"
+    backend = "rule"
+    manifest = None
+    path = None
+
+    def reset(self, seed: int | None = None, *, env: Any = None) -> None:
+        """Stateless rules ignore it."""
+
+
+@dataclass
+class MSAORule(_Rule):
     """Our written-down reading of MSAO's rule (Modality Activation Sparsity-aware Offloading).
 
     MAS decides: requests whose joint MAS score is high (dense activations, hard for a small
@@ -68,9 +85,10 @@ class MSAORule:
     k_conf: float = 0.1
     net_share: float = 0.25
     load_share: float = 0.5
+    name: str = field(default="msao", compare=False)
 
     def __post_init__(self) -> None:
-        for name, v in asdict(self).items():
+        for name, v in self.params().items():
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise UserInputError(f"msao: {name} must be a finite number, got {v!r}")
         if self.slo_s <= 0 or self.net_share <= 0 or self.load_share <= 0:
@@ -88,12 +106,21 @@ class MSAORule:
 
     def params(self) -> dict[str, float]:
         """The rule's parameters (what an artifact of kind ``heuristic`` records)."""
-        return asdict(self)
+        d = asdict(self)
+        d.pop("name")
+        return d
 
 
-@dataclass(frozen=True)
-class _Static:
-    th: Thresholds
+#: The MSAO heuristic under its evaluation name (``MSAOHeuristic(slo_s, **params)``).
+MSAOHeuristic = MSAORule
+
+
+class StaticThresholds(_Rule):
+    """The same thresholds for every request."""
+
+    def __init__(self, th: Thresholds, name: str = "static") -> None:
+        self.th = th
+        self.name = name
 
     def thresholds(self, obs: Any) -> Thresholds:
         return self.th
@@ -101,12 +128,45 @@ class _Static:
     def params(self) -> dict[str, float]:
         return {}
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.th})"
+
+
+class EdgeOnly(StaticThresholds):
+    """Always the edge answer: EDGE_FIRST with ``tau_conf = 0`` (never escalates)."""
+
+    def __init__(self) -> None:
+        super().__init__(EDGE_ONLY, "edge")
+
+
+class CloudOnly(StaticThresholds):
+    """Always the cloud: ``tau_high = 0`` sends every request to CLOUD."""
+
+    def __init__(self) -> None:
+        super().__init__(CLOUD_ONLY, "cloud")
+
+
+class RandomPolicy(_Rule):
+    """Uniformly random raw actions in ``[0,1]^3``; episode ``s`` draws from ``[seed, s]``."""
+
+    def __init__(self, seed: int = 0, name: str = "random") -> None:
+        self._seed = seed
+        self.name = name
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None, *, env: Any = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng([self._seed, seed])
+
+    def thresholds(self, obs: Any) -> Thresholds:
+        return Thresholds.from_action(self.rng.random(3))
+
 
 #: Deployable rules by name: ``msao`` needs ``slo_s``; ``edge`` and ``cloud`` take no parameters.
 RULES: dict[str, Callable[..., Any]] = {
     "msao": MSAORule,
-    "edge": lambda: _Static(EDGE_ONLY),
-    "cloud": lambda: _Static(CLOUD_ONLY),
+    "edge": EdgeOnly,
+    "cloud": CloudOnly,
 }
 
 
@@ -118,3 +178,31 @@ def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Any:
         return RULES[name](**dict(params or {}))
     except TypeError as e:
         raise UserInputError(f"heuristic {name}: bad parameters: {e}") from None
+
+
+def _static(ctx: PolicyContext, arg: str | None) -> StaticThresholds:
+    if arg is None:
+        raise UserInputError("static: give the thresholds as static:TAU_LOW,TAU_HIGH,TAU_CONF (each in [0, 1])")
+    try:
+        lo, hi, conf = (float(x) for x in arg.split(","))
+    except ValueError:
+        raise UserInputError(f"static: expected static:TAU_LOW,TAU_HIGH,TAU_CONF, got static:{arg}") from None
+    if not all(0.0 <= v <= 1.0 for v in (lo, hi, conf)) or lo > hi:
+        raise UserInputError(f"static: need 0 <= TAU_LOW <= TAU_HIGH <= 1 and TAU_CONF in [0, 1], got static:{arg}")
+    return StaticThresholds(Thresholds(lo, hi, conf), f"static:{arg}")
+
+
+def _no_arg(name: str, build: Callable[[PolicyContext], Any]) -> Callable[[PolicyContext, str | None], Any]:
+    def make(ctx: PolicyContext, arg: str | None) -> Any:
+        if arg is not None:
+            raise UserInputError(f"{name}: takes no parameter, got {name}:{arg}")
+        return build(ctx)
+
+    return make
+
+
+register("edge", "EdgeOnly: always the edge answer", _no_arg("edge", lambda ctx: EdgeOnly()))
+register("cloud", "CloudOnly: always the cloud", _no_arg("cloud", lambda ctx: CloudOnly()))
+register("random", "RandomPolicy: uniformly random thresholds", _no_arg("random", lambda ctx: RandomPolicy(ctx.seed)))
+register("static", "StaticThresholds: static:TAU_LOW,TAU_HIGH,TAU_CONF", _static)
+register("msao", "MSAOHeuristic: the MSAO rule (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)))

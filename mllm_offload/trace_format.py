@@ -60,6 +60,7 @@ from ._io import atomic_write
 from .config import format_validation_error
 from .errors import UserInputError
 from .observation import MAS_FEATURES, RequestFeatures, request_features_batch
+from .splits import split_slice
 
 __all__ = [
     "EMBEDDED_TRACES",
@@ -262,15 +263,10 @@ class RequestTrace:
             **cols,
         )
 
-    def split(self, part: str, fractions: tuple[float, float] = (0.7, 0.15)) -> "RequestTrace":
-        """Time-ordered split: ``train`` the first 70 %, ``val`` the next 15 %, ``test`` the rest."""
-        n = len(self)
-        a = int(round(n * fractions[0]))
-        b = int(round(n * (fractions[0] + fractions[1])))
-        ranges = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n), "all": slice(0, n)}
-        if part not in ranges:
-            raise UserInputError(f"split: unknown part {part!r} (train, val, test, all)")
-        return self.subset(ranges[part])
+    def split(self, part: str) -> "RequestTrace":
+        """Time-ordered split (:func:`mllm_offload.splits.split_slice`): ``train`` the first 70 %,
+        ``val`` the next 15 %, ``test`` the rest."""
+        return self.subset(split_slice(len(self), part))
 
     # -- construction -------------------------------------------------------------------------
 

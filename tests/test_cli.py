@@ -165,7 +165,7 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
 
 
 def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
-    from mllm_offload.config import PPOHyperparams, load_hyperparams
+    from mllm_offload.config import PPOHyperparams, default_hyperparams_path, load_hyperparams
 
     for section in ("mobile-3g", "msao-paper", "some-trace"):
-        assert load_hyperparams(ROOT / "configs" / "ppo.yaml", section) == PPOHyperparams()
+        assert load_hyperparams(default_hyperparams_path(), section) == PPOHyperparams()

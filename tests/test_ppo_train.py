@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from mllm_offload.agents import evaluate  # noqa: E402
-from mllm_offload.agents.export import ArtifactPolicy, export_run  # noqa: E402
+from mllm_offload.evaluation import evaluate  # noqa: E402
+from mllm_offload.agents.export import export_run
+from mllm_offload.artifact import ArtifactPolicy  # noqa: E402
 from mllm_offload.agents.ppo import SB3Policy, train  # noqa: E402
 from mllm_offload.config import PPOHyperparams  # noqa: E402
 from mllm_offload.envs import OffloadEnv  # noqa: E402
@@ -36,7 +37,8 @@ def test_short_training_improves_reward_over_untrained(run):
     d, res = run
     val = make_env("val")
     untrained = SB3Policy(PPO("MlpPolicy", make_env("train"), seed=0, device="cpu"), None, None)
-    trained = ArtifactPolicy(export_run(d, d / "policy"), "trained")
+    trained = ArtifactPolicy.load(export_run(d, d / "policy"))
+    trained.name = "trained"
     untrained.name = "untrained"
     out, _ = evaluate(val, [untrained, trained], 600, throughput=False)
     assert out["trained"]["reward_mean"] > out["untrained"]["reward_mean"] + 0.02

@@ -1,113 +1,33 @@
-"""Hand-written policies: baselines, the MSAO heuristic, tuned static thresholds, the oracle.
+"""Baselines of the simulator: the deployable rules of :mod:`mllm_offload.rules` (re-exported)
+and :class:`TunedStatic`, the best fixed thresholds found by grid search on training episodes.
 
-Every deployable policy maps an observation (:data:`~mllm_offload.observation.OBSERVATION_SPEC`
-order) to :class:`~mllm_offload.decision.Thresholds`, exactly like a learned one.
-:class:`HindsightOracle` is the exception: it looks at realised outcomes and is an upper bound,
-not a deployable policy.
+Importing this module registers ``tuned`` in :data:`mllm_offload.policy.REGISTRY`: it needs a
+:class:`~mllm_offload.scenario.Scenario` to fit on (``PolicyContext.scenario``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
-
-import numpy as np
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from ..decision import Thresholds
-from ..rules import CLOUD_ONLY, EDGE_ONLY, make_rule
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..envs.offload_env import OffloadEnv
+from ..errors import UserInputError
+from ..policy import Policy, PolicyContext, register
+from ..rules import CloudOnly, EdgeOnly, MSAOHeuristic, RandomPolicy, StaticThresholds
+from ..splits import TUNING_SEEDS
 
 __all__ = [
-    "Policy",
-    "StaticThresholds",
-    "EdgeOnly",
     "CloudOnly",
-    "RandomPolicy",
+    "DEFAULT_GRID",
+    "EdgeOnly",
     "MSAOHeuristic",
+    "RandomPolicy",
+    "StaticThresholds",
     "TunedStatic",
-    "HindsightOracle",
-    "POLICY_NAMES",
+    "threshold_grid",
 ]
-
-class Policy(ABC):
-    """Maps an observation to thresholds. ``name`` labels it in reports."""
-
-    name: str = "policy"
-
-    def reset(self, seed: int | None = None) -> None:
-        """Called at the start of every episode (stateless policies ignore it)."""
-
-    @abstractmethod
-    def thresholds(self, obs: np.ndarray) -> Thresholds:
-        """Thresholds for the request described by ``obs``."""
-
-
-class StaticThresholds(Policy):
-    """The same thresholds for every request."""
-
-    def __init__(self, th: Thresholds, name: str = "static") -> None:
-        self.th = th
-        self.name = name
-
-    def thresholds(self, obs: np.ndarray) -> Thresholds:
-        return self.th
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.th})"
-
-
-class EdgeOnly(StaticThresholds):
-    """Always the edge answer: EDGE_FIRST with ``tau_conf = 0`` (never escalates)."""
-
-    def __init__(self) -> None:
-        super().__init__(EDGE_ONLY, "edge")
-
-
-class CloudOnly(StaticThresholds):
-    """Always the cloud: ``tau_high = 0`` sends every request to CLOUD."""
-
-    def __init__(self) -> None:
-        super().__init__(CLOUD_ONLY, "cloud")
-
-
-class RandomPolicy(Policy):
-    """Uniformly random raw actions in ``[0,1]^3``."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        self._seed = seed
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        if seed is not None:
-            self.rng = np.random.default_rng([self._seed, seed])
-
-    def thresholds(self, obs: np.ndarray) -> Thresholds:
-        return Thresholds.from_action(self.rng.random(3))
-
-
-class MSAOHeuristic(Policy):
-    """The MSAO heuristic as a policy: :class:`mllm_offload.rules.MSAORule` (documented there).
-
-    The rule itself lives at the contracts level so that the deployed router runs the same code.
-    Keyword arguments are the rule's parameters (``base_low``, ``base_high``, ``base_conf``,
-    ``k_net``, ``k_load``, ``k_conf``, ``net_share``, ``load_share``).
-    """
-
-    name = "msao"
-
-    def __init__(self, slo_s: float, **params: float) -> None:
-        self.rule = make_rule("msao", {"slo_s": slo_s, **params})
-        self.slo_s = slo_s
-
-    def thresholds(self, obs: np.ndarray) -> Thresholds:
-        return self.rule.thresholds(obs)
-
 
 DEFAULT_GRID: tuple[tuple[float, ...], tuple[float, ...]] = (
     (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0),  # tau_low and tau_high values
@@ -127,7 +47,8 @@ def threshold_grid(grid: tuple[Sequence[float], Sequence[float]] = DEFAULT_GRID)
 class TunedStatic(StaticThresholds):
     """The best fixed thresholds found by grid search on *training* episodes.
 
-    Build it with :meth:`fit`; the bar a learned policy must clear to be worth deploying.
+    Build it with :meth:`fit` (or :meth:`fit_scenario`); the bar a learned policy must clear to be
+    worth deploying.
     """
 
     def __init__(self, th: Thresholds, train_reward: float = float("nan")) -> None:
@@ -139,8 +60,8 @@ class TunedStatic(StaticThresholds):
         cls,
         score: Callable[[Policy], float],
         grid: tuple[Sequence[float], Sequence[float]] = DEFAULT_GRID,
-        progress: Callable[[Iterable], Iterable] | None = None,
-    ) -> "TunedStatic":
+        progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    ) -> TunedStatic:
         """Grid search: ``score(policy)`` is the mean training reward of a candidate policy."""
         cands = threshold_grid(grid)
         it = progress(cands) if progress else cands
@@ -151,36 +72,26 @@ class TunedStatic(StaticThresholds):
                 best, best_r = th, r
         return cls(best, best_r)
 
+    @classmethod
+    def fit_scenario(cls, scenario: Any, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> TunedStatic:
+        """Fit on the training split of ``scenario``, episodes :data:`~mllm_offload.splits.TUNING_SEEDS`."""
+        from ..evaluation.rollout import run_episodes
 
-class HindsightOracle(Policy):
-    """Per request, the mode whose *realised* outcome earns the most reward (an upper bound).
+        env = scenario.make_env("train")
+        seeds = list(TUNING_SEEDS)
 
-    Candidates: edge only, cloud only, speculative waiting for the cloud, edge-first always
-    escalating. It needs the environment (:meth:`choose`); ``thresholds(obs)`` is not defined.
-    """
+        def score(p: Policy) -> float:
+            return sum(run_episodes(env, p, seeds).reward) / (len(seeds) * env.n_requests)
 
-    name = "oracle"
-    CANDIDATES = (
-        Thresholds(1.0, 1.0, 0.0),  # edge only
-        Thresholds(0.0, 0.0, 1.0),  # cloud only
-        Thresholds(0.0, 1.0, 1.0),  # speculative, never accept the edge
-        Thresholds(1.0, 1.0, 1.0),  # edge first, always escalate
-    )
-
-    def thresholds(self, obs: np.ndarray) -> Thresholds:
-        raise TypeError("HindsightOracle needs realised outcomes: call choose(env)")
-
-    def choose(self, env: "OffloadEnv") -> Thresholds:
-        rewards = env.counterfactual_rewards(self.CANDIDATES)
-        return self.CANDIDATES[int(np.argmax(rewards))]
+        return cls.fit(score, progress=progress)
 
 
-#: Policy names the command line accepts, with what they build.
-POLICY_NAMES: dict[str, str] = {
-    "edge": "EdgeOnly",
-    "cloud": "CloudOnly",
-    "random": "RandomPolicy",
-    "msao": "MSAOHeuristic",
-    "tuned": "TunedStatic (grid search on the training split)",
-    "oracle": "HindsightOracle (upper bound)",
-}
+def _tuned(ctx: PolicyContext, arg: str | None) -> TunedStatic:
+    if arg is not None:
+        raise UserInputError(f"tuned: takes no parameter, got tuned:{arg}")
+    if ctx.scenario is None:
+        raise UserInputError("tuned: fitted on a scenario's training episodes; only evaluate and train can build it")
+    return TunedStatic.fit_scenario(ctx.scenario, progress=ctx.progress)
+
+
+register("tuned", "TunedStatic: best fixed thresholds by grid search on the training split", _tuned, needs="scenario")

@@ -6,7 +6,7 @@ graph with normalisation and action clipping folded in to ``policy.onnx`` (Torch
 ``torch.onnx.export``; the dynamo exporter fails on SB3's full policy and needs onnxscript).
 
 Before anything is written, a parity check compares SB3's deterministic ``predict`` (on
-normalised observations, clipped like :class:`~mllm_offload.agents.ppo.SB3Policy`), the numpy
+normalised observations, clipped like :class:`~mllm_offload.agents.ppo.policy.SB3Policy`), the numpy
 actor and onnxruntime on the same observations; the largest absolute action difference is
 recorded in ``policy.json`` (``training.parity_max_abs_diff``) and export fails above
 ``tolerance``.
@@ -26,9 +26,8 @@ import numpy as np
 from ..artifact import MLPActor, Network, Normalization, write_artifact
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC
-from .baselines import Policy
 
-__all__ = ["ArtifactPolicy", "actor_layers", "onnx_bytes", "parity", "export_model", "export_run", "check_observations"]
+__all__ = ["actor_layers", "onnx_bytes", "parity", "export_model", "export_run", "check_observations"]
 
 
 def actor_layers(model: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
@@ -113,10 +112,7 @@ def check_observations(norm: Normalization | None, n: int = 512, seed: int = 0) 
 def parity(model: Any, norm: Normalization | None, actor: MLPActor, onnx: bytes | None, obs: np.ndarray) -> dict[str, float]:
     """Largest absolute action differences: SB3 ``predict`` vs numpy vs onnxruntime."""
     x = obs.astype(np.float32)
-    if norm is not None:
-        xn = np.clip((x.astype(np.float64) - norm.mean) / np.sqrt(np.asarray(norm.var) + norm.epsilon), -norm.clip_obs, norm.clip_obs).astype(np.float32)
-    else:
-        xn = x
+    xn = norm.apply(x) if norm is not None else x
     sb3, _ = model.predict(xn, deterministic=True)
     sb3 = np.clip(sb3, 0.0, 1.0)
     npy = actor.actions(x)
@@ -176,7 +172,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     """
     from stable_baselines3 import PPO
 
-    from .ppo import load_vecnormalize_stats
+    from .ppo.policy import load_vecnormalize_stats
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -199,29 +195,3 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     if info.exists():
         meta["checkpoint_info"] = json.loads(info.read_text(encoding="utf-8"))
     return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx)
-
-
-class ArtifactPolicy(Policy):
-    """An exported artifact evaluated in the simulator exactly as it will be deployed.
-
-    Uses the numpy actor of :mod:`mllm_offload.artifact` (the runtime's default backend) or, for
-    a heuristic artifact, the rule it names.
-    """
-
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
-        from ..artifact import read_artifact
-        from ..rules import make_rule
-
-        art = read_artifact(path)
-        self.path = Path(path)
-        self.manifest = art.manifest
-        self.name = name or art.manifest.name
-        if art.actor is not None:
-            self._fn = art.thresholds
-        else:
-            h = art.manifest.heuristic
-            assert h is not None
-            self._fn = make_rule(h.rule, h.params).thresholds
-
-    def thresholds(self, obs: np.ndarray):  # type: ignore[override]
-        return self._fn(obs)

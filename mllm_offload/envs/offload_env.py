@@ -14,15 +14,16 @@ from ..config import EpisodeConfig, RewardWeights, SystemConfig
 from ..decision import Thresholds
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
-from ..traces.bandwidth import BandwidthTrace, bandwidth_source
+from ..splits import SYNTHETIC_TRACE_SEED, check_split
 from ..trace_format import RequestTrace, load_trace
+from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
 
 __all__ = ["OffloadEnv", "reward_of", "SPLIT_SEEDS"]
 
-#: Seeds of the synthetic request traces of each split (disjoint request realisations).
-SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "all": 3}
+#: Seeds of the synthetic request traces of each split (:mod:`mllm_offload.splits`).
+SPLIT_SEEDS = SYNTHETIC_TRACE_SEED
 
 
 def reward_of(o: Outcome, w: RewardWeights, slo_s: float) -> float:
@@ -114,8 +115,7 @@ class OffloadEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        if split not in SPLIT_SEEDS:
-            raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
+        check_split(split)
         prof = get_profile(profile)
         if trace is None:
             self.trace = _synthetic(prof.name, synthetic_requests, SPLIT_SEEDS[split])

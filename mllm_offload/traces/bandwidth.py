@@ -24,7 +24,6 @@ Fitted statistics of those traces: mean 1.30 Mbps, median 1.04 Mbps, quantile ed
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import sys
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserInputError
+from ..splits import MARKOV_TRACE_SEED, check_split, split_of_name
 
 __all__ = [
     "BandwidthTrace",
@@ -225,10 +225,8 @@ def _trace_files(d: Path) -> list[Path]:
     )
 
 
-def split_of(name: str, fractions: tuple[float, float] = (0.7, 0.15)) -> str:
-    """Stable split of a trace by its file name: ``train`` (70 %), ``val`` (15 %) or ``test``."""
-    u = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
-    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+#: Stable split of a trace by its file name (:func:`mllm_offload.splits.split_of_name`).
+split_of = split_of_name
 
 
 def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
@@ -236,8 +234,7 @@ def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") 
     d = Path(path)
     if not d.is_dir():
         raise UserInputError(f"{d}: bandwidth folder does not exist or is not a folder")
-    if split not in ("train", "val", "test", "all"):
-        raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
+    check_split(split)
     files = [f for f in _trace_files(d) if split == "all" or split_of(f.name) == split]
     if not files:
         raise UserInputError(f"{d}: no bandwidth trace files" + ("" if split == "all" else f" in split {split!r}"))
@@ -323,7 +320,6 @@ MARKOV_MODELS: dict[str, MarkovBandwidth] = {
     ),
 }
 
-_SPLIT_SEED = {"train": 101, "val": 202, "test": 303, "all": 404}
 
 
 def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, duration_s: float = 900.0) -> list[BandwidthTrace]:
@@ -345,9 +341,7 @@ def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, durat
         name = spec[len("markov:"):]
         if name not in MARKOV_MODELS:
             raise UserInputError(f"bandwidth: unknown synthetic model {name!r} (known: {', '.join(MARKOV_MODELS)})")
-        if split not in _SPLIT_SEED:
-            raise UserInputError(f"split: unknown part {split!r} (train, val, test, all)")
-        rng = np.random.default_rng(_SPLIT_SEED[split])
+        rng = np.random.default_rng(MARKOV_TRACE_SEED[check_split(split)])
         return [MARKOV_MODELS[name].sample(duration_s, rng, name=f"{name}-{split}-{i}") for i in range(n_synthetic)]
     return load_bandwidth_dir(spec, split)
 

@@ -1,0 +1,151 @@
+"""PPO on ``Offload-v0`` with stable-baselines3: training, validation against MSAO, checkpoints.
+
+A run directory holds::
+
+    RUN_DIR/run.json          what was asked (scenario, hyperparameters, seed), for --resume
+    RUN_DIR/tb/               TensorBoard scalars (SB3's train/rollout ones and eval/*)
+    RUN_DIR/checkpoint/       latest checkpoint: model.zip, vecnormalize.pkl, state.json
+    RUN_DIR/best/             best model on validation episodes (+ vecnormalize.json, info.json)
+    RUN_DIR/final/            model at the end of training
+    RUN_DIR/policy/           the exported artifact (written by the CLI after training)
+
+Training uses the *training* split (requests and bandwidth traces); :class:`ValidationCallback`
+evaluates on the *validation* split with fixed seeds and logs the MSAO heuristic's metrics on the
+same episodes for reference.
+
+**Score floor (constrained PPO).** With ``score_floor`` set, training maximises the reward subject
+to a mean score >= floor with a Lagrange multiplier (:mod:`.constraints`). ``--score-floor msao``
+sets the floor to MSAO's mean score on training episodes, so the learned policy is held to
+MSAO's quality and competes on latency, cost and energy; the default is no floor.
+
+The loop itself is SB3's ``PPO.learn`` with three callbacks: :class:`.callbacks.ValidationCallback`,
+:class:`.callbacks.RunCheckpointCallback` and :class:`.constraints.DualAscentCallback`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...config import PPOHyperparams
+from ...errors import UserInputError
+from ...rules import MSAORule
+from ...splits import validation_seeds, vec_env_seed
+
+__all__ = ["TrainResult", "msao_reference", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    timesteps: int
+    seconds: float
+    best: dict[str, Any]
+    msao_validation: dict[str, float]
+    score_floor: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def msao_reference(env: Any, seeds: Sequence[int]) -> dict[str, float]:
+    """MSAO's metrics on ``env`` for ``seeds`` (the reference of validation and the score floor)."""
+    from .callbacks import eval_metrics
+
+    return eval_metrics(env, MSAORule(env.unwrapped.slo_s), seeds)
+
+
+def train(
+    make_env: Callable[[str], Any],
+    hp: PPOHyperparams,
+    run_dir: str | Path,
+    seed: int = 0,
+    resume: bool = False,
+    progress_bar: bool = True,
+    score_floor: float | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> TrainResult:
+    """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
+
+    ``make_env(split)`` builds an :class:`~mllm_offload.envs.OffloadEnv` for a split (``train``
+    or ``val``); it is called in worker processes when ``hp.n_envs > 1``, so it must be
+    picklable by cloudpickle (closures are fine). ``score_floor``: see the module docstring.
+    """
+    import time
+
+    try:
+        import torch
+        from stable_baselines3 import PPO
+        from stable_baselines3.common import vec_env
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.logger import configure
+
+        from .callbacks import RunCheckpointCallback, ValidationCallback, save_model_dir
+        from .constraints import DualAscentCallback, ScoreLagrangian
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise UserInputError(f"train: needs the 'train' extra (pip install 'mllm-offload[train]'): {e}") from None
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt = run / "checkpoint"
+    state: dict[str, Any] = {"seed": seed, "lam": hp.lagrange_init, "num_timesteps": 0}
+    if resume:
+        if not (ckpt / "model.zip").exists():
+            raise UserInputError(f"{run}: nothing to resume (no checkpoint/model.zip)")
+        try:
+            state.update(json.loads((ckpt / "info.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"{ckpt / 'info.json'}: unreadable checkpoint state: {e}") from None
+    torch.set_num_threads(1)  # small MLP: threads only add overhead; workers are processes
+    val_env = make_env("val")
+    seeds = validation_seeds(hp.eval_episodes)
+    msao_val = msao_reference(val_env, seeds)
+    venv = make_vec_env(
+        lambda: make_env("train"), n_envs=hp.n_envs, seed=vec_env_seed(seed, int(state["num_timesteps"])),
+        vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
+    )
+    if score_floor is not None:
+        venv = ScoreLagrangian(venv, score_floor, float(state["lam"]), hp.lagrange_lr)
+    norm = hp.normalize
+    if resume and (ckpt / "vecnormalize.pkl").exists():
+        venv = vec_env.VecNormalize.load(str(ckpt / "vecnormalize.pkl"), venv)
+        venv.training = True
+    elif norm.norm_obs or norm.norm_reward:
+        venv = vec_env.VecNormalize(venv, norm_obs=norm.norm_obs, norm_reward=norm.norm_reward, clip_obs=norm.clip_obs, gamma=hp.gamma)
+    pk = hp.policy_kwargs
+    policy_kwargs = dict(net_arch=list(pk.net_arch), activation_fn={"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk.activation_fn], log_std_init=pk.log_std_init, ortho_init=pk.ortho_init)
+    if resume:
+        try:
+            model = PPO.load(ckpt / "model.zip", env=venv, device="cpu")
+        except Exception as e:  # SB3 raises many types on a corrupt zip
+            raise UserInputError(f"{ckpt / 'model.zip'}: cannot load the checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    else:
+        model = PPO(
+            hp.policy, venv, seed=seed, device="cpu", verbose=0, policy_kwargs=policy_kwargs,
+            n_steps=hp.n_steps, batch_size=hp.batch_size, n_epochs=hp.n_epochs, learning_rate=hp.learning_rate,
+            gamma=hp.gamma, gae_lambda=hp.gae_lambda, clip_range=hp.clip_range, ent_coef=hp.ent_coef,
+            vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm, target_kl=hp.target_kl,
+        )
+    model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
+    best_prev: dict[str, Any] = {}
+    if resume and (run / "best" / "info.json").exists():
+        v = json.loads((run / "best" / "info.json").read_text(encoding="utf-8"))["validation"]
+        ok = score_floor is None or v["score_mean"] >= (score_floor if score_floor is not None else 0)
+        best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
+    val_floor = None if score_floor is None else msao_val["score_mean"] - 0.005
+    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev)
+    ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
+    remaining = hp.n_timesteps - int(model.num_timesteps)
+    t0 = time.perf_counter()
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=[ck_cb, DualAscentCallback(state), val_cb], reset_num_timesteps=not resume, progress_bar=progress_bar)
+    if not val_cb.history or val_cb.history[-1]["timesteps"] != model.num_timesteps:
+        val_cb.evaluate()  # always judge the final weights too
+    ck_cb.save()
+    save_model_dir(model, run / "final", {"validation": val_cb.history[-1], "msao_validation": msao_val})
+    venv.close()
+    return TrainResult(run, int(model.num_timesteps), time.perf_counter() - t0, val_cb.best, msao_val, score_floor, val_cb.history)

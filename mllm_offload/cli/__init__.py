@@ -1,0 +1,54 @@
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,report,tiny-model,serve,route,record,shapes}``
+(also ``train.py``, ``evaluate.py``). One small module per command: parse arguments, call the
+library, print.
+
+Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
+prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
+and writes no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import UserInputError
+from . import data, evaluate, export, record, route, serve, shapes, train
+
+__all__ = ["main", "build_parser", "main_train", "main_evaluate"]
+
+_COMMANDS = (evaluate, train, export, data, serve, route, record, shapes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command (each module adds its own subparsers)."""
+    parser = argparse.ArgumentParser(prog="mllm-offload", description="Learned edge/cloud offloading for multimodal LLM requests.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for mod in _COMMANDS:
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.handler(args)
+        return rc
+    except UserInputError as e:
+        print(f"mllm-offload: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mllm-offload: interrupted", file=sys.stderr)
+        return 130
+
+
+def main_train() -> int:
+    """``python train.py ...`` = ``mllm-offload train ...``."""
+    return main(["train", *sys.argv[1:]])
+
+
+def main_evaluate() -> int:
+    """``python evaluate.py ...`` = ``mllm-offload evaluate ...``."""
+    return main(["evaluate", *sys.argv[1:]])

@@ -1,0 +1,64 @@
+"""``mllm-offload evaluate``: policies side by side on the same episodes of a scenario."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import add_scenario_args, positive_int, progress, scenario
+
+DEFAULT_POLICIES = "edge,cloud,msao,tuned,oracle"
+
+
+def add_parser(sub: Any) -> None:
+    ev = sub.add_parser("evaluate", help="evaluate policies side by side",
+                        description="Evaluate policies on the same requests, bandwidth traces and seeds; print a markdown table.")
+    add_scenario_args(ev)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="part of the requests and bandwidth folder to evaluate on [test]")
+    ev.add_argument("--requests", type=positive_int, default=2000, help="requests per policy [2000]")
+    ev.add_argument("--policies", default=DEFAULT_POLICIES,
+                    help=f"comma-separated: edge, cloud, random, static:LOW,HIGH,CONF, msao, tuned, oracle [{DEFAULT_POLICIES}]")
+    ev.add_argument("--policy", type=Path, action="append", default=[], metavar="DIR", help="an exported policy folder, evaluated as 'ppo' (repeatable)")
+    ev.add_argument("--json", type=Path, help="write metrics as JSON")
+    ev.add_argument("--csv", type=Path, help="write metrics as CSV")
+    ev.add_argument("--plots", type=Path, help="folder for PNG plots (latency CDF, score vs cloud share)")
+    ev.add_argument("--no-throughput", action="store_true", help="skip the throughput search")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import agents  # noqa: F401  (registers tuned and oracle)
+    from ..evaluation import evaluate, gap_summary, markdown_table, write_csv, write_json, write_plots
+
+    scn = scenario(args)
+    env = scn.make_env(args.split)
+    policies = scn.policies(args.policies, seed=args.seed, progress=progress("tuning static thresholds", args.quiet))
+    for k, d in enumerate(args.policy):
+        policies.append(scn.policy(d, "ppo" if k == 0 else f"ppo:{d}"))
+    t0 = time.perf_counter()
+    results, logs = evaluate(env, policies, args.requests, seed=args.seed, throughput=not args.no_throughput,
+                             progress=progress("evaluating", args.quiet))
+    meta = {
+        "profile": scn.profile, "trace": str(args.trace) if args.trace else None,
+        "bandwidth": scn.bandwidth, "bandwidth_traces": len(env.bandwidths), "split": args.split,
+        "requests": int(next(iter(results.values()))["requests"]), "episode_len": env.n_requests,
+        "seed": args.seed, "slo_s": env.slo_s, "seconds": round(time.perf_counter() - t0, 2),
+        "system": env.system_cfg.model_dump(), "reward": env.weights.model_dump(),
+        "thresholds": {p.name: [p.th.tau_low, p.th.tau_high, p.th.tau_conf] for p in policies if hasattr(p, "th")},
+    }
+    print(f"{meta['profile'] if not args.trace else args.trace} | bandwidth {meta['bandwidth']} ({meta['bandwidth_traces']} traces, split {args.split}) | "
+          f"{meta['requests']} requests per policy | SLO {env.slo_s:g} s\n")
+    print(markdown_table(results))
+    summary = gap_summary(results)
+    if summary:
+        print("\n" + summary)
+    if args.json:
+        write_json(args.json, results, meta)
+    if args.csv:
+        write_csv(args.csv, results)
+    if args.plots:
+        write_plots(args.plots, results, logs, env.slo_s)
+    return 0

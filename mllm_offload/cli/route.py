@@ -1,0 +1,69 @@
+"""``mllm-offload route``: the offloading router (OpenAI-compatible) in front of an edge and a
+cloud backend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserInputError
+from ._common import add_backend_args, backend, check_port, positive_int
+
+
+def add_parser(sub: Any) -> None:
+    ro = sub.add_parser("route", help="serve the offloading router (OpenAI-compatible) in front of an edge and a cloud backend",
+                        description="Route each chat completion to the edge, the cloud or both (speculation) with a policy; "
+                        "log every request as a trace record in --log-dir.")
+    add_backend_args(ro)
+    ro.add_argument("--policy", required=True, help="exported policy folder, or a heuristic name: msao, edge, cloud")
+    ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
+    ro.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
+    ro.add_argument("--port", type=int, default=8080, help="port [8080]")
+    ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    ro.add_argument("--log-dir", type=Path, default=Path("route-logs"), help="folder of the rotating trace logs [route-logs]")
+    ro.add_argument("--log-max-mb", type=float, default=64.0, help="rotate a log file at this size, MB [64]")
+    ro.add_argument("--max-queue", type=positive_int, default=64, help="requests in flight before answering 429 [64]")
+    ro.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MB [32]")
+    ro.add_argument("--edge-concurrency", type=positive_int, default=1, help="edge generations at once [1]")
+    ro.add_argument("--cloud-concurrency", type=positive_int, default=16, help="cloud calls at once [16]")
+    ro.add_argument("--edge-timeout", type=float, default=120.0, help="edge deadline, seconds [120]")
+    ro.add_argument("--shadow-rate", type=float, default=0.0, help="fraction of requests whose other side is also run, for the logs [0]")
+    ro.add_argument("--profile", default=None, help="take estimator priors and the SLO from this profile's system [policy's training profile, else mobile-3g]")
+    ro.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+
+    ro.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runtime import OffloadPolicy
+    from ..runtime.router import Router, RouterConfig
+    from ..runtime.server import run_route_server
+    from ..runtime.tracelog import TraceLog
+    from ..traces.synth import get_profile
+
+    check_port(args.port, args.host, args.api_key)
+    for flag, v in (("--edge-timeout", args.edge_timeout), ("--cloud-timeout", args.cloud_timeout), ("--log-max-mb", args.log_max_mb), ("--max-body-mb", args.max_body_mb)):
+        if not v > 0:
+            raise UserInputError(f"{flag}: must be > 0, got {v}")
+    if not 0.0 <= args.shadow_rate <= 1.0:
+        raise UserInputError(f"--shadow-rate: must be in [0, 1], got {args.shadow_rate}")
+    policy = OffloadPolicy.load(args.policy, backend=args.policy_backend)
+    trained = (policy.manifest.training or {}).get("profile") if policy.manifest is not None else None
+    system = get_profile(args.profile or trained or "mobile-3g").system
+    if policy.kind == "heuristic" and policy.manifest is None and args.policy == "msao":
+        policy = OffloadPolicy.heuristic("msao", slo_s=system.slo_s)
+    edge = backend(args.edge, "edge", args, args.edge_timeout)
+    cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
+    cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
+                       cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
+    from ..traces.record import hardware_info
+
+    log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
+                                  "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
+                   max_bytes=int(args.log_max_mb * 1024 * 1024))
+    router = Router(edge, cloud, policy, cfg, log)
+    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}); logs in {args.log_dir}", flush=True)
+    run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level)
+    return 0

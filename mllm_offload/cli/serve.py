@@ -1,0 +1,61 @@
+"""``mllm-offload serve`` (a local model as an OpenAI-compatible node) and ``tiny-model``
+(a tiny random-weight VLM for tests and demos)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._common import check_port, positive_int
+
+
+def add_parser(sub: Any) -> None:
+    tm = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (for tests and demos)",
+                        description="Build a small LLaVA (CLIP vision tower + Llama text model) with an offline tokenizer and processor; "
+                        "it loads with AutoProcessor + AutoModelForImageTextToText like any checkpoint.")
+    tm.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
+    tm.add_argument("--seed", type=int, default=0, help="weight seed [0]")
+
+    tm.set_defaults(handler=run_tiny_model)
+
+    sv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible API (a cloud node on loopback)",
+                        description="Expose a local image-text-to-text model at /v1/chat/completions (streaming, logprobs), /v1/models, /health, /metrics.")
+    sv.add_argument("--model", type=Path, required=True, help="local model folder (with its processor)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
+    sv.add_argument("--port", type=int, default=8000, help="port [8000]")
+    sv.add_argument("--served-name", help="model name clients use [folder name]")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    sv.add_argument("--device", default="cpu", help="torch device [cpu]")
+    sv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype [auto]")
+    sv.add_argument("--threads", type=positive_int, help="torch threads [torch default]")
+    sv.add_argument("--max-queue", type=positive_int, default=16, help="requests in flight before answering 429 [16]")
+    sv.add_argument("--slowdown", type=float, default=1.0, help="compute factor >= 1: wait (F-1) x each forward pass, to stand in for a slower GPU [1]")
+    sv.add_argument("--unsupported", default="error", choices=["error", "ignore"],
+                    help="a modality the model cannot take (audio): answer 400, or drop it and answer from the rest [error]")
+    sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+
+    sv.set_defaults(handler=run_serve)
+
+
+def run_tiny_model(args: argparse.Namespace) -> int:
+    from ..shapes.tiny import build_tiny_vlm
+
+    model = build_tiny_vlm(args.out, seed=args.seed)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out} ({n:,} parameters, seed {args.seed})")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..mllm_backends.hf_local import HFLocalBackend, check_model_dir
+    from ..mllm_backends.serve import run_server
+
+    check_port(args.port, args.host, args.api_key)
+    check_model_dir(args.model)
+    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown,
+                             unsupported=args.unsupported)
+    name = args.served_name or backend.name
+    print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
+    run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level)
+    return 0

@@ -1,0 +1,16 @@
+"""Stage 3: every policy on the same episodes, metrics, throughput, tables and plots.
+
+Public names: :class:`EpisodeLog`, :func:`run_episodes` (rollout), :func:`summarize` (metrics),
+:func:`find_throughput`, :func:`evaluate` (policies side by side), :func:`markdown_table`,
+:func:`write_json`, :func:`write_csv`, :func:`gap_summary` (report), :func:`write_plots`.
+"""
+
+from .compare import evaluate
+from .metrics import summarize
+from .plots import write_plots
+from .report import gap_summary, markdown_table, write_csv, write_json
+from .rollout import EpisodeLog, run_episodes
+from .throughput import find_throughput
+
+__all__ = ["EpisodeLog", "run_episodes", "summarize", "find_throughput", "evaluate", "markdown_table", "write_json",
+           "write_csv", "gap_summary", "write_plots"]

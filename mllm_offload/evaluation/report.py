@@ -1,0 +1,73 @@
+"""Tables and files of an evaluation: markdown, JSON and CSV (written atomically), and the
+one-line verdict against MSAO and the oracle."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+
+__all__ = ["markdown_table", "write_json", "write_csv", "gap_summary"]
+
+
+_TABLE_COLS = [
+    ("reward_mean", "reward", "{:.4f}"),
+    ("score_mean", "score", "{:.3f}"),
+    ("latency_mean_s", "lat mean s", "{:.3f}"),
+    ("latency_p50_s", "p50 s", "{:.3f}"),
+    ("latency_p95_s", "p95 s", "{:.3f}"),
+    ("latency_p99_s", "p99 s", "{:.3f}"),
+    ("slo_attainment", "SLO att.", "{:.3f}"),
+    ("cloud_share", "cloud share", "{:.3f}"),
+    ("mb_uploaded_mean", "MB/req", "{:.3f}"),
+    ("cloud_cost_usd_per_1k", "$/1k req", "{:.4f}"),
+    ("energy_j_mean", "J/req", "{:.2f}"),
+    ("throughput_rps", "thr. rps", "{:.2f}"),
+]
+
+
+def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A markdown table, one row per policy."""
+    cols = [c for c in _TABLE_COLS if any(c[0] in m for m in results.values())]
+    lines = ["| policy | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in results.items():
+        cells = [fmt.format(m[k]) if k in m else "" for k, _, fmt in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """``{"meta": ..., "policies": {name: metrics}}``, written atomically."""
+    atomic_write_text(path, json.dumps({"meta": dict(meta), "policies": dict(results)}, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | Path, results: Mapping[str, Mapping[str, float]]) -> None:
+    """One row per policy, one column per metric, written atomically."""
+    keys = sorted({k for m in results.values() for k in m})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["policy", *keys])
+    for name, m in results.items():
+        w.writerow([name, *(m.get(k, "") for k in keys)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def gap_summary(results: Mapping[str, Mapping[str, float]]) -> str:
+    """One line: share of the MSAO -> oracle reward gap that PPO recovers, and the side conditions."""
+    if not {"ppo", "msao", "oracle"} <= results.keys():
+        return ""
+    r = {k: v["reward_mean"] for k, v in results.items()}
+    gap = r["oracle"] - r["msao"]
+    rec = (r["ppo"] - r["msao"]) / gap if gap > 0 else float("nan")
+    p, m = results["ppo"], results["msao"]
+    parts = [f"gap recovered (R_ppo - R_msao)/(R_oracle - R_msao) = {rec:.3f}",
+             f"p95 {p['latency_p95_s']:.2f} s vs MSAO {m['latency_p95_s']:.2f} s",
+             f"score {p['score_mean']:.3f} vs MSAO {m['score_mean']:.3f} ({100 * (p['score_mean'] - m['score_mean']):+.1f} pts)"]
+    if "tuned" in r:
+        parts.append(f"reward {r['ppo']:.4f} vs tuned {r['tuned']:.4f}")
+    return "; ".join(parts)

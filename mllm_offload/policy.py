@@ -1,0 +1,149 @@
+"""The Policy protocol and THE registry of named policies (a contract).
+
+A policy maps an observation (:data:`~mllm_offload.observation.OBSERVATION_SPEC` order) to
+:class:`~mllm_offload.decision.Thresholds`. The simulator's rollouts, the deployed router,
+``evaluate``, ``route``, the examples, the benchmarks and the tests all build policies through
+:func:`resolve`, from a name or from an exported policy directory.
+
+=============  =========================================================  ================
+name           what it builds                                             needs
+=============  =========================================================  ================
+``edge``       always the edge answer (never escalates)                   --
+``cloud``      always the cloud                                           --
+``random``     uniformly random raw actions                               --
+``static``     fixed thresholds ``static:LOW,HIGH,CONF``                  --
+``msao``       the MSAO heuristic (:class:`~mllm_offload.rules.MSAORule`)  the SLO
+``tuned``      best fixed thresholds by grid search on training episodes  a scenario
+``oracle``     per request the best mode in hindsight (an upper bound)    the simulator
+a folder       an exported policy (``policy.json`` + ``.npz`` / ``.onnx``)   --
+=============  =========================================================  ================
+
+``edge``, ``cloud``, ``random``, ``static`` and ``msao`` are registered by
+:mod:`mllm_offload.rules` (deployable, no simulator); ``tuned`` and ``oracle`` by
+:mod:`mllm_offload.agents` when it is imported (they need episodes to fit on or realised
+outcomes, so a deployed router never has them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .decision import Thresholds
+from .errors import UserInputError
+
+__all__ = ["Policy", "PolicyContext", "PolicyEntry", "REGISTRY", "register", "resolve", "resolve_many", "policy_names"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What every policy is: a ``name``, a per-episode ``reset`` and ``thresholds(obs)``.
+
+    ``reset(seed, env=...)`` is called at the start of every episode. ``env`` is the simulated
+    environment (``None`` in deployment): hindsight policies (the oracle) read realised
+    outcomes from it, causal ones ignore it.
+    """
+
+    name: str
+
+    def reset(self, seed: int | None = None, *, env: Any = None) -> None: ...
+
+    def thresholds(self, obs: np.ndarray) -> Thresholds: ...
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy factory may need.
+
+    Attributes:
+        slo_s: the latency SLO, seconds (MSAO's thresholds move with it).
+        seed: seed of randomised policies.
+        backend: inference backend of exported policies, ``numpy`` or ``onnx``.
+        threads: onnxruntime intra-op threads.
+        scenario: a :class:`~mllm_offload.scenario.Scenario`, for policies fitted on its training
+            episodes (``tuned``); ``None`` in deployment.
+        progress: wraps an iterable in a progress bar (or ``None``).
+    """
+
+    slo_s: float = 2.0
+    seed: int = 0
+    backend: str = "numpy"
+    threads: int = 1
+    scenario: Any = None
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """One registered name: ``build(ctx, arg)`` makes the policy (``arg``: the text after ``:``)."""
+
+    name: str
+    help: str
+    build: Callable[[PolicyContext, str | None], Policy]
+    needs: str = ""
+
+
+#: Every named policy, by name (filled by :func:`register`).
+REGISTRY: dict[str, PolicyEntry] = {}
+#: Names registered by a module above the contracts, and which one (for the error message).
+REGISTERED_BY = {"tuned": "mllm_offload.agents", "oracle": "mllm_offload.agents"}
+
+
+def _unknown(what: str, text: str) -> UserInputError:
+    key = text.partition(":")[0]
+    if key in REGISTERED_BY:
+        return UserInputError(f"{what}: {key!r} needs the simulator: it is registered by importing {REGISTERED_BY[key]} "
+                              f"(here: {', '.join(REGISTRY)}, or an exported policy folder)")
+    return UserInputError(f"{what}: unknown policy {text!r} (known: {', '.join(REGISTRY)}, or an exported policy folder)")
+
+
+def register(name: str, help: str, build: Callable[[PolicyContext, str | None], Policy], needs: str = "") -> None:
+    """Add ``name`` to the registry (re-registering the same name replaces it)."""
+    REGISTRY[name] = PolicyEntry(name, help, build, needs)
+
+
+def policy_names() -> list[str]:
+    """Registered names, in registration order."""
+    return list(REGISTRY)
+
+
+def resolve(spec: str | Path, ctx: PolicyContext | None = None, name: str | None = None) -> Policy:
+    """A policy from a registered name (``msao``, ``static:0.3,0.7,0.6`` ...) or a policy folder.
+
+    ``name`` relabels the policy in reports. Unknown names and bad folders raise
+    :class:`UserInputError` with one line that lists the known names.
+    """
+    ctx = ctx or PolicyContext()
+    text = str(spec)
+    key, _, arg = text.partition(":")
+    if key in REGISTRY:
+        pol = REGISTRY[key].build(ctx, arg or None)
+    else:
+        p = Path(text)
+        if p.exists() or "/" in text or "\\" in text:  # a path: the artifact reader says what is wrong
+            from .artifact import ArtifactPolicy
+
+            pol = ArtifactPolicy.load(p, backend=ctx.backend, threads=ctx.threads)
+        else:
+            raise _unknown("policy", text)
+    if name is not None:
+        pol.name = name
+    return pol
+
+
+def resolve_many(text: str, ctx: PolicyContext | None = None) -> list[Policy]:
+    """Policies from a comma-separated list of names; an empty list is a user error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserInputError("policies: empty list")
+    for n in names:
+        if n.partition(":")[0] not in REGISTRY and not (Path(n).exists() or "/" in n):
+            raise _unknown("policies", n)
+    return [resolve(n, ctx) for n in names]
+
+
+from . import rules as _rules  # noqa: E402,F401  (registers the deployable rules)

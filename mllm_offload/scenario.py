@@ -1,0 +1,122 @@
+"""``Scenario``: what an experiment runs on, built once and validated up front.
+
+A scenario is a synthetic profile (which also supplies the system defaults), a bandwidth source,
+optionally a recorded request trace, the system, reward and episode configuration, and the
+splits and seeds of :mod:`mllm_offload.splits`. The CLI, the examples, the tests and the
+benchmarks all build their environments and policies through it:
+
+>>> scn = Scenario.build(profile="mobile-3g", bandwidth="markov:hsdpa-3g")
+>>> env = scn.make_env("test")                       # an OffloadEnv on the test split
+>>> policies = scn.policies("edge,msao,tuned")       # the one registry, tuned fitted on "train"
+>>> seeds = scn.evaluation_seeds(2000)               # the episodes every policy runs
+
+=================  =========================================================================
+field              meaning
+=================  =========================================================================
+``profile``        synthetic profile name (``mllm-offload profiles``)
+``trace``          recorded request trace, or ``None`` for the profile's synthetic requests
+``trace_source``   what the trace was loaded from (file or embedded name), for reports
+``bandwidth``      bandwidth spec: a folder of Pensieve/Mahimahi traces, ``constant:MBPS,...``
+                   or ``markov:NAME``
+``system``         :class:`~mllm_offload.config.SystemConfig` (SLO in seconds, links, servers)
+``reward``         :class:`~mllm_offload.config.RewardWeights`
+``episode``        :class:`~mllm_offload.config.EpisodeConfig` (requests per episode, ...)
+=================  =========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
+from .envs.offload_env import OffloadEnv
+from .policy import Policy, PolicyContext, resolve, resolve_many
+from .splits import check_split, evaluation_seeds
+from .trace_format import RequestTrace, load_trace
+from .traces.bandwidth import bandwidth_source
+from .traces.synth import get_profile
+
+__all__ = ["Scenario"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated experiment setting; see the module docstring for the fields."""
+
+    profile: str
+    bandwidth: str
+    system: SystemConfig
+    reward: RewardWeights
+    episode: EpisodeConfig
+    trace: RequestTrace | None = None
+    trace_source: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        profile: str = "mobile-3g",
+        trace: str | Path | RequestTrace | None = None,
+        bandwidth: str | None = None,
+        config: str | Path | None = None,
+        episode_len: int = 100,
+        requests: int | None = None,
+    ) -> Scenario:
+        """Validate everything once: the profile, the trace, every bandwidth file, the YAML overrides.
+
+        ``config`` is a YAML file with sections ``system``, ``reward``, ``episode``; an
+        ``episode.n_requests`` there wins over ``episode_len``. Episodes are never longer than
+        ``requests`` (when given). Errors are :class:`~mllm_offload.errors.UserInputError`.
+        """
+        prof = get_profile(profile)
+        ep_len = min(episode_len, requests) if requests is not None else episode_len
+        system, reward, episode = prof.system, RewardWeights(), EpisodeConfig(n_requests=ep_len)
+        if config is not None:
+            ov = load_yaml(config, ScenarioOverrides)
+            system, reward, episode = ov.apply(str(config), system, reward, episode)
+            if "n_requests" not in ov.episode:
+                episode = episode.model_copy(update={"n_requests": ep_len})
+        tr = load_trace(trace) if isinstance(trace, (str, Path)) else trace
+        bw = bandwidth or prof.bandwidth
+        if not (bw.startswith("constant:") or bw.startswith("markov:")):
+            bandwidth_source(bw, "all")  # validate every file once, up front
+        source = str(trace) if isinstance(trace, (str, Path)) else (None if trace is None else "in-memory trace")
+        return cls(prof.name, bw, system, reward, episode, tr, source)
+
+    @property
+    def slo_s(self) -> float:
+        """The latency SLO, seconds."""
+        return self.system.slo_s
+
+    def make_env(self, split: str) -> OffloadEnv:
+        """An :class:`~mllm_offload.envs.OffloadEnv` on ``split`` (``train``, ``val``, ``test``, ``all``)."""
+        return OffloadEnv(profile=self.profile, trace=self.trace, bandwidth=self.bandwidth, split=check_split(split),
+                          system=self.system, reward=self.reward, episode=self.episode)
+
+    def evaluation_seeds(self, requests: int, seed: int = 0) -> list[int]:
+        """The episodes every policy is evaluated on (:func:`mllm_offload.splits.evaluation_seeds`)."""
+        return evaluation_seeds(requests, self.episode.n_requests, seed)
+
+    def policy_context(self, seed: int = 0, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+                       backend: str = "numpy") -> PolicyContext:
+        """What the registry's factories need: this scenario's SLO, a seed, and the scenario itself."""
+        return PolicyContext(slo_s=self.slo_s, seed=seed, backend=backend, scenario=self, progress=progress)
+
+    def policies(self, names: str, seed: int = 0, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> list[Policy]:
+        """Policies by comma-separated names through the one registry (``tuned`` fitted on ``train``).
+
+        ``tuned`` and ``oracle`` are registered when :mod:`mllm_offload.agents` is imported
+        (a stage above this one): import it first to use them.
+        """
+        return resolve_many(names, self.policy_context(seed, progress))
+
+    def policy(self, spec: str | Path, name: str | None = None, seed: int = 0) -> Policy:
+        """One policy by name or exported folder, relabelled ``name``."""
+        return resolve(spec, self.policy_context(seed), name=name)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary for run records and reports."""
+        return {"profile": self.profile, "trace": self.trace_source, "bandwidth": self.bandwidth,
+                "system": self.system.model_dump(), "reward": self.reward.model_dump(), "episode": self.episode.model_dump()}
