@@ -64,7 +64,7 @@ __all__ = [
 
 FORMAT = "mllm-offload-policy"
 FORMAT_VERSION = 1
-ACTION_MAPPING = "thresholds-v1"
+ACTION_MAPPING: Literal["thresholds-v1"] = "thresholds-v1"
 MANIFEST = "policy.json"
 NPZ = "policy.npz"
 ONNX = "policy.onnx"
@@ -225,7 +225,7 @@ def write_artifact(
         files: dict[str, FileEntry] = {}
         if arrays is not None:
             with open(tmp / NPZ, "wb") as fh:
-                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]  # numpy's stub types **kwds as its bool flag
         if onnx_bytes is not None:
             (tmp / ONNX).write_bytes(onnx_bytes)
         for fname in (NPZ, ONNX):

@@ -97,6 +97,7 @@ class EpisodeConfig(StrictModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+_M = TypeVar("_M", bound="StrictModel")
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:
@@ -143,13 +144,13 @@ class ScenarioOverrides(StrictModel):
 
     def apply(self, source: str, system: SystemConfig, reward: RewardWeights, episode: EpisodeConfig) -> tuple[SystemConfig, RewardWeights, EpisodeConfig]:
         """Merge onto defaults; errors read ``source: section.field: problem``."""
-        out = []
-        for section, base in (("system", system), ("reward", reward), ("episode", episode)):
+        def merged(section: str, base: _M) -> _M:
             try:
-                out.append(type(base).model_validate({**base.model_dump(), **getattr(self, section)}))
+                return type(base).model_validate({**base.model_dump(), **getattr(self, section)})
             except ValidationError as e:
                 raise UserInputError(format_validation_error(f"{source}: {section}", e).replace(f"{section}: ", f"{section}.", 1)) from None
-        return out[0], out[1], out[2]
+
+        return merged("system", system), merged("reward", reward), merged("episode", episode)
 
 
 class PolicyKwargs(StrictModel):

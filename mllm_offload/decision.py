@@ -25,7 +25,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 __all__ = ["Mode", "Thresholds", "decide", "accept_edge"]
 
@@ -68,7 +70,7 @@ class Thresholds:
             )
 
     @classmethod
-    def from_action(cls, action: Sequence[float]) -> "Thresholds":
+    def from_action(cls, action: Sequence[float] | np.ndarray) -> "Thresholds":
         """Map a raw action in ``[0,1]^3`` (clipped first) to thresholds with ``tau_low <= tau_high``."""
         values = action.tolist() if hasattr(action, "tolist") else list(action)
         if len(values) != 3:

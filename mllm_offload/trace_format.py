@@ -47,11 +47,13 @@ column with no observed value at all is an error.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Literal, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -195,6 +197,10 @@ _COLUMNS = (
 ).split()
 
 
+def _mas_value(r: TraceRecord, key: str) -> float:
+    return float(r.mas.get(key, 0.0))
+
+
 @dataclass
 class RequestTrace:
     """A request trace in columnar form (numpy arrays of equal length, one entry per request).
@@ -281,12 +287,12 @@ class RequestTrace:
             {k for r in recs for k in r.mas} - set(MAS_FEATURES)
         )
 
-        def col(fn, dtype=np.float64) -> np.ndarray:
+        def col(fn: Callable[[TraceRecord], Any], dtype: Any = np.float64) -> np.ndarray:
             return np.fromiter((fn(r) for r in recs), dtype=dtype, count=len(recs))
 
         nan = float("nan")
 
-        def side(name: str, attr: str):
+        def side(name: str, attr: str) -> np.ndarray:
             def get(r: TraceRecord) -> float:
                 o = getattr(r, name)
                 v = None if o is None else getattr(o, attr)
@@ -300,7 +306,7 @@ class RequestTrace:
             input_tokens=col(lambda r: sum(m.tokens for m in r.modalities.values())),
             has_video=col(lambda r: "video" in r.modalities, bool),
             has_audio=col(lambda r: "audio" in r.modalities, bool),
-            mas={k: col(lambda r, k=k: r.mas.get(k, 0.0)) for k in mas_names},
+            mas={k: col(functools.partial(_mas_value, key=k)) for k in mas_names},
             edge_latency_s=side("edge", "latency_s"),
             edge_ttft_s=side("edge", "ttft_s"),
             edge_out_tokens=side("edge", "out_tokens"),
@@ -345,7 +351,7 @@ class RequestTrace:
         header = TraceHeader(format=TRACE_FORMAT, version=TRACE_VERSION, meta=self.meta)
         p = Path(path)
         with atomic_write(p, "wb") as raw:
-            fh: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
+            fh: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
             fh.write((header.model_dump_json() + "\n").encode())
             for r in self.records:
                 fh.write((r.model_dump_json(exclude_none=True) + "\n").encode())

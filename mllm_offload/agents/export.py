@@ -73,6 +73,9 @@ def onnx_bytes(model: Any, norm: Normalization | None, opset: int = 17) -> bytes
     clip_obs = float(norm.clip_obs) if norm else 1e30
 
     class Actor(nn.Module):
+        mean: torch.Tensor
+        inv_std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.policy_net = pol.mlp_extractor.policy_net
@@ -89,7 +92,8 @@ def onnx_bytes(model: Any, norm: Normalization | None, opset: int = 17) -> bytes
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            actor, (torch.zeros(1, n),), buf, input_names=["obs"], output_names=["action"],
+            actor, (torch.zeros(1, n),), buf,  # type: ignore[arg-type]  # the TorchScript exporter takes a file-like object
+            input_names=["obs"], output_names=["action"],
             dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, opset_version=opset, dynamo=False,
         )
     return buf.getvalue()
@@ -160,7 +164,7 @@ def export_model(
     meta["parity_max_abs_diff"] = diffs
     return write_artifact(
         out_dir, kind="mlp", name=name, arrays=arrays, onnx_bytes=onnx, normalization=norm,
-        network=Network(layers=layers, activation=act), training=meta,  # type: ignore[arg-type]
+        network=Network(layers=layers, activation=act), training=meta,
     )
 
 

@@ -348,14 +348,15 @@ class Router:
                 t.cancel()
             raise
         latency = now() - t0
-        base = dict(rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency, size=size)
         if answered_by is None:
             msg = f"request {rid}: no backend answered (edge: {edge.error or edge.status}; cloud: {cloud.error or cloud.status})"
-            self._spawn(self._finish(edge, cloud, tasks, answered_by=None, fallback=fallback, error=msg, **base))
+            self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
+                                     size=size, answered_by=None, fallback=fallback, error=msg))
             raise RouterError(msg, rid)
         used = cloud if answered_by == "cloud" else edge
         assert used.gen is not None
-        self._spawn(self._finish(edge, cloud, tasks, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled, **base))
+        self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
+                                 size=size, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled))
         return RoutedAnswer(rid, used.gen, mode, answered_by, th, s_mas, latency, cancelled, fallback, obs.tolist())
 
     async def _speculate(self, req: MMRequest, th: Thresholds, size: int) -> tuple[str | None, str | None, bool, SideResult, SideResult, list[asyncio.Task]]:
