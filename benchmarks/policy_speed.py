@@ -77,7 +77,7 @@ def main() -> None:
     }
     rates: dict[str, list[float]] = {k: [] for k in pols}
     outs: dict[str, list] = {}
-    for name, fn in pols.items():  # warm-up
+    for fn in pols.values():  # warm-up
         rate(fn, obs[:100])
     for _ in range(args.rounds):
         for name, fn in pols.items():

@@ -6,10 +6,9 @@ Contracts at the top level: :mod:`~mllm_offload.observation`, :mod:`~mllm_offloa
 Stages: ``traces`` -> ``envs`` -> ``agents`` -> (artifact on disk) -> ``runtime``.
 """
 
+from ._version import __version__
 from .decision import Mode, Thresholds
 from .errors import UserInputError
 from .observation import OBSERVATION_SPEC, build_observation
 
-from ._version import __version__
-
-__all__ = ["Mode", "Thresholds", "UserInputError", "OBSERVATION_SPEC", "build_observation", "__version__"]
+__all__ = ["OBSERVATION_SPEC", "Mode", "Thresholds", "UserInputError", "__version__", "build_observation"]

@@ -16,18 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, m
 from .errors import UserInputError
 
 __all__ = [
-    "StrictModel",
-    "SystemConfig",
-    "RewardWeights",
     "EpisodeConfig",
-    "format_validation_error",
-    "load_yaml",
-    "default_hyperparams_path",
-    "ScenarioOverrides",
-    "PolicyKwargs",
     "NormalizeConfig",
     "PPOHyperparams",
+    "PolicyKwargs",
+    "RewardWeights",
+    "ScenarioOverrides",
+    "StrictModel",
+    "SystemConfig",
+    "default_hyperparams_path",
+    "format_validation_error",
     "load_hyperparams",
+    "load_yaml",
 ]
 
 
@@ -88,7 +88,7 @@ class EpisodeConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _ranges(self) -> "EpisodeConfig":
+    def _ranges(self) -> EpisodeConfig:
         for name in ("rate_scale", "edge_speed"):
             lo, hi = getattr(self, name)
             if not (0.0 < lo <= hi):
@@ -200,7 +200,7 @@ class PPOHyperparams(StrictModel):
     lagrange_lr: float = Field(10.0, ge=0.0, description="dual step per unit of score shortfall per rollout")
 
     @model_validator(mode="after")
-    def _batch(self) -> "PPOHyperparams":
+    def _batch(self) -> PPOHyperparams:
         if self.batch_size > self.n_steps * self.n_envs:
             raise ValueError(f"batch_size {self.batch_size} exceeds the rollout size n_steps*n_envs = {self.n_steps * self.n_envs}")
         return self

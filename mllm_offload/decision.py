@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Mode", "Thresholds", "decide", "accept_edge"]
+__all__ = ["Mode", "Thresholds", "accept_edge", "decide"]
 
 
 class Mode(enum.IntEnum):
@@ -70,7 +70,7 @@ class Thresholds:
             )
 
     @classmethod
-    def from_action(cls, action: Sequence[float] | np.ndarray) -> "Thresholds":
+    def from_action(cls, action: Sequence[float] | np.ndarray) -> Thresholds:
         """Map a raw action in ``[0,1]^3`` (clipped first) to thresholds with ``tau_low <= tau_high``."""
         values = action.tolist() if hasattr(action, "tolist") else list(action)
         if len(values) != 3:

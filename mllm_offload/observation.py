@@ -35,16 +35,16 @@ box.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
 __all__ = [
     "MAS_FEATURES",
+    "OBSERVATION_SPEC",
     "Feature",
     "ObservationSpec",
-    "OBSERVATION_SPEC",
     "RequestFeatures",
     "RunningEstimates",
     "SystemState",
@@ -203,8 +203,7 @@ def request_features_batch(
     tok = np.asarray(input_tokens, dtype=np.float64)
     hv = np.asarray(has_video, dtype=bool)
     ha = np.asarray(has_audio, dtype=bool)
-    static = np.stack(cols + [np.log1p(np.maximum(pb, 0.0) / 1e6), np.log1p(np.maximum(tok, 0.0)),
-                              hv.astype(np.float64), ha.astype(np.float64)], axis=1)
+    static = np.stack([*cols, np.log1p(np.maximum(pb, 0.0) / 1000000.0), np.log1p(np.maximum(tok, 0.0)), hv.astype(np.float64), ha.astype(np.float64)], axis=1)
     static = np.clip(static, _LOW_L[:_N_STATIC], _HIGH_L[:_N_STATIC])
     out = []
     new, setattr_ = object.__new__, object.__setattr__
@@ -228,16 +227,7 @@ def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarra
     rtt = state.rtt_s
     upload_s = request.payload_bytes / bytes_per_s + rtt
     # system features, clipped to their ranges (all are >= 0 except the log bandwidth)
-    values = request._static + (
-        min(max(math.log(bw), _BW_LO), _HIGH_L[9]),
-        min(math.log1p(upload_s), _UP_HI),
-        min(max(rtt, 0.0), _RTT_HI),
-        min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI),
-        min(max(state.edge_queue_n, 0), _EN_HI),
-        min(max(state.edge_queue_s, 0.0), _ES_HI),
-        min(max(state.cloud_inflight_n, 0), _CN_HI),
-        min(max(state.cloud_latency_recent_s, 0.0), _CL_HI),
-    )
+    values = (*request._static, min(max(math.log(bw), _BW_LO), _HIGH_L[9]), min(math.log1p(upload_s), _UP_HI), min(max(rtt, 0.0), _RTT_HI), min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI), min(max(state.edge_queue_n, 0), _EN_HI), min(max(state.edge_queue_s, 0.0), _ES_HI), min(max(state.cloud_inflight_n, 0), _CN_HI), min(max(state.cloud_latency_recent_s, 0.0), _CL_HI))
     return np.array(values, dtype=np.float32)
 
 
@@ -267,7 +257,7 @@ class RunningEstimates:
         latency_ema: weight of the newest latency sample, in (0, 1].
     """
 
-    __slots__ = ("bw_window", "alpha", "bw_est_mbps", "rtt_s", "cloud_latency_s", "edge_service_s", "_inv", "_inv_sum")
+    __slots__ = ("_inv", "_inv_sum", "alpha", "bw_est_mbps", "bw_window", "cloud_latency_s", "edge_service_s", "rtt_s")
 
     def __init__(self, bw_window: int = 5, bw_prior_mbps: float = 10.0, rtt_prior_s: float = 0.05, latency_ema: float = 0.2) -> None:
         if bw_window < 1 or bw_prior_mbps <= 0 or rtt_prior_s < 0 or not 0 < latency_ema <= 1:

@@ -36,7 +36,7 @@ import numpy as np
 from .decision import Thresholds
 from .errors import UserInputError
 
-__all__ = ["Policy", "PolicyContext", "PolicyEntry", "REGISTRY", "register", "resolve", "resolve_many", "policy_names"]
+__all__ = ["REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "policy_names", "register", "resolve", "resolve_many"]
 
 
 @runtime_checkable

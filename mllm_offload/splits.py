@@ -31,16 +31,16 @@ import math
 from .errors import UserInputError
 
 __all__ = [
+    "MARKOV_TRACE_SEED",
+    "SCORE_FLOOR_SEEDS",
     "SPLITS",
     "SPLIT_FRACTIONS",
     "SYNTHETIC_TRACE_SEED",
-    "MARKOV_TRACE_SEED",
     "TUNING_SEEDS",
-    "SCORE_FLOOR_SEEDS",
     "check_split",
+    "evaluation_seeds",
     "split_of_name",
     "split_slice",
-    "evaluation_seeds",
     "validation_seeds",
     "vec_env_seed",
 ]
@@ -79,8 +79,8 @@ def split_of_name(name: str, fractions: tuple[float, float] = SPLIT_FRACTIONS) -
 def split_slice(n: int, part: str, fractions: tuple[float, float] = SPLIT_FRACTIONS) -> slice:
     """Positions of ``part`` among ``n`` time-ordered requests."""
     check_split(part)
-    a = int(round(n * fractions[0]))
-    b = int(round(n * (fractions[0] + fractions[1])))
+    a = round(n * fractions[0])
+    b = round(n * (fractions[0] + fractions[1]))
     return {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n), "all": slice(0, n)}[part]
 
 

@@ -50,9 +50,9 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -66,16 +66,16 @@ from .splits import split_slice
 
 __all__ = [
     "EMBEDDED_TRACES",
+    "MODALITIES",
     "TRACE_FORMAT",
     "TRACE_VERSION",
-    "MODALITIES",
+    "EdgeOutcome",
+    "Outcome",
+    "RequestTrace",
     "TraceHeader",
     "TraceRecord",
-    "Outcome",
-    "EdgeOutcome",
-    "RequestTrace",
-    "resolve_trace",
     "load_trace",
+    "resolve_trace",
 ]
 
 TRACE_FORMAT = "mllm-offload-trace"
@@ -122,7 +122,7 @@ class Outcome(_Strict):
     score: float | None = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="None: unknown (no label)")
 
     @model_validator(mode="after")
-    def _ttft(self) -> "Outcome":
+    def _ttft(self) -> Outcome:
         if self.ttft_s > self.latency_s:
             raise ValueError(f"ttft_s {self.ttft_s} exceeds latency_s {self.latency_s}")
         return self
@@ -255,7 +255,7 @@ class RequestTrace:
             self.__dict__["_features"] = cached
         return cached
 
-    def subset(self, index: slice | np.ndarray) -> "RequestTrace":
+    def subset(self, index: slice | np.ndarray) -> RequestTrace:
         """The requests at ``index`` (arrival times kept as they are)."""
         idx = np.arange(len(self))[index]
         cols = {c: getattr(self, c)[idx] for c in _COLUMNS}
@@ -269,7 +269,7 @@ class RequestTrace:
             **cols,
         )
 
-    def split(self, part: str) -> "RequestTrace":
+    def split(self, part: str) -> RequestTrace:
         """Time-ordered split (:func:`mllm_offload.splits.split_slice`): ``train`` the first 70 %,
         ``val`` the next 15 %, ``test`` the rest."""
         return self.subset(split_slice(len(self), part))
@@ -279,7 +279,7 @@ class RequestTrace:
     @classmethod
     def from_records(
         cls, records: Iterable[TraceRecord], meta: Mapping[str, Any] | None = None
-    ) -> "RequestTrace":
+    ) -> RequestTrace:
         recs = list(records)
         if not recs:
             raise UserInputError("trace: holds no request records")
@@ -320,7 +320,7 @@ class RequestTrace:
             records=recs,
         )._impute()
 
-    def _impute(self) -> "RequestTrace":
+    def _impute(self) -> RequestTrace:
         """Fill unobserved outcome values (NaN) as the module docstring says; counts go to ``meta["imputed"]``."""
         filled: dict[str, int] = {}
         for c in _OUTCOME_COLUMNS:

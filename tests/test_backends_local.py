@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from mllm_offload.errors import UserInputError  # noqa: E402
-from mllm_offload.mas import compute_mas  # noqa: E402
-from mllm_offload.mllm_backends import AudioClip, CancelToken, MMRequest, confidence_from_logprobs  # noqa: E402
-from mllm_offload.mllm_backends.hf_local import HFLocalBackend  # noqa: E402
+from mllm_offload.errors import UserInputError
+from mllm_offload.mas import compute_mas
+from mllm_offload.mllm_backends import AudioClip, CancelToken, MMRequest, confidence_from_logprobs
+from mllm_offload.mllm_backends.hf_local import HFLocalBackend
 
 
 @pytest.fixture(scope="module")

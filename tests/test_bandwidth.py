@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 
 from mllm_offload.errors import UserInputError
 from mllm_offload.traces.bandwidth import (
-    MARKOV_MODELS, BandwidthTrace, bandwidth_source, fit_markov, load_bandwidth, load_bandwidth_dir, split_of,
+    MARKOV_MODELS,
+    BandwidthTrace,
+    bandwidth_source,
+    fit_markov,
+    load_bandwidth,
+    load_bandwidth_dir,
+    split_of,
 )
 
 

@@ -2,8 +2,8 @@ import json
 import subprocess
 import sys
 
-
 from conftest import ROOT
+
 from mllm_offload.cli import main
 from mllm_offload.traces.synth import generate
 
@@ -68,7 +68,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
 
     def with_line(n, text):
         p = tmp_path / f"t{n}.jsonl"
-        p.write_text("\n".join(lines[: n - 1] + [text] + lines[n:]) + "\n")
+        p.write_text("\n".join([*lines[:n - 1], text, *lines[n:]]) + "\n")
         return p
 
     err = _bad(tmp_path, capsys, ["evaluate", "--trace", str(with_line(3, "{not json"))])

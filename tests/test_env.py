@@ -27,7 +27,7 @@ def test_seeding_is_deterministic_and_observations_in_space():
         rng = np.random.default_rng(0)
         done = False
         while not done:
-            obs, r, done, trunc, _ = env.step(rng.random(3).astype(np.float32))
+            obs, r, done, _trunc, _ = env.step(rng.random(3).astype(np.float32))
             assert env.observation_space.contains(obs)
             out.append(obs)
             out.append(np.array([r]))

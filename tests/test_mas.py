@@ -12,7 +12,7 @@ from mllm_offload.mas import activation_features, audio_features, compute_mas, s
 from mllm_offload.observation import MAS_FEATURES
 
 PIL = pytest.importorskip("PIL")
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw
 
 
 def _scene(n_shapes: int, noise: float, seed: int = 0, size=(320, 240)) -> Image.Image:

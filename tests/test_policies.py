@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from mllm_offload.agents import CloudOnly, EdgeOnly, HindsightOracle, MSAOHeuristic, RandomPolicy, StaticThresholds, TunedStatic
-from mllm_offload.evaluation import evaluate, markdown_table, run_episodes
 from mllm_offload.decision import Thresholds
 from mllm_offload.envs import OffloadEnv
+from mllm_offload.evaluation import evaluate, markdown_table, run_episodes
 from mllm_offload.observation import OBSERVATION_SPEC, RequestFeatures, SystemState, build_observation
 
 

@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from mllm_offload.evaluation import evaluate  # noqa: E402
 from mllm_offload.agents.export import export_run
-from mllm_offload.artifact import ArtifactPolicy  # noqa: E402
-from mllm_offload.agents.ppo import SB3Policy, train  # noqa: E402
-from mllm_offload.config import PPOHyperparams  # noqa: E402
-from mllm_offload.envs import OffloadEnv  # noqa: E402
-from mllm_offload.runtime import OffloadPolicy  # noqa: E402
+from mllm_offload.agents.ppo import SB3Policy, train
+from mllm_offload.artifact import ArtifactPolicy
+from mllm_offload.config import PPOHyperparams
+from mllm_offload.envs import OffloadEnv
+from mllm_offload.evaluation import evaluate
+from mllm_offload.runtime import OffloadPolicy
 
 HP = dict(n_envs=1, n_steps=512, batch_size=128, eval_freq=2048, eval_episodes=4, checkpoint_freq=1024)
 
@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 def test_short_training_improves_reward_over_untrained(run):
     from stable_baselines3 import PPO
 
-    d, res = run
+    d, _res = run
     val = make_env("val")
     untrained = SB3Policy(PPO("MlpPolicy", make_env("train"), seed=0, device="cpu"), None, None)
     trained = ArtifactPolicy.load(export_run(d, d / "policy"))

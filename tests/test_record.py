@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from routing_helpers import png  # noqa: E402
+from routing_helpers import png
 
-from mllm_offload.cli import main  # noqa: E402
-from mllm_offload.trace_format import load_trace  # noqa: E402
+from mllm_offload.cli import main
+from mllm_offload.trace_format import load_trace
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
-from routing_helpers import cli, const_policy, free_port, metric, png, start, stop  # noqa: E402
+from routing_helpers import cli, const_policy, free_port, metric, png, start, stop
 
 SPECULATE_ACCEPT = (0.0, 1.0, 0.0)  # every request speculative, any edge answer accepted
 SPECULATE_ESCALATE = (0.0, 1.0, 1.0)  # every request speculative, no edge answer confident enough

@@ -13,14 +13,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from routing_helpers import cli, free_port, png, start, stop  # noqa: E402
+from routing_helpers import cli, free_port, png, start, stop
 
-from mllm_offload.decision import Thresholds  # noqa: E402
-from mllm_offload.mllm_backends import BackendError, MMRequest  # noqa: E402
-from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend  # noqa: E402
-from mllm_offload.runtime.router import Router, RouterConfig, RouterError  # noqa: E402
-from mllm_offload.runtime.tracelog import TraceLog  # noqa: E402
-from mllm_offload.trace_format import TraceRecord  # noqa: E402
+from mllm_offload.decision import Thresholds
+from mllm_offload.mllm_backends import BackendError, MMRequest
+from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend
+from mllm_offload.runtime.router import Router, RouterConfig, RouterError
+from mllm_offload.runtime.tracelog import TraceLog
+from mllm_offload.trace_format import TraceRecord
 
 CLOUD_ONLY = Thresholds(0.0, 0.0, 1.0)
 SPEC_ESCALATE = Thresholds(0.0, 1.0, 1.0)

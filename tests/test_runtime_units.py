@@ -9,8 +9,8 @@ import pytest
 
 from mllm_offload.observation import RunningEstimates, build_observation
 from mllm_offload.runtime.estimators import RuntimeEstimators
-from mllm_offload.traces.datasets import extract_option, load_dataset, normalize_answer, score_answer, vqa_accuracy
 from mllm_offload.trace_format import load_trace
+from mllm_offload.traces.datasets import extract_option, load_dataset, normalize_answer, score_answer, vqa_accuracy
 
 
 class _Recording(RunningEstimates):

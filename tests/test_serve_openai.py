@@ -16,10 +16,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from mllm_offload.mllm_backends import BackendError, CancelToken, MMRequest, confidence_from_logprobs  # noqa: E402
-from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend  # noqa: E402
-from routing_helpers import cli, free_port  # noqa: E402
+from routing_helpers import cli, free_port
 
+from mllm_offload.mllm_backends import BackendError, CancelToken, MMRequest, confidence_from_logprobs
+from mllm_offload.mllm_backends.openai_compat import OpenAICompatBackend
 
 _cli, _free_port = cli, free_port
 

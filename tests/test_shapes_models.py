@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from mllm_offload.errors import UserInputError  # noqa: E402
-from mllm_offload.shapes.models import (  # noqa: E402
+from mllm_offload.errors import UserInputError
+from mllm_offload.shapes.models import (
     PRESETS,
     answer_prior_accuracy,
     build_shapes_vlm,
     train_shapes_model,
 )
-from mllm_offload.shapes.vqa import QUESTION_TYPES, ShapesItem, make_items  # noqa: E402
+from mllm_offload.shapes.vqa import QUESTION_TYPES, ShapesItem, make_items
 
 
 def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
@@ -25,9 +25,10 @@ def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
 
 
 def test_training_is_deterministic_and_the_checkpoint_loads_like_a_real_one(tmp_path):
+    from safetensors.numpy import load_file
+
     from mllm_offload.mllm_backends.base import MMRequest
     from mllm_offload.mllm_backends.hf_local import HFLocalBackend
-    from safetensors.numpy import load_file
 
     ev = make_items(0, 6)
     a = train_shapes_model("edge", tmp_path / "a", seed=3, train_scenes=6, steps=3, vision_steps=2, eval_items=ev, progress=False)

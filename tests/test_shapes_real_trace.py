@@ -3,8 +3,8 @@
 import pytest
 
 from mllm_offload.cli import main
-from mllm_offload.traces.analysis import trace_report
 from mllm_offload.trace_format import EMBEDDED_TRACES, load_trace, resolve_trace
+from mllm_offload.traces.analysis import trace_report
 
 
 def test_loads_by_name_and_is_a_real_recording():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from mllm_offload.errors import UserInputError
-from mllm_offload.traces.datasets import load_dataset
 from mllm_offload.shapes.vqa import (
     COLORS,
     SHAPES,
@@ -18,6 +17,7 @@ from mllm_offload.shapes.vqa import (
     patch_labels,
     write_dataset,
 )
+from mllm_offload.traces.datasets import load_dataset
 
 
 def test_same_seed_same_item_and_different_seed_differs():
@@ -103,7 +103,7 @@ def test_write_dataset_loads_as_jsonl_with_video_and_audio(tmp_path):
 
 def test_serve_request_parsing_drops_audio_only_when_the_model_ignores_it():
     pytest.importorskip("fastapi")
-    from mllm_offload.mllm_backends.serve import ChatRequest, to_mm_request
+    from mllm_offload.mllm_backends.openai_protocol import ChatRequest, to_mm_request
 
     body = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, {"type": "text", "text": "is there a red square ?"}]}]})

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from mllm_offload.traces.analysis import auroc, format_report, spearman, trace_report
 from mllm_offload.trace_format import RequestTrace, TraceRecord
+from mllm_offload.traces.analysis import auroc, format_report, spearman, trace_report
 
 
 def test_auroc_known_cases():

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import auroc
+
 from mllm_offload.errors import UserInputError
 from mllm_offload.trace_format import load_trace
 from mllm_offload.traces.synth import PROFILES, generate, get_profile, qwen2vl_image_tokens
@@ -44,7 +44,7 @@ def _edit(field_fn):
 
 
 @pytest.mark.parametrize("line_no, edit, msg", [
-    (3, lambda l: l[:-5], ":3: invalid JSON"),
+    (3, lambda line: line[:-5], ":3: invalid JSON"),
     (4, _edit(lambda d: d.pop("edge")), ":4: edge: Field required"),
     (5, _edit(lambda d: d["edge"].__setitem__("latency_s", -1.0)), ":5: edge.latency_s: Input should be greater than or equal to 0"),
     (2, _edit(lambda d: d["mas"].pop("score")), ":2: mas: Value error, the joint MAS 'score' is required"),

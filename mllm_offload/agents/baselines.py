@@ -19,8 +19,8 @@ from ..rules import CloudOnly, EdgeOnly, MSAOHeuristic, RandomPolicy, StaticThre
 from ..splits import TUNING_SEEDS
 
 __all__ = [
-    "CloudOnly",
     "DEFAULT_GRID",
+    "CloudOnly",
     "EdgeOnly",
     "MSAOHeuristic",
     "RandomPolicy",

@@ -27,7 +27,7 @@ from ..artifact import MLPActor, Network, Normalization, write_artifact
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC
 
-__all__ = ["actor_layers", "onnx_bytes", "parity", "export_model", "export_run", "check_observations"]
+__all__ = ["actor_layers", "check_observations", "export_model", "export_run", "onnx_bytes", "parity"]
 
 
 def actor_layers(model: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:

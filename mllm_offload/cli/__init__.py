@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import UserInputError
 from . import data, evaluate, export, record, route, serve, shapes, train
 
-__all__ = ["main", "build_parser", "main_train", "main_evaluate"]
+__all__ = ["build_parser", "main", "main_evaluate", "main_train"]
 
 _COMMANDS = (evaluate, train, export, data, serve, route, record, shapes)
 

@@ -31,8 +31,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ..traces.datasets import load_dataset
     from ..recording.record import record_dataset
+    from ..traces.datasets import load_dataset
 
     if not args.rate > 0:
         raise UserInputError(f"--rate: must be > 0, got {args.rate}")

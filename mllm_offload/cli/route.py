@@ -29,7 +29,9 @@ def add_parser(sub: Any) -> None:
     ro.add_argument("--cloud-concurrency", type=positive_int, default=16, help="cloud calls at once [16]")
     ro.add_argument("--edge-timeout", type=float, default=120.0, help="edge deadline, seconds [120]")
     ro.add_argument("--shadow-rate", type=float, default=0.0, help="fraction of requests whose other side is also run, for the logs [0]")
-    ro.add_argument("--profile", default=None, help="take estimator priors and the SLO from this profile's system [policy's training profile, else mobile-3g]")
+    ro.add_argument("--profile", default=None,
+                    help="take estimator priors and the SLO from this synthetic profile's system "
+                    "[the system recorded in the policy's policy.json, else the built-in SystemConfig defaults]")
     ro.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
 
     ro.set_defaults(handler=run)
@@ -40,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.router import Router, RouterConfig
     from ..runtime.server import run_route_server
     from ..runtime.tracelog import TraceLog
-    from ..traces.synth import get_profile
 
     check_port(args.port, args.host, args.api_key)
     for flag, v in (("--edge-timeout", args.edge_timeout), ("--cloud-timeout", args.cloud_timeout), ("--log-max-mb", args.log_max_mb), ("--max-body-mb", args.max_body_mb)):
@@ -49,15 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.shadow_rate <= 1.0:
         raise UserInputError(f"--shadow-rate: must be in [0, 1], got {args.shadow_rate}")
     policy = OffloadPolicy.load(args.policy, backend=args.policy_backend)
-    trained = (policy.manifest.training or {}).get("profile") if policy.manifest is not None else None
-    system = get_profile(args.profile or trained or "mobile-3g").system
-    if policy.kind == "heuristic" and policy.manifest is None and args.policy == "msao":
-        policy = OffloadPolicy.heuristic("msao", slo_s=system.slo_s)
+    system = _system(args.profile, getattr(policy, "manifest", None))
+    if getattr(policy, "manifest", None) is None:  # a named rule: MSAO's thresholds move with the SLO
+        policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s)
     edge = backend(args.edge, "edge", args, args.edge_timeout)
     cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
     cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
                        cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
-    from ..traces.record import hardware_info
+    from ..recording.record import hardware_info
 
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
@@ -67,3 +67,25 @@ def run(args: argparse.Namespace) -> int:
     run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level)
     return 0
+
+
+def _system(profile: str | None, manifest: Any) -> Any:
+    """Estimator priors and SLO: ``--profile`` if given, else what the policy was trained with
+    (``training.system`` of policy.json; ``training.profile`` for artifacts that predate it),
+    else the built-in :class:`~mllm_offload.config.SystemConfig` defaults."""
+    from pydantic import ValidationError
+
+    from ..config import SystemConfig, format_validation_error
+
+    training = dict(manifest.training or {}) if manifest is not None else {}
+    if profile is None and isinstance(training.get("system"), dict):
+        try:
+            return SystemConfig.model_validate(training["system"])
+        except ValidationError as e:
+            raise UserInputError(format_validation_error("policy.json: training.system", e)) from None
+    name = profile or training.get("profile")
+    if name is None:
+        return SystemConfig()
+    from ..traces.synth import get_profile
+
+    return get_profile(str(name)).system

@@ -4,10 +4,9 @@ VLM pair on CPU)."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
-
-import time
 
 from ..errors import UserInputError
 from ._common import nonnegative_int, positive_int, progress

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     run_args["timesteps"] = hp.n_timesteps
     export_meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "trace": None if args.trace is None else str(args.trace),
                    "seed": args.seed, "timesteps": hp.n_timesteps, "score_floor": floor,
-                   "hyperparams": hp.model_dump(), "slo_s": scn.slo_s}
+                   "hyperparams": hp.model_dump(), "slo_s": scn.slo_s, "system": scn.system.model_dump()}
     write_run_record(run_dir, run_args, hp, hp_source, floor, export_meta)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     log(f"training PPO on {scn.profile} | bandwidth {scn.bandwidth} | {hp.n_timesteps} steps, {hp.n_envs} envs | "

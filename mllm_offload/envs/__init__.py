@@ -14,4 +14,4 @@ ENV_ID = "mllm_offload/Offload-v0"
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="mllm_offload.envs.offload_env:OffloadEnv")
 
-__all__ = ["ENV_ID", "OffloadEnv", "reward_of", "EdgeCloudSystem", "Outcome", "SPLIT_SEEDS"]
+__all__ = ["ENV_ID", "SPLIT_SEEDS", "EdgeCloudSystem", "OffloadEnv", "Outcome", "reward_of"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +21,7 @@ from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
 
-__all__ = ["OffloadEnv", "reward_of", "SPLIT_SEEDS"]
+__all__ = ["SPLIT_SEEDS", "OffloadEnv", "reward_of"]
 
 #: Seeds of the synthetic request traces of each split (:mod:`mllm_offload.splits`).
 SPLIT_SEEDS = SYNTHETIC_TRACE_SEED
@@ -100,7 +101,7 @@ class OffloadEnv(gym.Env):
     ``thresholds``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain attribute)
 
     def __init__(
         self,

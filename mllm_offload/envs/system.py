@@ -47,13 +47,13 @@ from ..traces.bandwidth import BandwidthTrace
 
 _EDGE_FIRST, _SPECULATIVE, _CLOUD = Mode.EDGE_FIRST, Mode.SPECULATIVE, Mode.CLOUD
 
-__all__ = ["Timeline", "Backlog", "Outcome", "Plan", "SimRequests", "EdgeCloudSystem", "erlang_c"]
+__all__ = ["Backlog", "EdgeCloudSystem", "Outcome", "Plan", "SimRequests", "Timeline", "erlang_c"]
 
 
 class Timeline:
     """Reservations of one server: disjoint busy intervals sorted by start (seconds)."""
 
-    __slots__ = ("starts", "ends")
+    __slots__ = ("ends", "starts")
 
     def __init__(self) -> None:
         self.starts: list[float] = []
@@ -271,7 +271,7 @@ class EdgeCloudSystem:
         ups.advance(now)
         queued = ups.total
         if ups.active:  # the upload in progress has already sent part of its bytes
-            e, s, nb = ups.active[0]
+            _e, s, _nb = ups.active[0]
             if s < now:
                 queued -= self.bw.bytes_between(s + self.offset, now + self.offset)
         return est.state(queued, len(self._edge_jobs), len(self._calls))

@@ -12,5 +12,15 @@ from .report import gap_summary, markdown_table, write_csv, write_json
 from .rollout import EpisodeLog, run_episodes
 from .throughput import find_throughput
 
-__all__ = ["EpisodeLog", "run_episodes", "summarize", "find_throughput", "evaluate", "markdown_table", "write_json",
-           "write_csv", "gap_summary", "write_plots"]
+__all__ = [
+           "EpisodeLog",
+           "evaluate",
+           "find_throughput",
+           "gap_summary",
+           "markdown_table",
+           "run_episodes",
+           "summarize",
+           "write_csv",
+           "write_json",
+           "write_plots",
+]

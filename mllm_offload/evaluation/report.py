@@ -12,7 +12,7 @@ from typing import Any
 
 from .._io import atomic_write_text
 
-__all__ = ["markdown_table", "write_json", "write_csv", "gap_summary"]
+__all__ = ["gap_summary", "markdown_table", "write_csv", "write_json"]
 
 
 _TABLE_COLS = [

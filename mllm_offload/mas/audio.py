@@ -35,7 +35,7 @@ def audio_features(samples: np.ndarray, sample_rate: int, what: str = "audio") -
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if not np.all(np.isfinite(x)):
         raise UserInputError(f"{what}: samples must be finite")
-    n = max(1, int(round(FRAME_S * sample_rate)))
+    n = max(1, round(FRAME_S * sample_rate))
     m = len(x) // n
     if m == 0:
         return {"voiced_fraction": 0.0, "spectral_flatness": 0.0, "audio": 0.0}

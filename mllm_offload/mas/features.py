@@ -26,7 +26,8 @@ name                        meaning (see :mod:`.spatial`, :mod:`.temporal`, :mod
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -19,7 +19,7 @@ score is ``(0.5 * spatial + 0.15 * text) / 0.65``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

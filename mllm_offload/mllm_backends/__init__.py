@@ -13,10 +13,10 @@ from .base import AudioClip, Backend, BackendError, CancelToken, Generation, MMR
 from .confidence import CONFIDENCE_METHODS, confidence_from_logprobs
 
 __all__ = [
+    "CONFIDENCE_METHODS",
     "AudioClip",
     "Backend",
     "BackendError",
-    "CONFIDENCE_METHODS",
     "CancelToken",
     "Generation",
     "MMRequest",

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -238,7 +239,7 @@ class Backend(Protocol):
         ...
 
 
-def load_image(image: ImageLike, what: str = "image") -> "_PILImage.Image":
+def load_image(image: ImageLike, what: str = "image") -> _PILImage.Image:
     """Decode an :data:`ImageLike` into an RGB PIL image; a bad one raises one-line :class:`UserInputError`."""
     if _PILImage is None:  # pragma: no cover
         raise UserInputError("images need Pillow: pip install 'mllm-offload[backends]'")

@@ -17,7 +17,8 @@ unknown confidence means (the router treats it as "not confident").
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -26,17 +26,18 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import UserInputError
 from ..mas import compute_mas
 from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, load_image
-from ..traces.datasets import DatasetItem
 from ..trace_format import RequestTrace, TraceRecord, load_trace
+from ..traces.datasets import DatasetItem
 
 __all__ = ["RecordSummary", "hardware_info", "record_dataset"]
 
@@ -168,7 +169,7 @@ async def record_dataset(
                 return
             try:
                 rec, scores = await _record_item(item, arrival[item.id], edge, cloud, edge_sem, cloud_sem, max_new_tokens, timeout_s, image_tokens)
-            except Exception as e:  # noqa: BLE001 - a bad item is skipped, never fatal
+            except Exception as e:
                 msg = f"item {item.id}: skipped: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 say(msg)
                 summary.skipped += 1
@@ -223,7 +224,7 @@ async def _record_item(item: DatasetItem, arrival_s: float, edge: Backend, cloud
         async with sem:
             try:
                 return await _timed(backend, req, timeout_s)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise RuntimeError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
     ge, gc = await asyncio.gather(side(edge, edge_sem, "edge"), side(cloud, cloud_sem, "cloud"))
@@ -238,11 +239,11 @@ async def _record_item(item: DatasetItem, arrival_s: float, edge: Backend, cloud
     payload = {"text": len(item.question.encode())}
     if images:
         share = len(images) / n_media
-        modalities["image"] = {"tokens": int(round(media_tokens * share)), "count": len(images),
+        modalities["image"] = {"tokens": round(media_tokens * share), "count": len(images),
                                "width": max(w for w, _ in sizes), "height": max(h for _, h in sizes)}
         payload["image"] = sum(_b64_len(len(b)) + 23 for b in images)
     if video:
-        modalities["video"] = {"tokens": int(round(media_tokens * len(video) / n_media)), "frames": len(video)}
+        modalities["video"] = {"tokens": round(media_tokens * len(video) / n_media), "frames": len(video)}
         payload["video"] = sum(_b64_len(len(b)) + 23 for b in video)
     if clip is not None:
         modalities["audio"] = {"tokens": int(25 * clip.duration_s), "seconds": clip.duration_s}

@@ -13,8 +13,18 @@ from typing import Any
 
 from .policy import BACKENDS, OffloadPolicy
 
-__all__ = ["BACKENDS", "OffloadPolicy", "RuntimeEstimators", "Router", "RouterConfig", "RoutedAnswer", "RouterError",
-           "TraceLog", "create_route_app", "run_route_server"]
+__all__ = [
+    "BACKENDS",
+    "OffloadPolicy",
+    "RoutedAnswer",
+    "Router",
+    "RouterConfig",
+    "RouterError",
+    "RuntimeEstimators",
+    "TraceLog",
+    "create_route_app",
+    "run_route_server",
+]
 
 _LAZY = {"RuntimeEstimators": "estimators", "Router": "router", "RouterConfig": "router", "RoutedAnswer": "router",
          "RouterError": "router", "TraceLog": "tracelog", "create_route_app": "server", "run_route_server": "server"}

@@ -24,7 +24,8 @@ bandwidth and RTT at their priors.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..config import SystemConfig
 from ..observation import RunningEstimates, SystemState
@@ -52,7 +53,7 @@ class RuntimeEstimators:
         self.uplink_queue_bytes = 0.0
 
     @classmethod
-    def from_config(cls, cfg: SystemConfig) -> "RuntimeEstimators":
+    def from_config(cls, cfg: SystemConfig) -> RuntimeEstimators:
         """Priors and windows of a scenario's :class:`SystemConfig` (as in training)."""
         return cls(cfg.bw_window, cfg.bw_prior_mbps, cfg.rtt_s, cfg.latency_ema)
 

@@ -214,12 +214,12 @@ class Router:
             gen = None
             try:
                 gen = await asyncio.wait_for(task, self.cfg.cancel_grace_s)
-            except BaseException:  # noqa: BLE001 - it is being abandoned either way
+            except BaseException:
                 task.cancel()
             return SideResult("timeout", gen, f"no answer within {timeout_s:g} s")
         try:
             gen = task.result()
-        except (BackendError, Exception) as e:  # noqa: BLE001 - any failure is a fallback, never a lost request
+        except (BackendError, Exception) as e:
             return SideResult("error", None, str(e).splitlines()[0] if str(e) else type(e).__name__)
         return SideResult("cancelled" if gen.cancelled else "ok", gen)
 
@@ -464,7 +464,7 @@ class Router:
         for b in (self.edge, self.cloud):
             try:
                 await b.aclose()
-            except Exception:  # noqa: BLE001 - closing must not fail the shutdown
+            except Exception:
                 pass
 
 

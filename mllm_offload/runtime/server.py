@@ -30,23 +30,44 @@ answer the request gets 503 with one line naming both causes (and is written to
 
 from __future__ import annotations
 
-import json
-import secrets
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..errors import UserInputError
 from ..mllm_backends.base import BackendError
-from ..mllm_backends.serve import ChatRequest, error_response, install_guard, is_loopback, lp_entry, to_mm_request
+from ..mllm_backends.openai_protocol import (
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatRequest,
+    ChoiceLogprobs,
+    DeltaMessage,
+    FinishReason,
+    ModelCard,
+    ModelList,
+    OpenAIBaseModel,
+    UsageInfo,
+    error_response,
+    finish_reason,
+    install_guard,
+    is_loopback,
+    lp_entry,
+    metrics_response,
+    new_completion_id,
+    parse_chat_request,
+    sse_done,
+    sse_event,
+    to_mm_request,
+)
 from .router import RoutedAnswer, Router, RouterError
 
-__all__ = ["create_route_app", "run_route_server"]
+__all__ = ["OffloadInfo", "RouteChatCompletion", "RouteChatCompletionChunk", "create_route_app", "run_route_server"]
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -87,6 +108,50 @@ class RouteMetrics:
             self.fallbacks.labels(ans.fallback).inc()
 
 
+class ThresholdsInfo(OpenAIBaseModel):
+    tau_low: float
+    tau_high: float
+    tau_conf: float
+
+
+class OffloadInfo(OpenAIBaseModel):
+    """The routing decision returned with an answer (the ``offload`` field)."""
+
+    request_id: str
+    mode: str
+    answered_by: str
+    mas_score: float
+    thresholds: ThresholdsInfo
+    confidence: float | None = None
+    latency_s: float
+    backend_latency_s: float
+    router_overhead_s: float | None = None
+    cloud_cancelled: bool = False
+    fallback: str | None = None
+
+    @classmethod
+    def from_answer(cls, ans: RoutedAnswer) -> OffloadInfo:
+        th = ans.thresholds
+        return cls(request_id=ans.id, mode=ans.mode.label, answered_by=ans.answered_by, mas_score=ans.mas_score,
+                   thresholds=ThresholdsInfo(tau_low=th.tau_low, tau_high=th.tau_high, tau_conf=th.tau_conf),
+                   confidence=ans.generation.confidence, latency_s=ans.latency_s, backend_latency_s=ans.generation.latency_s,
+                   router_overhead_s=ans.router_overhead_s, cloud_cancelled=ans.cloud_cancelled, fallback=ans.fallback)
+
+
+class RouteChatCompletion(ChatCompletionResponse):
+    """A chat completion with the routing decision."""
+
+    offload: OffloadInfo
+
+
+class RouteChatCompletionChunk(ChatCompletionStreamResponse):
+    """A streamed chunk; the one with the ``finish_reason`` carries the routing decision."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"usage", "offload"})
+
+    offload: OffloadInfo | None = None
+
+
 def create_route_app(router: Router, *, served_name: str = "mllm-offload-router", api_key: str | None = None, max_queue: int = 64,
                      max_body_bytes: int = 32 * 1024 * 1024, default_max_tokens: int = 64) -> FastAPI:
     """A FastAPI app serving ``router`` (see the module docstring). Closing the app drains the
@@ -102,7 +167,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
     metrics = RouteMetrics(router)
     app.state.router, app.state.metrics = router, metrics
     state = {"in_flight": 0}
-    created = int(time.time())
+    card = ModelCard(id=served_name)
 
     error = error_response
     install_guard(app, api_key, max_body_bytes)
@@ -113,25 +178,22 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
                 **router.est.snapshot()}
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": served_name, "object": "model", "created": created, "owned_by": "mllm-offload"}]}
+    async def models() -> JSONResponse:
+        return JSONResponse(ModelList(data=[card]).model_dump(mode="json"))
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
+    async def chat(request: Request) -> Response:
         t_in = time.perf_counter()
         raw = await request.body()
         if len(raw) > max_body_bytes:
             return error(413, f"request body over {max_body_bytes} bytes")
         try:
-            body = ChatRequest.model_validate_json(raw)
+            body = parse_chat_request(raw)
             req = to_mm_request(body, default_max_tokens)
-        except ValidationError as e:
-            err = e.errors()[0]
-            return error(400, f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}")
         except UserInputError as e:
             return error(400, str(e))
         if state["in_flight"] >= max_queue:
@@ -152,60 +214,36 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         metrics.observe(ans)
         ans.router_overhead_s = max(time.perf_counter() - t_in - ans.generation.latency_s, 0.0)
         headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id}
-        cid = "chatcmpl-" + secrets.token_hex(12)
+        cid = new_completion_id()
         if body.stream:
             return StreamingResponse(_chunks(ans, body, cid), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         gen = ans.generation
-        logprobs = None
-        if body.logprobs:
-            tops = gen.top_logprobs or [[] for _ in gen.tokens]
-            logprobs = {"content": [lp_entry(t, lp, tp) for t, lp, tp in zip(gen.tokens, gen.token_logprobs, tops)]}
-        doc = {
-            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text}, "logprobs": logprobs,
-                         "finish_reason": "length" if gen.finish_reason == "length" else "stop"}],
-            "usage": _usage(ans), "offload": _offload(ans),
-        }
-        return JSONResponse(doc, headers=headers)
+        doc = RouteChatCompletion(id=cid, model=served_name, choices=[ChatCompletionResponseChoice.from_generation(gen, logprobs=body.logprobs)],
+                                  usage=UsageInfo.from_generation(gen), offload=OffloadInfo.from_answer(ans))
+        return JSONResponse(doc.model_dump(mode="json"), headers=headers)
 
     async def _chunks(ans: RoutedAnswer, body: ChatRequest, cid: str) -> AsyncIterator[str]:
         gen = ans.generation
-        t = int(time.time())
+        base = RouteChatCompletionChunk(id=cid, model=served_name)
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, extra: dict[str, Any] | None = None, choices: bool = True) -> str:
-            d: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": t, "model": served_name,
-                                 "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}] if choices else []}
-            d.update(extra or {})
-            return f"data: {json.dumps(d)}\n\n"
+        def chunk(delta: DeltaMessage, finish: FinishReason | None = None, logprobs: ChoiceLogprobs | None = None,
+                  offload: OffloadInfo | None = None) -> str:
+            choice = ChatCompletionResponseStreamChoice(delta=delta, logprobs=logprobs, finish_reason=finish)
+            return sse_event(base.model_copy(update={"choices": [choice], "offload": offload}))
 
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk(DeltaMessage(role="assistant", content=""))
         if gen.tokens and "".join(gen.tokens) == gen.text:
             tops = gen.top_logprobs or [[] for _ in gen.tokens]
-            for tok, lp, top in zip(gen.tokens, gen.token_logprobs, tops):
-                yield chunk({"content": tok}, logprobs={"content": [lp_entry(tok, lp, top)]} if body.logprobs else None)
+            for tok, lp, top in zip(gen.tokens, gen.token_logprobs, tops, strict=False):
+                yield chunk(DeltaMessage(content=tok), logprobs=ChoiceLogprobs(content=[lp_entry(tok, lp, top)]) if body.logprobs else None)
         elif gen.text:
-            yield chunk({"content": gen.text})
-        yield chunk({}, finish="length" if gen.finish_reason == "length" else "stop", extra={"offload": _offload(ans)})
-        if body.stream_options and body.stream_options.include_usage:
-            yield chunk({}, extra={"usage": _usage(ans)}, choices=False)
-        yield "data: [DONE]\n\n"
+            yield chunk(DeltaMessage(content=gen.text))
+        yield chunk(DeltaMessage(), finish=finish_reason(gen), offload=OffloadInfo.from_answer(ans))
+        if body.include_usage:
+            yield sse_event(base.model_copy(update={"usage": UsageInfo.from_generation(gen)}))
+        yield sse_done()
 
     return app
-
-
-def _usage(ans: RoutedAnswer) -> dict[str, int]:
-    g = ans.generation
-    return {"prompt_tokens": g.in_tokens, "completion_tokens": g.out_tokens, "total_tokens": g.in_tokens + g.out_tokens}
-
-
-def _offload(ans: RoutedAnswer) -> dict[str, Any]:
-    th = ans.thresholds
-    return {"request_id": ans.id, "mode": ans.mode.label, "answered_by": ans.answered_by, "mas_score": ans.mas_score,
-            "thresholds": {"tau_low": th.tau_low, "tau_high": th.tau_high, "tau_conf": th.tau_conf},
-            "confidence": ans.generation.confidence, "latency_s": ans.latency_s, "backend_latency_s": ans.generation.latency_s,
-            "router_overhead_s": ans.router_overhead_s,
-            "cloud_cancelled": ans.cloud_cancelled,
-            "fallback": ans.fallback}
 
 
 def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, *, api_key: str | None = None, max_queue: int = 64,

@@ -13,8 +13,8 @@ feature strategy, which is why the processor is told ``num_additional_image_toke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .._io import atomic_dir
 

@@ -42,9 +42,10 @@ import json
 import math
 import os
 import wave
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,8 @@ __all__ = [
     "DIFFICULTIES",
     "QUESTION_TYPES",
     "SHAPES",
-    "ShapesItem",
     "VOCABULARY",
+    "ShapesItem",
     "make_item",
     "make_items",
     "make_training_items",

@@ -7,6 +7,7 @@ datasets: :class:`DatasetItem`, :func:`load_dataset`, :func:`normalize_answer`, 
 The recorder (``traces.record``, stage 2: it runs backends) is imported on its own.
 """
 
+from ..trace_format import TRACE_FORMAT, TRACE_VERSION, RequestTrace, TraceRecord, load_trace
 from .bandwidth import (
     MARKOV_MODELS,
     BandwidthTrace,
@@ -17,12 +18,27 @@ from .bandwidth import (
     split_of,
 )
 from .datasets import DatasetItem, load_dataset, normalize_answer, score_answer
-from ..trace_format import TRACE_FORMAT, TRACE_VERSION, RequestTrace, TraceRecord, load_trace
 from .synth import PROFILES, SynthProfile, generate, get_profile
 
 __all__ = [
-    "BandwidthTrace", "MarkovBandwidth", "MARKOV_MODELS", "bandwidth_source", "load_bandwidth",
-    "load_bandwidth_dir", "split_of", "RequestTrace", "TraceRecord", "load_trace", "TRACE_FORMAT",
-    "TRACE_VERSION", "PROFILES", "SynthProfile", "generate", "get_profile",
-    "DatasetItem", "load_dataset", "normalize_answer", "score_answer",
+    "MARKOV_MODELS",
+    "PROFILES",
+    "TRACE_FORMAT",
+    "TRACE_VERSION",
+    "BandwidthTrace",
+    "DatasetItem",
+    "MarkovBandwidth",
+    "RequestTrace",
+    "SynthProfile",
+    "TraceRecord",
+    "bandwidth_source",
+    "generate",
+    "get_profile",
+    "load_bandwidth",
+    "load_bandwidth_dir",
+    "load_dataset",
+    "load_trace",
+    "normalize_answer",
+    "score_answer",
+    "split_of",
 ]

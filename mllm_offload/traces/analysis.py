@@ -22,7 +22,7 @@ import numpy as np
 
 from ..trace_format import RequestTrace
 
-__all__ = ["auroc", "spearman", "trace_report", "format_report"]
+__all__ = ["auroc", "format_report", "spearman", "trace_report"]
 
 _LEVEL = {"easy": 0, "medium": 1, "hard": 2}
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,14 +36,14 @@ from ..errors import UserInputError
 from ..splits import MARKOV_TRACE_SEED, check_split, split_of_name
 
 __all__ = [
+    "MARKOV_MODELS",
     "BandwidthTrace",
     "MarkovBandwidth",
-    "MARKOV_MODELS",
+    "bandwidth_source",
     "fit_markov",
     "load_bandwidth",
     "load_bandwidth_dir",
     "split_of",
-    "bandwidth_source",
 ]
 
 _BYTES_PER_MBIT = 125_000.0
@@ -59,7 +59,7 @@ class BandwidthTrace:
         name: label used in reports.
     """
 
-    __slots__ = ("name", "times", "rates_bps", "period_s", "max_bps", "_cum", "_period_bytes")
+    __slots__ = ("_cum", "_period_bytes", "max_bps", "name", "period_s", "rates_bps", "times")
 
     def __init__(
         self,
@@ -100,7 +100,7 @@ class BandwidthTrace:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def constant(cls, mbps: float, name: str | None = None) -> "BandwidthTrace":
+    def constant(cls, mbps: float, name: str | None = None) -> BandwidthTrace:
         """A constant-rate link of ``mbps`` Mbps."""
         return cls([0.0], [mbps], period_s=1.0, name=name or f"constant-{mbps:g}mbps")
 
@@ -210,7 +210,7 @@ def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> B
                 raise _parse_error(p, n, f"timestamp {v} ms goes backwards (previous {ms[-1]} ms)")
             ms.append(v)
         period = max(ms[-1] / 1000.0, bin_s)
-        nbins = max(1, int(math.ceil(period / bin_s - 1e-9)))
+        nbins = max(1, math.ceil(period / bin_s - 1e-9))
         counts = np.bincount(np.minimum((np.asarray(ms) / 1000.0 / bin_s).astype(int), nbins - 1), minlength=nbins)
         mbps = counts * 1500 * 8 / bin_s / 1e6
         return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=p.name)

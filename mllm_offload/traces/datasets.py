@@ -45,8 +45,8 @@ from ..errors import UserInputError
 from ..scoring import Metric, extract_option, normalize_answer, score_answer, vqa_accuracy
 
 __all__ = [
-    "DatasetItem",
     "DATASET_KINDS",
+    "DatasetItem",
     "extract_option",
     "load_dataset",
     "load_jsonl_dataset",

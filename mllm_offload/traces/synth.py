@@ -37,7 +37,7 @@ from ..errors import UserInputError
 from ..mas.joint import joint_score_array
 from ..trace_format import EdgeOutcome, ModalityInfo, Outcome, RequestTrace, TraceRecord
 
-__all__ = ["LatencyModel", "SynthProfile", "PROFILES", "get_profile", "generate", "qwen2vl_image_tokens"]
+__all__ = ["PROFILES", "LatencyModel", "SynthProfile", "generate", "get_profile", "qwen2vl_image_tokens"]
 
 
 class LatencyModel(StrictModel):
@@ -358,13 +358,13 @@ def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: b
             pb: dict = {"text": int(text_bytes[i])}
             if has_image[i]:
                 mods["image"] = ModalityInfo(tokens=int(cloud_img_tok[i]), width=int(width[i]), height=int(height[i]), count=1)
-                pb["image"] = int(round(img_bytes[i]))
+                pb["image"] = round(img_bytes[i])
             if has_video[i]:
                 mods["video"] = ModalityInfo(tokens=int(cloud_vid_tok[i]), width=vw, height=vh, frames=int(frames[i]))
-                pb["video"] = int(round(vid_bytes[i]))
+                pb["video"] = round(vid_bytes[i])
             if has_audio[i]:
                 mods["audio"] = ModalityInfo(tokens=int(aud_tok[i]), seconds=round(float(audio_s[i]), 3))
-                pb["audio"] = int(round(aud_bytes[i]))
+                pb["audio"] = round(aud_bytes[i])
             recs.append(TraceRecord(
                 id=trace.ids[i], arrival_s=float(arrival[i]), modalities=mods, payload_bytes=pb,
                 mas={k: round(float(v[i]), 6) for k, v in trace.mas.items()},

@@ -6,7 +6,7 @@ policy (:mod:`.policy`). Importing this package needs no torch; calling :func:`t
 
 from typing import Any
 
-__all__ = ["train", "msao_reference", "TrainResult", "SB3Policy", "load_vecnormalize_stats", "save_vecnormalize_stats"]
+__all__ = ["SB3Policy", "TrainResult", "load_vecnormalize_stats", "msao_reference", "save_vecnormalize_stats", "train"]
 
 _LAZY = {"train": "training", "msao_reference": "training", "TrainResult": "training", "SB3Policy": "policy",
          "load_vecnormalize_stats": "policy", "save_vecnormalize_stats": "policy"}

@@ -28,7 +28,7 @@ from ...evaluation.rollout import run_episodes
 from ...policy import Policy
 from .policy import RecordingPolicy, current_policy, save_vecnormalize_stats
 
-__all__ = ["ValidationCallback", "RunCheckpointCallback", "save_model_dir", "eval_metrics"]
+__all__ = ["RunCheckpointCallback", "ValidationCallback", "eval_metrics", "save_model_dir"]
 
 
 def save_model_dir(model: BaseAlgorithm, d: Path, info: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, unwrap_vec_wrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-__all__ = ["ScoreLagrangian", "DualAscentCallback"]
+__all__ = ["DualAscentCallback", "ScoreLagrangian"]
 
 
 class ScoreLagrangian(VecEnvWrapper):

@@ -18,7 +18,7 @@ from ...decision import Thresholds
 from ...errors import UserInputError
 from ...policy import Policy
 
-__all__ = ["SB3Policy", "RecordingPolicy", "save_vecnormalize_stats", "load_vecnormalize_stats", "current_policy"]
+__all__ = ["RecordingPolicy", "SB3Policy", "current_policy", "load_vecnormalize_stats", "save_vecnormalize_stats"]
 
 
 class SB3Policy:

@@ -1,0 +1,404 @@
+"""The OpenAI chat-completions protocol of ``mllm-offload serve`` and ``mllm-offload route``.
+
+One place for the wire format of both servers (modelled on vLLM's
+``entrypoints/openai/protocol.py``):
+
+* request models: :class:`ChatRequest` (the honoured subset of the chat-completions body) and
+  its parts :class:`Message`, :class:`ContentPart`, :class:`ImageURL`, :class:`StreamOptions`;
+* response models: :class:`ChatCompletionResponse` (its :class:`ChatCompletionResponseChoice`,
+  :class:`ChatMessage`, :class:`UsageInfo`), the streamed :class:`ChatCompletionStreamResponse`
+  (:class:`ChatCompletionResponseStreamChoice`, :class:`DeltaMessage`), log-probabilities
+  (:class:`ChoiceLogprobs`, :class:`ChatCompletionTokenLogprob`, :class:`TopLogprob`), the model
+  list (:class:`ModelList`, :class:`ModelCard`) and the error body (:class:`ErrorResponse`,
+  :class:`ErrorInfo`);
+* SSE framing (:func:`sse_event`, :func:`sse_done`), :func:`error_response`, the API-key and
+  body-size guard (:func:`install_guard`), :func:`metrics_response` (Prometheus text from a
+  registry), and :func:`to_mm_request` (a chat body to one :class:`~.base.MMRequest`).
+
+Serialisation: every field of a response model is written, ``null`` included (``logprobs``,
+``finish_reason``, ``param`` ...), except the optional ones a model lists in ``_omit_if_none``
+(a delta's ``role`` / ``content``, a chunk's ``usage``), which are left out while unset. Use
+``model.model_dump(mode="json")`` or ``model.model_dump_json()``.
+
+The pydantic models are this package's own: the ``openai`` package is a development dependency
+only (the tests check these shapes against the stock client's types).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+
+from ..errors import UserInputError
+from .base import Generation, MMRequest
+
+__all__ = [
+    "UNKNOWN_LOGPROB",
+    "ChatCompletionResponse",
+    "ChatCompletionResponseChoice",
+    "ChatCompletionResponseStreamChoice",
+    "ChatCompletionStreamResponse",
+    "ChatCompletionTokenLogprob",
+    "ChatMessage",
+    "ChatRequest",
+    "ChoiceLogprobs",
+    "ContentPart",
+    "DeltaMessage",
+    "ErrorInfo",
+    "ErrorResponse",
+    "FinishReason",
+    "ImageURL",
+    "Message",
+    "ModelCard",
+    "ModelList",
+    "OpenAIBaseModel",
+    "StreamOptions",
+    "TopLogprob",
+    "UsageInfo",
+    "error_body",
+    "error_response",
+    "finish_reason",
+    "install_guard",
+    "is_loopback",
+    "lp_entry",
+    "metrics_response",
+    "new_completion_id",
+    "parse_chat_request",
+    "sse_done",
+    "sse_event",
+    "to_mm_request",
+    "validation_message",
+]
+
+#: Why a choice ended (the OpenAI values; these servers send ``stop`` and ``length``).
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+
+#: ``logprob`` reported for a token whose log-probability is unknown, and the floor of the others (as vLLM does).
+UNKNOWN_LOGPROB = -9999.0
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def new_completion_id() -> str:
+    """A fresh ``chatcmpl-...`` id."""
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+class OpenAIBaseModel(BaseModel):
+    """Base of all protocol models: unknown fields are ignored when parsing; when serialising,
+    ``None`` is written as ``null`` except for the fields named in ``_omit_if_none``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        omit = type(self)._omit_if_none
+        return {k: v for k, v in data.items() if v is not None or k not in omit} if omit else data
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class ImageURL(OpenAIBaseModel):
+    url: str
+    detail: str | None = None
+
+
+class ContentPart(OpenAIBaseModel):
+    type: str
+    text: str | None = None
+    image_url: ImageURL | str | None = None
+
+
+class Message(OpenAIBaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(OpenAIBaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(OpenAIBaseModel):
+    """The subset of the OpenAI chat-completions body that is honoured (other fields are ignored)."""
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1)
+
+    @property
+    def include_usage(self) -> bool:
+        """A streamed response ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """``loc: msg`` of the first pydantic/FastAPI validation error (a leading ``body`` dropped)."""
+    if not errors:
+        return "body: invalid body"
+    e = errors[0]
+    loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+    return f"{loc or 'body'}: {e.get('msg', 'invalid body')}"
+
+
+def parse_chat_request(raw: bytes | str) -> ChatRequest:
+    """Validate a chat-completions body; a bad one raises one-line :class:`UserInputError`."""
+    try:
+        return ChatRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise UserInputError(validation_message(e.errors())) from None
+
+
+def _decode_data_url(url: str, where: str) -> bytes:
+    if not url.startswith("data:"):
+        raise UserInputError(f"{where}: only data: URLs are accepted (this server fetches nothing from the network)")
+    head, sep, data = url.partition(",")
+    if not sep or ";base64" not in head:
+        raise UserInputError(f"{where}: expected data:<mime>;base64,<data>")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserInputError(f"{where}: invalid base64 data") from None
+
+
+def to_mm_request(body: ChatRequest, default_max_tokens: int, drop_unsupported: bool = False) -> MMRequest:
+    """Turn an OpenAI chat body into one :class:`MMRequest`.
+
+    Earlier turns become text context (``role: text`` lines) before the last message; images of
+    every message are passed in order. Parts other than text and image_url are refused, or
+    dropped with ``drop_unsupported`` (a server whose model ignores modalities it cannot take).
+    """
+    lines: list[str] = []
+    images: list[bytes] = []
+    for i, m in enumerate(body.messages):
+        parts = [ContentPart(type="text", text=m.content)] if isinstance(m.content, str) else (m.content or [])
+        texts = []
+        for j, p in enumerate(parts):
+            where = f"messages[{i}].content[{j}]"
+            if p.type == "text":
+                texts.append(p.text or "")
+            elif p.type == "image_url":
+                if p.image_url is None:
+                    raise UserInputError(f"{where}.image_url: missing")
+                url = p.image_url if isinstance(p.image_url, str) else p.image_url.url
+                images.append(_decode_data_url(url, f"{where}.image_url"))
+            elif not drop_unsupported:
+                raise UserInputError(f"{where}.type: unsupported modality {p.type!r} (this model takes text and image_url)")
+        text = " ".join(t for t in texts if t)
+        lines.append(text if i == len(body.messages) - 1 and m.role == "user" else f"{m.role}: {text}")
+    k = body.top_logprobs or 0
+    return MMRequest(
+        prompt="\n".join(lines),
+        images=images,
+        max_new_tokens=body.max_completion_tokens or body.max_tokens or default_max_tokens,
+        temperature=body.temperature or 0.0,
+        top_logprobs=k if body.logprobs else 0,
+    )
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class TopLogprob(OpenAIBaseModel):
+    """One alternative token: its text, natural-log probability and UTF-8 bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatCompletionTokenLogprob(TopLogprob):
+    """One generated token's log-probability entry with its ``top_logprobs`` alternatives."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+def _top(token: str, logprob: float | None) -> TopLogprob:
+    lp = UNKNOWN_LOGPROB if logprob is None or math.isnan(logprob) else max(float(logprob), UNKNOWN_LOGPROB)
+    return TopLogprob(token=token, logprob=lp, bytes=list(token.encode("utf-8")))
+
+
+def lp_entry(token: str, logprob: float | None, top: Iterable[tuple[str, float]] = ()) -> ChatCompletionTokenLogprob:
+    """The log-probability entry of one token (``logprob`` -9999.0 when unknown, never below)."""
+    e = _top(token, logprob)
+    return ChatCompletionTokenLogprob(token=e.token, logprob=e.logprob, bytes=e.bytes, top_logprobs=[_top(t, v) for t, v in top])
+
+
+class ChoiceLogprobs(OpenAIBaseModel):
+    content: list[ChatCompletionTokenLogprob] | None = None
+
+    @classmethod
+    def from_generation(cls, gen: Generation) -> ChoiceLogprobs:
+        """One entry per generated token of ``gen`` (alternatives when it has them)."""
+        tops: Sequence[Iterable[tuple[str, float]]] = gen.top_logprobs or [() for _ in gen.tokens]
+        return cls(content=[lp_entry(t, lp, tp) for t, lp, tp in zip(gen.tokens, gen.token_logprobs, tops, strict=False)])
+
+
+class UsageInfo(OpenAIBaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_generation(cls, gen: Generation) -> UsageInfo:
+        return cls(prompt_tokens=gen.in_tokens, completion_tokens=gen.out_tokens, total_tokens=gen.in_tokens + gen.out_tokens)
+
+
+def finish_reason(gen: Generation) -> FinishReason:
+    """``length`` when ``gen`` ran out of tokens, else ``stop`` (a cancelled one included)."""
+    return "length" if gen.finish_reason == "length" else "stop"
+
+
+class ChatMessage(OpenAIBaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+
+
+class ChatCompletionResponseChoice(OpenAIBaseModel):
+    index: int = 0
+    message: ChatMessage
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: FinishReason | None = "stop"
+
+    @classmethod
+    def from_generation(cls, gen: Generation, *, logprobs: bool = False) -> ChatCompletionResponseChoice:
+        """The single choice answering with ``gen`` (its log-probabilities when ``logprobs``)."""
+        return cls(message=ChatMessage(content=gen.text), logprobs=ChoiceLogprobs.from_generation(gen) if logprobs else None,
+                   finish_reason=finish_reason(gen))
+
+
+class ChatCompletionResponse(OpenAIBaseModel):
+    """A non-streamed chat completion (``object: chat.completion``)."""
+
+    id: str = Field(default_factory=new_completion_id)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[ChatCompletionResponseChoice]
+    usage: UsageInfo
+
+
+class DeltaMessage(OpenAIBaseModel):
+    """What a chunk adds: ``role`` on the first, ``content`` text after; unset fields are left out."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"role", "content"})
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatCompletionResponseStreamChoice(OpenAIBaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionStreamResponse(OpenAIBaseModel):
+    """One streamed chunk (``object: chat.completion.chunk``); the usage chunk has no choices."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"usage"})
+
+    id: str = Field(default_factory=new_completion_id)
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[ChatCompletionResponseStreamChoice] = Field(default_factory=list)
+    usage: UsageInfo | None = None
+
+
+class ModelCard(OpenAIBaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=_now)
+    owned_by: str = "mllm-offload"
+
+
+class ModelList(OpenAIBaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard] = Field(default_factory=list)
+
+
+class ErrorInfo(OpenAIBaseModel):
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: int | str | None = None
+
+
+class ErrorResponse(OpenAIBaseModel):
+    """The OpenAI error body ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error: ErrorInfo
+
+
+def error_body(status: int, message: str, kind: str = "invalid_request_error") -> ErrorResponse:
+    """The error body for HTTP ``status`` (its ``code``)."""
+    return ErrorResponse(error=ErrorInfo(message=message, type=kind, code=status))
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-style one-line error response."""
+    return JSONResponse(error_body(status, message, kind).model_dump(mode="json"), status_code=status, headers=headers)
+
+
+# ----------------------------------------------------------------------------- SSE, guard, metrics
+
+
+def sse_event(payload: OpenAIBaseModel) -> str:
+    """One server-sent event ``data: <json>\\n\\n`` (a chunk, or an error body mid-stream)."""
+    return f"data: {payload.model_dump_json()}\n\n"
+
+
+def sse_done() -> str:
+    """The end of an OpenAI stream."""
+    return "data: [DONE]\n\n"
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int) -> None:
+    """API key on ``/v1/*`` (401; compared in constant time) and a body size limit from
+    ``content-length`` (413). The handlers still check the size of a body sent without one."""
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if expected is not None and request.url.path.startswith("/v1/"):
+            # header values arrive latin-1 decoded: back to their bytes, compared with the key's UTF-8
+            given = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not secrets.compare_digest(given, expected):
+                return error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            return error_response(413, f"request body over {max_body_bytes} bytes")
+        return await call_next(request)
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """``GET /metrics``: the Prometheus text of ``registry``."""
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
