@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from mllm_offload.cli import main
@@ -10,6 +11,7 @@ from mllm_offload.traces.synth import generate
 REQUIRED = {"reward_mean", "score_mean", "latency_mean_s", "latency_p50_s", "latency_p95_s", "slo_attainment", "cloud_share", "throughput_rps"}
 
 
+@pytest.mark.slow
 def test_evaluate_script_msao_paper(tmp_path):
     out = tmp_path / "out.json"
     csv, plots = tmp_path / "out.csv", tmp_path / "plots"
@@ -97,6 +99,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
     assert "c.yaml: system.slo_s:" in err
 
 
+@pytest.mark.slow
 def test_train_help_and_synth(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--timesteps" in r.stdout
@@ -106,6 +109,7 @@ def test_train_help_and_synth(tmp_path):
     assert len(load_trace(out)) == 25
 
 
+@pytest.mark.slow
 def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     """The issue's interface: train.py ... --out RUN_DIR, then evaluate.py --policy RUN_DIR/policy."""
     import pytest

@@ -17,6 +17,8 @@ from mllm_offload.envs import OffloadEnv
 from mllm_offload.evaluation import evaluate
 from mllm_offload.runtime import OffloadPolicy
 
+pytestmark = pytest.mark.slow  # trains PPO
+
 HP = dict(n_envs=1, n_steps=512, batch_size=128, eval_freq=2048, eval_episodes=4, checkpoint_freq=1024)
 
 

@@ -48,6 +48,7 @@ def _record(tiny_model_dir, dataset, out, capsys):
     return rc, capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_record_vqav2_skips_bad_items_resumes_and_trains(tiny_model_dir, vqav2, tmp_path, capsys):
     out = tmp_path / "vqa.jsonl.gz"
     rc, cap = _record(tiny_model_dir, vqav2, out, capsys)

@@ -17,6 +17,8 @@ openai = pytest.importorskip("openai")
 
 from routing_helpers import cli, const_policy, free_port, metric, png, start, stop
 
+pytestmark = pytest.mark.slow  # starts serve and route in subprocesses
+
 SPECULATE_ACCEPT = (0.0, 1.0, 0.0)  # every request speculative, any edge answer accepted
 SPECULATE_ESCALATE = (0.0, 1.0, 1.0)  # every request speculative, no edge answer confident enough
 

@@ -98,6 +98,7 @@ def test_cloud_hanging_past_the_timeout_falls_back_to_the_edge(edge, tmp_path):
     assert len(_records(tmp_path)) == 3
 
 
+@pytest.mark.slow
 def test_cloud_node_killed_mid_speculation(edge, tmp_path, tiny_model_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

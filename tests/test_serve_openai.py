@@ -64,11 +64,13 @@ def _metric(url: str, name: str) -> float:
     raise AssertionError(name)
 
 
+@pytest.mark.slow
 def test_models_and_health(server):
     assert httpx.get(server + "/health").json()["status"] == "ok"
     assert [m["id"] for m in httpx.get(server + "/v1/models").json()["data"]] == ["tiny-cloud"]
 
 
+@pytest.mark.slow
 def test_stock_openai_client(server):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
@@ -87,6 +89,7 @@ def test_stock_openai_client(server):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
 
 
+@pytest.mark.slow
 def test_backend_text_image_stream_and_plain(server):
     async def run():
         b = OpenAICompatBackend(server, timeout_s=30)
@@ -108,6 +111,7 @@ def test_backend_text_image_stream_and_plain(server):
     assert g2.ttft_s is not None and g2.ttft_s <= g2.latency_s
 
 
+@pytest.mark.slow
 def test_cancelled_request_stops_on_the_server(server):
     before = _metric(server, "mllm_serve_cancelled_total")
     tokens_before = _metric(server, "mllm_serve_completion_tokens_total")
@@ -133,6 +137,7 @@ def test_cancelled_request_stops_on_the_server(server):
     assert _metric(server, "mllm_serve_completion_tokens_total") - tokens_before < 4000
 
 
+@pytest.mark.slow
 def test_server_rejects_bad_requests(server):
     def post(content):
         return httpx.post(server + "/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]})
@@ -216,12 +221,14 @@ def test_malformed_json_and_missing_logprobs():
     assert seen == [True, False] and g.text == "a" and b.logprobs is False
 
 
+@pytest.mark.slow
 def test_serve_refuses_public_bind_without_key(tiny_model_dir):
     r = subprocess.run(_cli("serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "without --api-key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_serve_bad_model_dir_is_one_line(tmp_path):
     r = subprocess.run(_cli("serve", "--model", str(tmp_path / "missing"), "--port", "1"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no such model directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1

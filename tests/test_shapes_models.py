@@ -17,6 +17,8 @@ from mllm_offload.shapes.models import (
 )
 from mllm_offload.shapes.vqa import QUESTION_TYPES, ShapesItem, make_items
 
+pytestmark = pytest.mark.slow  # trains the shapes models
+
 
 def test_cloud_has_10_to_30_times_the_edge_parameters_and_edge_is_under_1m():
     n = {k: sum(p.numel() for p in build_shapes_vlm(spec)[0].parameters()) for k, spec in PRESETS.items()}
