@@ -79,12 +79,18 @@ class PolicyContext:
 
 @dataclass(frozen=True)
 class PolicyEntry:
-    """One registered name: ``build(ctx, arg)`` makes the policy (``arg``: the text after ``:``)."""
+    """One registered name.
+
+    ``build(ctx, arg)`` makes the policy (``arg``: the text after ``:``). ``from_params(**p)``,
+    for rules only, rebuilds it from keyword parameters (what a ``heuristic`` artifact records
+    in ``policy.json``). ``needs``: ``""`` (deployable), ``"scenario"`` or ``"simulator"``.
+    """
 
     name: str
     help: str
     build: Callable[[PolicyContext, str | None], Policy]
     needs: str = ""
+    from_params: Callable[..., Policy] | None = None
 
 
 #: Every named policy, by name (filled by :func:`register`).
@@ -101,9 +107,10 @@ def _unknown(what: str, text: str) -> UserInputError:
     return UserInputError(f"{what}: unknown policy {text!r} (known: {', '.join(REGISTRY)}, or an exported policy folder)")
 
 
-def register(name: str, help: str, build: Callable[[PolicyContext, str | None], Policy], needs: str = "") -> None:
+def register(name: str, help: str, build: Callable[[PolicyContext, str | None], Policy], needs: str = "",
+             from_params: Callable[..., Policy] | None = None) -> None:
     """Add ``name`` to the registry (re-registering the same name replaces it)."""
-    REGISTRY[name] = PolicyEntry(name, help, build, needs)
+    REGISTRY[name] = PolicyEntry(name, help, build, needs, from_params)
 
 
 def policy_names() -> list[str]:

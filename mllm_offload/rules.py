@@ -21,9 +21,9 @@ import numpy as np
 from .decision import Thresholds
 from .errors import UserInputError
 from .observation import OBSERVATION_SPEC
-from .policy import PolicyContext, register
+from .policy import REGISTRY, PolicyContext, register
 
-__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "RULES", "CloudOnly", "EdgeOnly", "MSAOHeuristic", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
+__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAOHeuristic", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
 
 _I_UPLOAD = OBSERVATION_SPEC.index("upload_est_s_log1p")
 _I_UPLINK_Q = OBSERVATION_SPEC.index("uplink_queue_s")
@@ -162,20 +162,16 @@ class RandomPolicy(_Rule):
         return Thresholds.from_action(self.rng.random(3))
 
 
-#: Deployable rules by name: ``msao`` needs ``slo_s``; ``edge`` and ``cloud`` take no parameters.
-RULES: dict[str, Callable[..., Any]] = {
-    "msao": MSAORule,
-    "edge": EdgeOnly,
-    "cloud": CloudOnly,
-}
-
-
 def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Any:
-    """Build a rule by name with keyword parameters; unknown names or parameters are user errors."""
-    if name not in RULES:
-        raise UserInputError(f"heuristic: unknown rule {name!r} (known: {', '.join(RULES)})")
+    """A registered rule rebuilt from keyword parameters (``msao`` needs ``slo_s``; ``edge`` and
+    ``cloud`` take none): how a ``heuristic`` artifact comes back. Unknown names or parameters
+    are user errors."""
+    entry = REGISTRY.get(name)
+    if entry is None or entry.from_params is None:
+        known = [n for n, e in REGISTRY.items() if e.from_params is not None]
+        raise UserInputError(f"heuristic: unknown rule {name!r} (known: {', '.join(known)})")
     try:
-        return RULES[name](**dict(params or {}))
+        return entry.from_params(**dict(params or {}))
     except TypeError as e:
         raise UserInputError(f"heuristic {name}: bad parameters: {e}") from None
 
@@ -201,8 +197,9 @@ def _no_arg(name: str, build: Callable[[PolicyContext], Any]) -> Callable[[Polic
     return make
 
 
-register("edge", "EdgeOnly: always the edge answer", _no_arg("edge", lambda ctx: EdgeOnly()))
-register("cloud", "CloudOnly: always the cloud", _no_arg("cloud", lambda ctx: CloudOnly()))
+register("edge", "EdgeOnly: always the edge answer", _no_arg("edge", lambda ctx: EdgeOnly()), from_params=EdgeOnly)
+register("cloud", "CloudOnly: always the cloud", _no_arg("cloud", lambda ctx: CloudOnly()), from_params=CloudOnly)
 register("random", "RandomPolicy: uniformly random thresholds", _no_arg("random", lambda ctx: RandomPolicy(ctx.seed)))
 register("static", "StaticThresholds: static:TAU_LOW,TAU_HIGH,TAU_CONF", _static)
-register("msao", "MSAOHeuristic: the MSAO rule (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)))
+register("msao", "MSAOHeuristic: the MSAO rule (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)),
+         from_params=MSAORule)

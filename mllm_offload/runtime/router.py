@@ -38,7 +38,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,7 @@ from ..decision import Mode, Thresholds, accept_edge, decide
 from ..mas import compute_mas
 from ..mllm_backends.base import Backend, BackendError, CancelToken, Generation, MMRequest, load_image, now
 from ..observation import RequestFeatures, build_observation
+from ..policy import Policy
 from ..scoring import normalize_answer
 from .estimators import RuntimeEstimators
 from .tracelog import TraceLog
@@ -55,12 +56,6 @@ __all__ = ["RoutedAnswer", "Router", "RouterConfig", "RouterError", "SideResult"
 
 #: Requests whose media exceed this many bytes get their MAS computed in a worker thread.
 _MAS_INLINE_BYTES = 256 * 1024
-
-
-class ThresholdPolicy(Protocol):
-    name: str
-
-    def thresholds(self, obs: Any) -> Thresholds: ...
 
 
 class RouterConfig(BaseModel):
@@ -183,7 +178,7 @@ class Router:
         log: where trace records go (``None``: not logged).
     """
 
-    def __init__(self, edge: Backend, cloud: Backend, policy: ThresholdPolicy, config: RouterConfig | None = None, log: TraceLog | None = None) -> None:
+    def __init__(self, edge: Backend, cloud: Backend, policy: Policy, config: RouterConfig | None = None, log: TraceLog | None = None) -> None:
         self.edge, self.cloud, self.policy = edge, cloud, policy
         self.cfg = config or RouterConfig()
         self.log = log
