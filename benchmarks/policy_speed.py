@@ -30,12 +30,12 @@ from stable_baselines3 import PPO
 
 from mllm_offload.agents.export import export_model, export_run
 from mllm_offload.agents.ppo import SB3Policy
-from mllm_offload.envs import OffloadEnv
 from mllm_offload.runtime import OffloadPolicy
+from mllm_offload.scenario import Scenario
 
 
 def observations(n: int) -> np.ndarray:
-    env = OffloadEnv(profile="mobile-3g", split="test", episode={"n_requests": 100})
+    env = Scenario.build(profile="mobile-3g").make_env("test")
     rng = np.random.default_rng(0)
     out, (obs, _) = [], env.reset(seed=0)
     while len(out) < n:
@@ -67,7 +67,7 @@ def main() -> None:
         st = json.loads((args.run / "best" / "vecnormalize.json").read_text())
         mean, var, clip, eps = st["mean"], st["var"], st["clip_obs"], st["epsilon"]
     else:
-        model = PPO("MlpPolicy", OffloadEnv(profile="mobile-3g", synthetic_requests=2000), seed=0, device="cpu")
+        model = PPO("MlpPolicy", Scenario.build(profile="mobile-3g").make_env("train"), seed=0, device="cpu")
         mean, var, clip, eps = obs.mean(0), obs.var(0) + 1e-3, 10.0, 1e-8
         art = export_model(model, tmp / "policy", mean, var, clip, eps)
     pols = {
