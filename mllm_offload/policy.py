@@ -36,7 +36,7 @@ import numpy as np
 from .decision import Thresholds
 from .errors import UserInputError
 
-__all__ = ["REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "policy_names", "register", "resolve", "resolve_many"]
+__all__ = ["REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "policy_names", "register", "resolve", "resolve_many", "split_names"]
 
 
 @runtime_checkable
@@ -142,9 +142,31 @@ def resolve(spec: str | Path, ctx: PolicyContext | None = None, name: str | None
     return pol
 
 
+def split_names(text: str) -> list[str]:
+    """Names of a comma-separated list; numbers continue the previous name's parameters, so
+    ``edge,static:0.2,0.6,0.7,msao`` is ``["edge", "static:0.2,0.6,0.7", "msao"]``."""
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if names and ":" in names[-1] and _is_number(part):
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_many(text: str, ctx: PolicyContext | None = None) -> list[Policy]:
-    """Policies from a comma-separated list of names; an empty list is a user error."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    """Policies from a comma-separated list of names (:func:`split_names`); an empty list is a user error."""
+    names = split_names(text)
     if not names:
         raise UserInputError("policies: empty list")
     for n in names:

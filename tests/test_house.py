@@ -28,6 +28,8 @@ def test_registry_names_build_policies_that_follow_the_protocol():
     assert resolve("static:0.2,0.6,0.7").thresholds(obs) == Thresholds(0.2, 0.6, 0.7)
     assert resolve("msao", PolicyContext(slo_s=3.0)).slo_s == 3.0  # type: ignore[attr-defined]
     assert resolve("edge", name="baseline").name == "baseline"
+    pols = resolve_many("edge, static:0.2,0.6,0.7 ,msao,static:0,1,0.5")
+    assert [p.name for p in pols] == ["edge", "static:0.2,0.6,0.7", "msao", "static:0,1,0.5"]
 
 
 @pytest.mark.parametrize("spec, words", [
