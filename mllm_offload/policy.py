@@ -33,10 +33,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .config import SystemConfig
 from .decision import Thresholds
 from .errors import UserInputError
 
-__all__ = ["REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "policy_names", "register", "resolve", "resolve_many", "split_names"]
+__all__ = ["NEEDS", "REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "describe_policies", "policy_names", "register", "resolve",
+           "resolve_many", "split_names"]
 
 
 @runtime_checkable
@@ -69,7 +71,7 @@ class PolicyContext:
         progress: wraps an iterable in a progress bar (or ``None``).
     """
 
-    slo_s: float = 2.0
+    slo_s: float = SystemConfig.model_fields["slo_s"].default
     seed: int = 0
     backend: str = "numpy"
     threads: int = 1
@@ -95,48 +97,61 @@ class PolicyEntry:
 
 #: Every named policy, by name (filled by :func:`register`).
 REGISTRY: dict[str, PolicyEntry] = {}
-#: Names registered by a module above the contracts, and which one (for the error message).
-REGISTERED_BY = {"tuned": "mllm_offload.agents", "oracle": "mllm_offload.agents"}
-
-
-def _unknown(what: str, text: str) -> UserInputError:
-    key = text.partition(":")[0]
-    if key in REGISTERED_BY:
-        return UserInputError(f"{what}: {key!r} needs the simulator: it is registered by importing {REGISTERED_BY[key]} "
-                              f"(here: {', '.join(REGISTRY)}, or an exported policy folder)")
-    return UserInputError(f"{what}: unknown policy {text!r} (known: {', '.join(REGISTRY)}, or an exported policy folder)")
+#: What a ``needs`` value means, for error messages.
+NEEDS = {"scenario": "fitted on a scenario's training episodes", "simulator": "reads realised outcomes from the simulator"}
+_MANIFEST = "policy.json"
 
 
 def register(name: str, help: str, build: Callable[[PolicyContext, str | None], Policy], needs: str = "",
              from_params: Callable[..., Policy] | None = None) -> None:
     """Add ``name`` to the registry (re-registering the same name replaces it)."""
+    if needs and needs not in NEEDS:
+        raise ValueError(f"register {name}: needs must be '' or one of {sorted(NEEDS)}, got {needs!r}")
     REGISTRY[name] = PolicyEntry(name, help, build, needs, from_params)
 
 
-def policy_names() -> list[str]:
-    """Registered names, in registration order."""
-    return list(REGISTRY)
+def policy_names(deployable: bool = False) -> list[str]:
+    """Registered names, in registration order (``deployable``: only those a router can run)."""
+    return [n for n, e in REGISTRY.items() if not (deployable and e.needs)]
 
 
-def resolve(spec: str | Path, ctx: PolicyContext | None = None, name: str | None = None) -> Policy:
-    """A policy from a registered name (``msao``, ``static:0.3,0.7,0.6`` ...) or a policy folder.
+def describe_policies() -> str:
+    """One line per registered name with its help (for ``--help`` texts)."""
+    return "; ".join(f"{e.name}: {e.help}" for e in REGISTRY.values())
 
-    ``name`` relabels the policy in reports. Unknown names and bad folders raise
-    :class:`UserInputError` with one line that lists the known names.
+
+def _is_artifact(text: str) -> bool:
+    return (Path(text) / _MANIFEST).is_file()
+
+
+def _unknown(what: str, text: str, deployable: bool) -> UserInputError:
+    return UserInputError(f"{what}: unknown policy {text!r} (known: {', '.join(policy_names(deployable))}, or an exported policy folder)")
+
+
+def resolve(spec: str | Path, ctx: PolicyContext | None = None, name: str | None = None, deployable: bool = False) -> Policy:
+    """A policy from an exported policy folder or a registered name (``msao``, ``static:0.3,0.7,0.6`` ...).
+
+    A folder holding ``policy.json`` wins over a registered name. ``name`` relabels the policy in
+    reports. ``deployable`` refuses names that need a scenario or the simulator (a router's
+    case). Unknown names and bad folders raise :class:`UserInputError` with one line that lists
+    the known names.
     """
     ctx = ctx or PolicyContext()
     text = str(spec)
     key, _, arg = text.partition(":")
-    if key in REGISTRY:
-        pol = REGISTRY[key].build(ctx, arg or None)
-    else:
-        p = Path(text)
-        if p.exists() or "/" in text or "\\" in text:  # a path: the artifact reader says what is wrong
-            from .artifact import ArtifactPolicy
+    looks_like_path = "/" in text or "\\" in text or Path(text).exists()
+    if _is_artifact(text) or (looks_like_path and key not in REGISTRY):
+        from .artifact import ArtifactPolicy
 
-            pol = ArtifactPolicy.load(p, backend=ctx.backend, threads=ctx.threads)
-        else:
-            raise _unknown("policy", text)
+        pol: Policy = ArtifactPolicy.load(Path(text), backend=ctx.backend, threads=ctx.threads)
+    elif key in REGISTRY:
+        entry = REGISTRY[key]
+        if deployable and entry.needs:
+            raise UserInputError(f"policy {key!r} {NEEDS[entry.needs]}: not deployable "
+                                 f"(deployable: {', '.join(policy_names(True))}, or an exported policy folder)")
+        pol = entry.build(ctx, arg or None)
+    else:
+        raise _unknown("policy", text, deployable)
     if name is not None:
         pol.name = name
     return pol
@@ -171,8 +186,21 @@ def resolve_many(text: str, ctx: PolicyContext | None = None) -> list[Policy]:
         raise UserInputError("policies: empty list")
     for n in names:
         if n.partition(":")[0] not in REGISTRY and not (Path(n).exists() or "/" in n):
-            raise _unknown("policies", n)
+            raise _unknown("policies", n, False)
+    if len(set(names)) != len(names):
+        raise UserInputError(f"policies: a name is given twice in {text!r}")
     return [resolve(n, ctx) for n in names]
 
 
+def _needs_agents(name: str) -> Callable[[PolicyContext, str | None], Policy]:
+    def build(ctx: PolicyContext, arg: str | None) -> Policy:
+        raise UserInputError(f"policy {name!r} is built by the simulator's agents: import mllm_offload.agents first")
+
+    return build
+
+
 from . import rules as _rules  # noqa: E402,F401  (registers the deployable rules)
+
+# Placeholders, replaced when mllm_offload.agents is imported: the registry always lists every name.
+register("tuned", "TunedStatic: best fixed thresholds by grid search on the training split", _needs_agents("tuned"), needs="scenario")
+register("oracle", "HindsightOracle: best mode per request in hindsight (an upper bound)", _needs_agents("oracle"), needs="simulator")

@@ -49,12 +49,31 @@ def test_bad_names_are_one_clear_line(spec, words):
         assert w in msg, msg
 
 
-def test_simulation_only_names_say_what_registers_them(monkeypatch):
-    monkeypatch.delitem(REGISTRY, "oracle")
-    with pytest.raises(UserInputError, match=r"registered by importing mllm_offload\.agents"):
-        resolve("oracle")
+def test_simulation_only_names_are_listed_but_never_deployed(tmp_path):
+    code = ("from mllm_offload.policy import policy_names, resolve\n"
+            "print(policy_names())\n"
+            "try:\n    resolve('oracle')\nexcept Exception as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "['edge', 'cloud', 'random', 'static', 'msao', 'tuned', 'oracle']"
+    assert "import mllm_offload.agents first" in out[1]
+    from mllm_offload.runtime import OffloadPolicy
+
+    for name in ("tuned", "oracle"):
+        with pytest.raises(UserInputError, match="not deployable"):
+            OffloadPolicy.load(name)
     with pytest.raises(UserInputError, match="empty list"):
         resolve_many(" , ")
+    with pytest.raises(UserInputError, match="given twice"):
+        resolve_many("edge,msao,edge")
+
+
+def test_a_policy_folder_wins_over_a_registered_name(tmp_path, monkeypatch):
+    from mllm_offload.artifact import HeuristicSpec, write_artifact
+
+    write_artifact(tmp_path / "msao", kind="heuristic", name="mine", heuristic=HeuristicSpec(rule="edge"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve("msao").name == "mine"
+    assert resolve("cloud").name == "cloud"
 
 
 def test_splits_and_seeds_are_the_documented_formulas():

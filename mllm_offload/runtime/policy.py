@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifact import BACKENDS
+from ..config import SystemConfig
 from ..errors import UserInputError
 from ..policy import Policy, PolicyContext, resolve
 from ..rules import make_rule
@@ -31,18 +32,21 @@ class OffloadPolicy:
     """Loaders of deployable policies (each returns a :class:`~mllm_offload.policy.Policy`)."""
 
     @staticmethod
-    def load(path: str | Path, backend: str = "numpy", threads: int = 1, slo_s: float = 2.0) -> Policy:
+    def load(path: str | Path, backend: str = "numpy", threads: int = 1, slo_s: float | None = None) -> Policy:
         """An exported folder, or a deployable name (``msao`` with ``slo_s``, ``edge``, ``cloud``,
-        ``static:LOW,HIGH,CONF``). ``backend``: ``numpy`` (default) or ``onnx`` (onnxruntime with
-        ``threads`` intra-op threads); a rule ignores it."""
+        ``static:LOW,HIGH,CONF``); ``slo_s`` defaults to :class:`~mllm_offload.config.SystemConfig`'s.
+        ``backend``: ``numpy`` (default) or ``onnx`` (onnxruntime with ``threads`` intra-op
+        threads); a rule ignores it. Names that need the simulator (``tuned``, ``oracle``) are refused."""
         if backend not in BACKENDS:
             raise UserInputError(f"policy backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
-        return resolve(path, PolicyContext(slo_s=slo_s, backend=backend, threads=threads))
+        ctx = PolicyContext(backend=backend, threads=threads) if slo_s is None else PolicyContext(slo_s=slo_s, backend=backend, threads=threads)
+        return resolve(path, ctx, deployable=True)
 
     @staticmethod
     def heuristic(name: str = "msao", **params: float) -> Policy:
-        """A rule of :mod:`mllm_offload.rules` with keyword parameters (``msao``: ``slo_s=2.0`` by default)."""
+        """A rule of :mod:`mllm_offload.rules` with keyword parameters (``msao``: ``slo_s`` defaults to
+        :class:`~mllm_offload.config.SystemConfig`'s, 2 s)."""
         if name == "msao":
-            params.setdefault("slo_s", 2.0)
+            params.setdefault("slo_s", SystemConfig.model_fields["slo_s"].default)
         pol: Policy = make_rule(name, params)
         return pol
