@@ -50,6 +50,9 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import os
+import platform
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,7 @@ __all__ = [
     "RequestTrace",
     "TraceHeader",
     "TraceRecord",
+    "hardware_info",
     "load_trace",
     "resolve_trace",
 ]
@@ -195,6 +199,20 @@ _COLUMNS = (
     "edge_latency_s edge_ttft_s edge_out_tokens edge_confidence edge_score "
     "cloud_latency_s cloud_ttft_s cloud_out_tokens cloud_score"
 ).split()
+
+
+def hardware_info() -> dict[str, Any]:
+    """Where a trace was written (recording or routing): machine, processor, CPU count, Python and
+    torch versions (torch only if it is already imported), for the header's ``meta.hardware``."""
+    info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                            "cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def _mas_value(r: TraceRecord, key: str) -> float:

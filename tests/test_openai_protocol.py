@@ -206,3 +206,12 @@ def test_serve_app_wire_format_in_process():
     text = client.get("/metrics").text
     assert _metric(text, "mllm_serve_requests_total") == 2 and _metric(text, "mllm_serve_completed_total") == 2
     assert _metric(text, "mllm_serve_completion_tokens_total") == 4 and _metric(text, "mllm_serve_in_flight") == 0
+
+
+def test_is_loopback_parses_addresses_not_prefixes():
+    from mllm_offload.mllm_backends.openai_protocol import is_loopback
+
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
+        assert is_loopback(host), host
+    for host in ("127.evil.example", "0.0.0.0", "10.0.0.1", "::", "example.com"):
+        assert not is_loopback(host), host

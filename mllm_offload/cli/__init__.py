@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserInputError
-from . import data, evaluate, export, record, route, serve, shapes, train
+from . import evaluate, export, profiles, record, report, route, serve, shapes, synth, tiny_model, train
 
 __all__ = ["build_parser", "main", "main_evaluate", "main_train"]
 
-_COMMANDS = (evaluate, train, export, data, serve, route, record, shapes)
+_COMMANDS = (evaluate, train, export, synth, profiles, tiny_model, serve, route, record, report, shapes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,10 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserInputError
-from ..scenario import Scenario
+
+if TYPE_CHECKING:  # the simulator loads only for the commands that use it
+    from ..scenario import Scenario
 
 __all__ = ["add_backend_args", "add_scenario_args", "backend", "check_port", "int_at_least", "nonnegative_int", "positive_int",
            "progress", "scenario"]
@@ -46,6 +48,8 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
 
 def scenario(args: argparse.Namespace) -> Scenario:
     """The validated :class:`Scenario` of the scenario options (episodes no longer than ``--requests``)."""
+    from ..scenario import Scenario
+
     return Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, config=args.config,
                           episode_len=args.episode_len, requests=getattr(args, "requests", None))
 

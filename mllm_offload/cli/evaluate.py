@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..policy import describe_policies
 from ._common import add_scenario_args, positive_int, progress, scenario
 
 DEFAULT_POLICIES = "edge,cloud,msao,tuned,oracle"
@@ -19,7 +20,7 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="part of the requests and bandwidth folder to evaluate on [test]")
     ev.add_argument("--requests", type=positive_int, default=2000, help="requests per policy [2000]")
     ev.add_argument("--policies", default=DEFAULT_POLICIES,
-                    help=f"comma-separated: edge, cloud, random, static:LOW,HIGH,CONF, msao, tuned, oracle [{DEFAULT_POLICIES}]")
+                    help=f"comma-separated names or exported policy folders ({describe_policies()}) [{DEFAULT_POLICIES}]")
     ev.add_argument("--policy", type=Path, action="append", default=[], metavar="DIR", help="an exported policy folder, evaluated as 'ppo' (repeatable)")
     ev.add_argument("--json", type=Path, help="write metrics as JSON")
     ev.add_argument("--csv", type=Path, help="write metrics as CSV")
@@ -35,9 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     scn = scenario(args)
     env = scn.make_env(args.split)
-    policies = scn.policies(args.policies, seed=args.seed, progress=progress("tuning static thresholds", args.quiet))
-    for k, d in enumerate(args.policy):
-        policies.append(scn.policy(d, "ppo" if k == 0 else f"ppo:{d}"))
+    exported = [scn.policy(d, "ppo" if k == 0 else f"ppo:{d}") for k, d in enumerate(_folders(args.policy))]
+    policies = scn.policies(args.policies, seed=args.seed, progress=progress("tuning static thresholds", args.quiet)) + exported
     t0 = time.perf_counter()
     results, logs = evaluate(env, policies, args.requests, seed=args.seed, throughput=not args.no_throughput,
                              progress=progress("evaluating", args.quiet))
@@ -62,3 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         write_plots(args.plots, results, logs, env.slo_s)
     return 0
+
+
+def _folders(dirs: list[Path]) -> list[Path]:
+    """``--policy`` takes exported folders only (never a registered name)."""
+    from ..errors import UserInputError
+
+    for d in dirs:
+        if not (d / "policy.json").is_file():
+            raise UserInputError(f"--policy {d}: not a policy directory (no policy.json; export one with `mllm-offload export RUN_DIR`)")
+    return dirs

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
     cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
                        cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
-    from ..recording.record import hardware_info
+    from ..trace_format import hardware_info
 
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},

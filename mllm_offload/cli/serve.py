@@ -1,5 +1,4 @@
-"""``mllm-offload serve`` (a local model as an OpenAI-compatible node) and ``tiny-model``
-(a tiny random-weight VLM for tests and demos)."""
+"""``mllm-offload serve``: a local model as an OpenAI-compatible node (loopback by default)."""
 
 from __future__ import annotations
 
@@ -11,14 +10,6 @@ from ._common import check_port, positive_int
 
 
 def add_parser(sub: Any) -> None:
-    tm = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (for tests and demos)",
-                        description="Build a small LLaVA (CLIP vision tower + Llama text model) with an offline tokenizer and processor; "
-                        "it loads with AutoProcessor + AutoModelForImageTextToText like any checkpoint.")
-    tm.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
-    tm.add_argument("--seed", type=int, default=0, help="weight seed [0]")
-
-    tm.set_defaults(handler=run_tiny_model)
-
     sv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible API (a cloud node on loopback)",
                         description="Expose a local image-text-to-text model at /v1/chat/completions (streaming, logprobs), /v1/models, /health, /metrics.")
     sv.add_argument("--model", type=Path, required=True, help="local model folder (with its processor)")
@@ -35,19 +26,10 @@ def add_parser(sub: Any) -> None:
                     help="a modality the model cannot take (audio): answer 400, or drop it and answer from the rest [error]")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
 
-    sv.set_defaults(handler=run_serve)
+    sv.set_defaults(handler=run)
 
 
-def run_tiny_model(args: argparse.Namespace) -> int:
-    from ..shapes.tiny import build_tiny_vlm
-
-    model = build_tiny_vlm(args.out, seed=args.seed)
-    n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out} ({n:,} parameters, seed {args.seed})")
-    return 0
-
-
-def run_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..mllm_backends.hf_local import HFLocalBackend, check_model_dir
     from ..mllm_backends.serve import run_server
 

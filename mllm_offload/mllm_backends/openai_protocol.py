@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import secrets
 import time
@@ -378,7 +379,14 @@ def sse_done() -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    """Whether ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``); a host *name*
+    that merely starts with ``127.`` is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int) -> None:

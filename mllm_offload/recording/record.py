@@ -23,7 +23,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,10 +35,10 @@ import numpy as np
 from ..errors import UserInputError
 from ..mas import compute_mas
 from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, load_image
-from ..trace_format import RequestTrace, TraceRecord, load_trace
+from ..trace_format import RequestTrace, TraceRecord, hardware_info, load_trace
 from ..traces.datasets import DatasetItem
 
-__all__ = ["RecordSummary", "hardware_info", "record_dataset"]
+__all__ = ["RecordSummary", "record_dataset"]
 
 
 @dataclass
@@ -54,19 +53,6 @@ class RecordSummary:
     edge_score: float = float("nan")
     cloud_score: float = float("nan")
     errors: list[str] = field(default_factory=list)
-
-
-def hardware_info() -> dict[str, Any]:
-    """Where the recording ran: machine, processor, CPU count, Python and torch versions."""
-    info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                            "cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _b64_len(n: int) -> int:
