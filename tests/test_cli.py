@@ -165,7 +165,11 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
     err = _bad_plain(capsys, ["export", str(tmp_path / "none")])
     assert "not a run directory" in err
     err = _bad(tmp_path, capsys, ["evaluate", "--policy", str(tmp_path)])
-    assert "policy.json: missing" in err
+    assert "not a policy directory (no policy.json" in err
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "policy.json").write_text("{")
+    err = _bad(tmp_path, capsys, ["evaluate", "--policy", str(tmp_path / "p")])
+    assert "policy.json" in err and "JSON" in err
 
 
 def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
