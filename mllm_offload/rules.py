@@ -23,7 +23,7 @@ from .errors import UserInputError
 from .observation import OBSERVATION_SPEC
 from .policy import REGISTRY, PolicyContext, register
 
-__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAOHeuristic", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
+__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
 
 _I_UPLOAD = OBSERVATION_SPEC.index("upload_est_s_log1p")
 _I_UPLINK_Q = OBSERVATION_SPEC.index("uplink_queue_s")
@@ -109,10 +109,6 @@ class MSAORule(_Rule):
         d = asdict(self)
         d.pop("name")
         return d
-
-
-#: The MSAO heuristic under its evaluation name (``MSAOHeuristic(slo_s, **params)``).
-MSAOHeuristic = MSAORule
 
 
 class StaticThresholds(_Rule):
@@ -201,5 +197,5 @@ register("edge", "EdgeOnly: always the edge answer", _no_arg("edge", lambda ctx:
 register("cloud", "CloudOnly: always the cloud", _no_arg("cloud", lambda ctx: CloudOnly()), from_params=CloudOnly)
 register("random", "RandomPolicy: uniformly random thresholds", _no_arg("random", lambda ctx: RandomPolicy(ctx.seed)))
 register("static", "StaticThresholds: static:TAU_LOW,TAU_HIGH,TAU_CONF", _static)
-register("msao", "MSAOHeuristic: the MSAO rule (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)),
+register("msao", "MSAORule: the MSAO heuristic (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)),
          from_params=MSAORule)

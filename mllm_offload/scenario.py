@@ -5,7 +5,8 @@ optionally a recorded request trace, the system, reward and episode configuratio
 splits and seeds of :mod:`mllm_offload.splits`. The CLI, the examples, the tests and the
 benchmarks all build their environments and policies through it:
 
->>> scn = Scenario.build(profile="mobile-3g", bandwidth="markov:hsdpa-3g")
+>>> import mllm_offload.agents                       # registers tuned and oracle
+>>> scn = Scenario.build(profile="mobile-3g", bandwidth="markov:mobile-3g")
 >>> env = scn.make_env("test")                       # an OffloadEnv on the test split
 >>> policies = scn.policies("edge,msao,tuned")       # the one registry, tuned fitted on "train"
 >>> seeds = scn.evaluation_seeds(2000)               # the episodes every policy runs
@@ -21,6 +22,7 @@ field              meaning
 ``system``         :class:`~mllm_offload.config.SystemConfig` (SLO in seconds, links, servers)
 ``reward``         :class:`~mllm_offload.config.RewardWeights`
 ``episode``        :class:`~mllm_offload.config.EpisodeConfig` (requests per episode, ...)
+``synthetic_...``  ``synthetic_requests``: size of each split's synthetic request trace (no ``trace``)
 =================  =========================================================================
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 
 from .config import EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
 from .envs.offload_env import OffloadEnv
+from .errors import UserInputError
 from .policy import Policy, PolicyContext, resolve, resolve_many
 from .splits import check_split, evaluation_seeds
 from .trace_format import RequestTrace, load_trace
@@ -53,6 +56,7 @@ class Scenario:
     episode: EpisodeConfig
     trace: RequestTrace | None = None
     trace_source: str | None = None
+    synthetic_requests: int = 20_000
 
     @classmethod
     def build(
@@ -63,6 +67,7 @@ class Scenario:
         config: str | Path | None = None,
         episode_len: int = 100,
         requests: int | None = None,
+        synthetic_requests: int = 20_000,
     ) -> Scenario:
         """Validate everything once: the profile, the trace, every bandwidth file, the YAML overrides.
 
@@ -80,10 +85,14 @@ class Scenario:
                 episode = episode.model_copy(update={"n_requests": ep_len})
         tr = load_trace(trace) if isinstance(trace, (str, Path)) else trace
         bw = bandwidth or prof.bandwidth
-        if not (bw.startswith("constant:") or bw.startswith("markov:")):
+        if bw.startswith(("constant:", "markov:")):
+            bandwidth_source(bw, "train", n_synthetic=1, duration_s=60.0)  # the spec parses and names a model
+        else:
             bandwidth_source(bw, "all")  # validate every file once, up front
         source = str(trace) if isinstance(trace, (str, Path)) else (None if trace is None else "in-memory trace")
-        return cls(prof.name, bw, system, reward, episode, tr, source)
+        if synthetic_requests < 1:
+            raise UserInputError(f"synthetic_requests: must be >= 1, got {synthetic_requests}")
+        return cls(prof.name, bw, system, reward, episode, tr, source, synthetic_requests)
 
     @property
     def slo_s(self) -> float:
@@ -93,7 +102,7 @@ class Scenario:
     def make_env(self, split: str) -> OffloadEnv:
         """An :class:`~mllm_offload.envs.OffloadEnv` on ``split`` (``train``, ``val``, ``test``, ``all``)."""
         return OffloadEnv(profile=self.profile, trace=self.trace, bandwidth=self.bandwidth, split=check_split(split),
-                          system=self.system, reward=self.reward, episode=self.episode)
+                          system=self.system, reward=self.reward, episode=self.episode, synthetic_requests=self.synthetic_requests)
 
     def evaluation_seeds(self, requests: int, seed: int = 0) -> list[int]:
         """The episodes every policy is evaluated on (:func:`mllm_offload.splits.evaluation_seeds`)."""

@@ -35,9 +35,9 @@ def exported(tmp_path_factory):
     from stable_baselines3 import PPO
 
     from mllm_offload.agents.export import export_model
-    from mllm_offload.envs import OffloadEnv
+    from mllm_offload.scenario import Scenario
 
-    env = OffloadEnv(profile="msao-paper", synthetic_requests=2000, episode={"n_requests": 50})
+    env = Scenario.build(profile="msao-paper", synthetic_requests=2000, episode_len=50).make_env("train")
     model = PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [32, 32]})
     rng = np.random.default_rng(1)
     mean, var = rng.normal(0, 1, N), rng.uniform(0.5, 2.0, N)
@@ -164,11 +164,11 @@ def test_numpy_forward_is_the_documented_formula(tmp_path):
 
 
 def test_heuristics_load_like_policies(tmp_path):
-    from mllm_offload.agents.baselines import MSAOHeuristic
-    from mllm_offload.envs import OffloadEnv
+    from mllm_offload.rules import MSAORule
+    from mllm_offload.scenario import Scenario
 
-    env = OffloadEnv(profile="mobile-3g", synthetic_requests=2000, episode={"n_requests": 50})
-    ref = MSAOHeuristic(env.slo_s)
+    env = Scenario.build(profile="mobile-3g", synthetic_requests=2000, episode_len=50).make_env("train")
+    ref = MSAORule(env.slo_s)
     by_call = OffloadPolicy.heuristic("msao", slo_s=env.slo_s)
     d = write_artifact(tmp_path / "msao", kind="heuristic", name="msao", heuristic=HeuristicSpec(rule="msao", params={"slo_s": env.slo_s}))
     by_path = OffloadPolicy.load(d)

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mllm_offload.errors import UserInputError
+from mllm_offload.splits import split_of_name
 from mllm_offload.traces.bandwidth import (
     MARKOV_MODELS,
     BandwidthTrace,
@@ -11,7 +12,6 @@ from mllm_offload.traces.bandwidth import (
     fit_markov,
     load_bandwidth,
     load_bandwidth_dir,
-    split_of,
 )
 
 
@@ -87,9 +87,9 @@ def test_unreadable_file_and_folder(tmp_path):
 def test_shared_traces_split_and_markov_fit(shared_bw):
     traces = load_bandwidth_dir(shared_bw)
     assert len(traces) >= 100
-    parts = {n: [t for t in traces if split_of(t.name) == n] for n in ("train", "val", "test")}
+    parts = {n: [t for t in traces if split_of_name(t.name) == n] for n in ("train", "val", "test")}
     assert all(parts.values()) and sum(map(len, parts.values())) == len(traces)
-    assert split_of(traces[0].name) == split_of(traces[0].name)
+    assert split_of_name(traces[0].name) == split_of_name(traces[0].name)
     assert len(load_bandwidth_dir(shared_bw, "test")) == len(parts["test"])
     # the embedded model is what fit_markov gives on these traces
     fitted = fit_markov(traces)

@@ -140,6 +140,18 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     rc = main(["train", "--resume", str(run), "--timesteps", "1536", "--no-eval", "--quiet"])
     assert rc == 0
     assert json.loads((run / "checkpoint" / "info.json").read_text())["num_timesteps"] == 1536
+    assert json.loads((run / "best" / "info.json").read_text())["validation"]["timesteps"] in (1024, 1536)
+    # a finished run, a changed scenario flag on --resume, an occupied --out: one line each, nothing written
+    before = sorted(p.name for p in run.rglob("*"))
+    err = _bad_plain(capsys, ["train", "--resume", str(run), "--timesteps", "1536", "--quiet"])
+    assert "already trained 1536 steps" in err
+    err = _bad_plain(capsys, ["train", "--resume", str(run), "--profile", "msao-paper", "--timesteps", "2048", "--quiet"])
+    assert "--profile: --resume takes it from" in err
+    err = _bad_plain(capsys, ["train", "--out", str(run), "--timesteps", "256", "--quiet"])
+    assert "already holds files" in err and "--overwrite" in err
+    assert sorted(p.name for p in run.rglob("*")) == before
+    err = _bad_plain(capsys, ["train", "--out", str(tmp_path), "--overwrite", "--quiet"])
+    assert "not a run folder" in err
 
 
 def _bad_plain(capsys, argv):
@@ -162,6 +174,8 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
     assert "--score-floor" in err
     err = _bad_plain(capsys, ["train", "--resume", str(tmp_path / "none")])
     assert "not a run directory" in err
+    err = _bad_plain(capsys, ["train", "--bandwidth", "markov:nope", "--out", str(tmp_path / "bw")])
+    assert "unknown synthetic model 'nope'" in err and not (tmp_path / "bw").exists()
     err = _bad_plain(capsys, ["export", str(tmp_path / "none")])
     assert "not a run directory" in err
     err = _bad(tmp_path, capsys, ["evaluate", "--policy", str(tmp_path)])

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from mllm_offload.agents import CloudOnly, EdgeOnly, HindsightOracle, MSAOHeuristic, RandomPolicy, StaticThresholds, TunedStatic
+from mllm_offload.agents import CloudOnly, EdgeOnly, HindsightOracle, MSAORule, RandomPolicy, StaticThresholds, TunedStatic
 from mllm_offload.decision import Thresholds
-from mllm_offload.envs import OffloadEnv
 from mllm_offload.evaluation import evaluate, markdown_table, run_episodes
 from mllm_offload.observation import OBSERVATION_SPEC, RequestFeatures, SystemState, build_observation
+from mllm_offload.scenario import Scenario
 
 
 def _obs(bw, edge_wait=0.0):
@@ -13,7 +13,7 @@ def _obs(bw, edge_wait=0.0):
 
 
 def test_msao_moves_thresholds_with_bandwidth_and_load():
-    msao = MSAOHeuristic(slo_s=2.0)
+    msao = MSAORule(slo_s=2.0)
     fast, slow = msao.thresholds(_obs(100.0)), msao.thresholds(_obs(0.2))
     assert slow.tau_low > fast.tau_low and slow.tau_high > fast.tau_high  # slow link: stay on the edge
     assert slow.tau_conf < fast.tau_conf
@@ -23,8 +23,8 @@ def test_msao_moves_thresholds_with_bandwidth_and_load():
 
 @pytest.mark.parametrize("profile", ["msao-paper", "mobile-3g"])
 def test_oracle_bounds_every_policy(profile):
-    env = OffloadEnv(profile=profile, split="test", synthetic_requests=3000, episode={"n_requests": 100})
-    pols = [EdgeOnly(), CloudOnly(), RandomPolicy(0), MSAOHeuristic(env.slo_s), StaticThresholds(Thresholds(0.3, 0.7, 0.6)), HindsightOracle()]
+    env = Scenario.build(profile=profile, synthetic_requests=3000).make_env("test")
+    pols = [EdgeOnly(), CloudOnly(), RandomPolicy(0), MSAORule(env.slo_s), StaticThresholds(Thresholds(0.3, 0.7, 0.6)), HindsightOracle()]
     res, logs = evaluate(env, pols, 600, throughput=False)
     best_other = max(m["reward_mean"] for n, m in res.items() if n != "oracle")
     assert res["oracle"]["reward_mean"] >= best_other
@@ -36,7 +36,7 @@ def test_oracle_bounds_every_policy(profile):
 
 
 def test_tuned_static_is_best_of_its_grid():
-    env = OffloadEnv(profile="msao-paper", split="train", synthetic_requests=2000, episode={"n_requests": 50})
+    env = Scenario.build(profile="msao-paper", synthetic_requests=2000, episode_len=50).make_env("train")
 
     def score(p):
         return float(np.mean(run_episodes(env, p, [1, 2]).reward))
@@ -49,7 +49,7 @@ def test_tuned_static_is_best_of_its_grid():
 
 
 def test_throughput_search_orders_policies():
-    env = OffloadEnv(profile="msao-paper", split="test", synthetic_requests=3000, episode={"n_requests": 100})
+    env = Scenario.build(profile="msao-paper", synthetic_requests=3000).make_env("test")
     res, _ = evaluate(env, [EdgeOnly(), CloudOnly()], 300, throughput=True)
     # the edge alone serves ~5 req/s; a single loaded cloud server far less within a 1 s SLO
     assert res["edge"]["throughput_rps"] > res["cloud"]["throughput_rps"] > 0

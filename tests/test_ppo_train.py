@@ -16,14 +16,18 @@ from mllm_offload.config import PPOHyperparams
 from mllm_offload.envs import OffloadEnv
 from mllm_offload.evaluation import evaluate
 from mllm_offload.runtime import OffloadPolicy
+from mllm_offload.scenario import Scenario
 
 pytestmark = pytest.mark.slow  # trains PPO
 
 HP = dict(n_envs=1, n_steps=512, batch_size=128, eval_freq=2048, eval_episodes=4, checkpoint_freq=1024)
 
 
+SCENARIO = Scenario.build(profile="mobile-3g", synthetic_requests=5000)
+
+
 def make_env(split: str) -> OffloadEnv:
-    return OffloadEnv(profile="mobile-3g", split=split, synthetic_requests=5000, episode={"n_requests": 100})
+    return SCENARIO.make_env(split)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ no torch: :mod:`.ppo` and :mod:`.export` load stable-baselines3 when called.
 Public names: :class:`TunedStatic`, :func:`threshold_grid` (its candidates),
 :class:`HindsightOracle`, the rules re-exported from :mod:`mllm_offload.rules`
 (:class:`EdgeOnly`, :class:`CloudOnly`, :class:`RandomPolicy`, :class:`StaticThresholds`,
-:class:`MSAOHeuristic`), and :mod:`.ppo` (``train``), :mod:`.export` (``export_run``).
+:class:`MSAORule`), and :mod:`.ppo` (``train``), :mod:`.export` (``export_run``).
 """
 
-from .baselines import CloudOnly, EdgeOnly, MSAOHeuristic, RandomPolicy, StaticThresholds, TunedStatic, threshold_grid
+from .baselines import CloudOnly, EdgeOnly, MSAORule, RandomPolicy, StaticThresholds, TunedStatic, threshold_grid
 from .oracle import HindsightOracle
 
-__all__ = ["CloudOnly", "EdgeOnly", "HindsightOracle", "MSAOHeuristic", "RandomPolicy", "StaticThresholds", "TunedStatic", "threshold_grid"]
+__all__ = ["CloudOnly", "EdgeOnly", "HindsightOracle", "MSAORule", "RandomPolicy", "StaticThresholds", "TunedStatic", "threshold_grid"]

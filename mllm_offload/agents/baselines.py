@@ -15,14 +15,14 @@ from typing import Any
 from ..decision import Thresholds
 from ..errors import UserInputError
 from ..policy import Policy, PolicyContext, register
-from ..rules import CloudOnly, EdgeOnly, MSAOHeuristic, RandomPolicy, StaticThresholds
+from ..rules import CloudOnly, EdgeOnly, MSAORule, RandomPolicy, StaticThresholds
 from ..splits import TUNING_SEEDS
 
 __all__ = [
     "DEFAULT_GRID",
     "CloudOnly",
     "EdgeOnly",
-    "MSAOHeuristic",
+    "MSAORule",
     "RandomPolicy",
     "StaticThresholds",
     "TunedStatic",

@@ -6,7 +6,7 @@ Public names: :class:`OffloadEnv` (registered as ``mllm_offload/Offload-v0``),
 
 import gymnasium as gym
 
-from .offload_env import SPLIT_SEEDS, OffloadEnv, reward_of
+from .offload_env import OffloadEnv, reward_of
 from .system import EdgeCloudSystem, Outcome
 
 ENV_ID = "mllm_offload/Offload-v0"
@@ -14,4 +14,4 @@ ENV_ID = "mllm_offload/Offload-v0"
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="mllm_offload.envs.offload_env:OffloadEnv")
 
-__all__ = ["ENV_ID", "SPLIT_SEEDS", "EdgeCloudSystem", "OffloadEnv", "Outcome", "reward_of"]
+__all__ = ["ENV_ID", "EdgeCloudSystem", "OffloadEnv", "Outcome", "reward_of"]

@@ -21,10 +21,8 @@ from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
 
-__all__ = ["SPLIT_SEEDS", "OffloadEnv", "reward_of"]
+__all__ = ["OffloadEnv", "reward_of"]
 
-#: Seeds of the synthetic request traces of each split (:mod:`mllm_offload.splits`).
-SPLIT_SEEDS = SYNTHETIC_TRACE_SEED
 
 
 def reward_of(o: Outcome, w: RewardWeights, slo_s: float) -> float:
@@ -119,7 +117,7 @@ class OffloadEnv(gym.Env):
         check_split(split)
         prof = get_profile(profile)
         if trace is None:
-            self.trace = _synthetic(prof.name, synthetic_requests, SPLIT_SEEDS[split])
+            self.trace = _synthetic(prof.name, synthetic_requests, SYNTHETIC_TRACE_SEED[split])
         else:
             full = load_trace(trace) if isinstance(trace, (str, Path)) else trace
             self.trace = full.split(split)

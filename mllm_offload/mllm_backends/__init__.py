@@ -4,7 +4,7 @@ Public names: :class:`MMRequest`, :class:`Generation`, :class:`TokenEvent`, :cla
 :class:`AudioClip`, :class:`BackendError`, :class:`Backend`, :func:`load_image`,
 :func:`confidence_from_logprobs`. Implementations are imported from their modules so that
 optional dependencies load only when used: ``hf_local.HFLocalBackend`` (transformers),
-``openai_compat.OpenAICompatBackend`` (httpx), ``serve`` (FastAPI + uvicorn), ``tiny``;
+``openai_compat.OpenAICompatBackend`` (httpx), ``serve`` (FastAPI + uvicorn);
 ``openai_protocol`` holds the OpenAI wire format (pydantic models, SSE, errors, guard) that
 ``serve`` and ``runtime.server`` share (FastAPI + prometheus-client).
 """

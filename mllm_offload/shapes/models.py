@@ -24,7 +24,7 @@ Training (:func:`train_shapes_model`) has two stages, as LLaVA's does:
 1. **Vision tower** (:func:`pretrain_vision_tower`), standing in for the pretrained CLIP encoder a
    real LLaVA starts from: a linear head on every patch token learns the colour and shape of the
    object under the patch (dense labels from the generator's ground truth,
-   :func:`~..traces.shapes_vqa.patch_labels`). The head is then dropped and the tower frozen.
+   :func:`~mllm_offload.shapes.vqa.patch_labels`). The head is then dropped and the tower frozen.
    Measured: trained end to end from answer tokens only, a from-scratch tower learns colours but
    hardly shapes (a linear probe on its features names the one shape of an easy scene 0.55 of the
    time, chance 0.25), and unfreezing the pretrained tower in stage 2 loses what it learned.
@@ -316,7 +316,7 @@ def pretrain_vision_tower(
 
     Stands in for the pretrained CLIP encoder a real LLaVA starts from: a linear head on every
     patch token of the tower's last layer (the features Llava projects) predicts the colour and
-    the shape of the object under that patch (:func:`~..traces.shapes_vqa.patch_labels`,
+    the shape of the object under that patch (:func:`~mllm_offload.shapes.vqa.patch_labels`,
     background included), on the distinct single-image scenes of the encoded training ``rows``.
     The head is thrown away afterwards. Measured on this task: answer-token gradients alone teach
     a from-scratch tower colours but hardly shapes (a linear probe on its features names the one
@@ -596,7 +596,7 @@ def _answer_hits(model: Any, processor: Any, items: Sequence[Any], batch_size: i
 
 def _group(hits: Iterable[tuple[Any, float]], by: str) -> dict[str, float]:
     """Mean of the hits overall (``all``) and per value of the items' attribute ``by``, in the
-    order of :data:`~..traces.shapes_vqa.DIFFICULTIES` / ``QUESTION_TYPES`` (empty groups left out)."""
+    order of :data:`~mllm_offload.shapes.vqa.DIFFICULTIES` / ``QUESTION_TYPES`` (empty groups left out)."""
     from .vqa import DIFFICULTIES, QUESTION_TYPES
 
     acc: dict[str, list[float]] = {}

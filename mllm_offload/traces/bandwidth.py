@@ -43,7 +43,6 @@ __all__ = [
     "fit_markov",
     "load_bandwidth",
     "load_bandwidth_dir",
-    "split_of",
 ]
 
 _BYTES_PER_MBIT = 125_000.0
@@ -225,17 +224,13 @@ def _trace_files(d: Path) -> list[Path]:
     )
 
 
-#: Stable split of a trace by its file name (:func:`mllm_offload.splits.split_of_name`).
-split_of = split_of_name
-
-
 def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
     """All traces in a folder, or those of one ``split`` (``train``, ``val``, ``test``, ``all``)."""
     d = Path(path)
     if not d.is_dir():
         raise UserInputError(f"{d}: bandwidth folder does not exist or is not a folder")
     check_split(split)
-    files = [f for f in _trace_files(d) if split == "all" or split_of(f.name) == split]
+    files = [f for f in _trace_files(d) if split == "all" or split_of_name(f.name) == split]
     if not files:
         raise UserInputError(f"{d}: no bandwidth trace files" + ("" if split == "all" else f" in split {split!r}"))
     return [load_bandwidth(f, fmt) for f in files]
@@ -325,7 +320,7 @@ MARKOV_MODELS: dict[str, MarkovBandwidth] = {
 def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, duration_s: float = 900.0) -> list[BandwidthTrace]:
     """Resolve a bandwidth spec to traces.
 
-    ``spec`` is a folder of trace files (split by file name, see :func:`split_of`),
+    ``spec`` is a folder of trace files (split by file name, see :func:`mllm_offload.splits.split_of_name`),
     ``constant:200,300,400`` (Mbps; the same for every split) or ``markov:NAME`` (a model of
     :data:`MARKOV_MODELS`; each split draws its own ``n_synthetic`` traces of ``duration_s``).
     """

@@ -3,8 +3,9 @@
 * :class:`ValidationCallback` (an ``EvalCallback``): every ``eval_freq`` env steps, evaluate the
   current policy on fixed validation episodes with the package's rollout (same metrics as
   ``evaluate``), log them next to MSAO's on the same episodes, and keep the best model.
-* :class:`RunCheckpointCallback` (a ``CheckpointCallback`` with ``save_vecnormalize``): the
-  latest checkpoint of the run, for ``--resume``.
+* :class:`RunCheckpointCallback` (a ``CheckpointCallback`` with ``save_vecnormalize``): SB3's own
+  save of the model and ``VecNormalize`` every ``checkpoint_freq // n_envs`` calls, into fixed
+  names (the latest checkpoint of the run, for ``--resume``), made atomic.
 
 Both write a model folder with :func:`save_model_dir`: ``model.zip``, ``vecnormalize.pkl`` (for
 SB3 itself), ``vecnormalize.json`` (read by export without unpickling) and ``info.json``.
@@ -58,6 +59,13 @@ def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int]) -> dict[str, fl
 class ValidationCallback(EvalCallback):
     """Every ``eval_freq`` env steps: evaluate on validation episodes, log, keep the best.
 
+    It keeps ``EvalCallback``'s interface (``best_model_save_path``, ``best_mean_reward``,
+    ``last_mean_reward``, ``evaluations_timesteps``, ``evaluations_results``) but not its
+    evaluation: SB3's runs ``evaluate_policy`` on whole episodes of a VecEnv; this one runs the
+    package's rollout on fixed seeded validation episodes (:func:`eval_metrics`), the metrics
+    ``evaluate`` reports. Its schedule counts environment steps (SB3's counts callback calls), so
+    it stays on multiples of ``eval_freq`` across ``--resume`` and for any ``n_envs``.
+
     Logs ``eval/reward``, ``eval/score``, ``eval/latency_p50_s``, ``eval/latency_p95_s``,
     ``eval/slo_attainment``, ``eval/cloud_share``, ``eval/tau_{low,high,conf}_mean`` and the
     MSAO heuristic's ``eval/msao_reward``, ``eval/msao_score``, ``eval/msao_latency_p95_s`` on
@@ -68,20 +76,22 @@ class ValidationCallback(EvalCallback):
 
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None) -> None:
-        super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=max(eval_freq // n_envs, 1),
+        super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
                          best_model_save_path=str(run_dir / "best"), deterministic=True, warn=False)
         self.val_env, self.seeds = val_env, list(seeds)
+        self._next = eval_freq
         self.run_dir, self.msao, self.score_floor, self.log = run_dir, msao, score_floor, log
         self.best: dict[str, Any] = best or {}
         self.history: list[dict[str, float]] = []
 
     def _init_callback(self) -> None:
-        # EvalCallback's checks compare env wrappers with SB3's evaluate_policy in mind; the
-        # validation here runs the package's own rollout on the raw environment.
-        pass
+        # EvalCallback's own checks concern evaluate_policy's VecEnv; here: the first multiple of
+        # eval_freq after the steps already done (a resumed model starts where it stopped).
+        self._next = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
 
     def _on_step(self) -> bool:
-        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+        if self.num_timesteps >= self._next:
+            self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
             self.evaluate()
         return True
 
@@ -102,6 +112,8 @@ class ValidationCallback(EvalCallback):
         rec("eval/msao_score", self.msao["score_mean"])
         rec("eval/msao_latency_p95_s", self.msao["latency_p95_s"])
         self.logger.dump(self.num_timesteps)
+        self.evaluations_timesteps.append(self.num_timesteps)
+        self.evaluations_results.append([m["reward_mean"]])
         key = self._key(m)
         better = not self.best or key > (self.best["feasible"], self.best["reward_mean"])
         self.last_mean_reward = m["reward_mean"]
@@ -120,20 +132,39 @@ class ValidationCallback(EvalCallback):
 class RunCheckpointCallback(CheckpointCallback):
     """The run's latest checkpoint in ``RUN_DIR/checkpoint/`` every ``checkpoint_freq`` env steps.
 
-    ``state`` (seed, Lagrange multiplier, steps done) goes to ``checkpoint/info.json``; resume
-    reads it back. ``checkpoint_freq`` counts env steps summed over the ``n_envs`` environments.
+    SB3's ``CheckpointCallback`` decides when (every ``checkpoint_freq // n_envs`` calls of this
+    ``learn()``) and saves the model and, with ``save_vecnormalize``, the ``VecNormalize``
+    statistics; :meth:`_checkpoint_path` points those saves at temporary names, which are then
+    renamed over ``model.zip`` and ``vecnormalize.pkl`` next to ``vecnormalize.json`` and
+    ``info.json`` (``state``: seed, Lagrange multiplier, steps done; resume reads it back).
     """
 
     def __init__(self, run_dir: Path, checkpoint_freq: int, n_envs: int, state: dict[str, Any]) -> None:
         super().__init__(save_freq=max(checkpoint_freq // n_envs, 1), save_path=str(run_dir / "checkpoint"), save_vecnormalize=True)
         self.run_dir, self.state = run_dir, state
+        self.dir = run_dir / "checkpoint"
+
+    def _checkpoint_path(self, checkpoint_type: str = "", extension: str = "") -> str:
+        return str(self.dir / (".vecnormalize.pkl.tmp" if checkpoint_type == "vecnormalize_" else f".model.tmp.{extension}"))
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
-            self.save()
+        due = self.n_calls % self.save_freq == 0
+        super()._on_step()
+        if due:
+            self._commit()
         return True
 
-    def save(self) -> None:
-        """Write the checkpoint now (model, normalisation statistics, state)."""
+    def _commit(self) -> None:
+        os.replace(self.dir / ".model.tmp.zip", self.dir / "model.zip")
+        vn = self.model.get_vec_normalize_env()
+        if vn is not None:
+            os.replace(self.dir / ".vecnormalize.pkl.tmp", self.dir / "vecnormalize.pkl")
+            save_vecnormalize_stats(vn, self.dir / "vecnormalize.json")
         self.state["num_timesteps"] = int(self.num_timesteps)
-        save_model_dir(self.model, self.run_dir / "checkpoint", dict(self.state))
+        atomic_write_text(self.dir / "info.json", json.dumps(self.state, indent=2) + "\n")
+
+    def save(self) -> None:
+        """Write the checkpoint now (at the end of training)."""
+        self.num_timesteps = self.model.num_timesteps
+        save_model_dir(self.model, self.dir, {**self.state, "num_timesteps": int(self.model.num_timesteps)})
+        self.state["num_timesteps"] = int(self.model.num_timesteps)

@@ -8,6 +8,8 @@ with where it came from.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from ...config import PPOHyperparams, default_hyperparams_path, format_validatio
 from ...errors import UserInputError
 from ...splits import SCORE_FLOOR_SEEDS
 
-__all__ = ["RUN_ARGS", "hyperparams", "read_run_args", "score_floor", "write_run_record"]
+__all__ = ["RUN_ARGS", "TrainingRun", "final_comparison", "hyperparams", "read_run_args", "score_floor", "train_and_export", "write_run_record"]
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
 RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams")
@@ -83,3 +85,55 @@ def score_floor(text: str, scenario: Any) -> float | None:
     if not 0.0 <= v <= 1.0:
         raise UserInputError(f"--score-floor: must be in [0, 1], got {v}")
     return v
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train_and_export` did: the training result, the exported folder, the floor."""
+
+    result: Any
+    policy_dir: Path
+    floor: float | None
+
+
+def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp_source: str, run_dir: Path, *, floor_spec: str,
+                     resume: bool, progress_bar: bool, log: Callable[[str], None]) -> TrainingRun:
+    """The training half of ``train``: resolve the score floor, record ``run.json``, train PPO on
+    ``scenario`` (:func:`~.training.train`) and export the best validated model to
+    ``run_dir/policy``. ``args`` are the :data:`RUN_ARGS` values (what ``--resume`` restores).
+
+    ``run.json`` is written only once the scenario's training and validation environments have
+    been built, so a bad scenario leaves no run folder behind.
+    """
+    from ..export import export_run
+    from .training import train
+
+    floor = score_floor(floor_spec, scenario)
+    scenario.make_env("train")
+    scenario.make_env("val")
+    export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
+                   "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,
+                   "hyperparams": hp.model_dump(), "slo_s": scenario.slo_s, "system": scenario.system.model_dump()}
+    write_run_record(run_dir, {**args, "timesteps": hp.n_timesteps}, hp, hp_source, floor, export_meta)
+    log(f"training PPO on {scenario.profile} | bandwidth {scenario.bandwidth} | {hp.n_timesteps} steps, {hp.n_envs} envs | "
+        f"hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
+    res = train(scenario.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
+                floor_from_msao=floor_spec == "msao", log=log)
+    return TrainingRun(res, export_run(run_dir, run_dir / "policy"), floor)
+
+
+def final_comparison(scenario: Any, policy_dir: Path, baselines: str, requests: int, *, seed: int, throughput: bool,
+                     tuning_progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+                     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> tuple[dict[str, dict[str, float]], Any]:
+    """The exported policy (as ``ppo``) next to ``baselines`` on the test split, episodes of seed 0.
+
+    Returns (metrics per policy, the test environment).
+    """
+    from ... import agents  # noqa: F401  (registers tuned and oracle)
+    from ...evaluation import evaluate
+
+    env = scenario.make_env("test")
+    pols = scenario.policies(baselines, seed=seed, progress=tuning_progress)
+    pols.append(scenario.policy(policy_dir, "ppo"))
+    results, _ = evaluate(env, pols, requests, seed=0, throughput=throughput, progress=progress)
+    return results, env

@@ -4,7 +4,7 @@ A run directory holds::
 
     RUN_DIR/run.json          what was asked (scenario, hyperparameters, seed), for --resume
     RUN_DIR/tb/               TensorBoard scalars (SB3's train/rollout ones and eval/*)
-    RUN_DIR/checkpoint/       latest checkpoint: model.zip, vecnormalize.pkl, state.json
+    RUN_DIR/checkpoint/       latest checkpoint: model.zip, vecnormalize.pkl (+ .json), info.json
     RUN_DIR/best/             best model on validation episodes (+ vecnormalize.json, info.json)
     RUN_DIR/final/            model at the end of training
     RUN_DIR/policy/           the exported artifact (written by the CLI after training)
@@ -67,13 +67,16 @@ def train(
     resume: bool = False,
     progress_bar: bool = True,
     score_floor: float | None = None,
+    floor_from_msao: bool = False,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> TrainResult:
     """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
 
     ``make_env(split)`` builds an :class:`~mllm_offload.envs.OffloadEnv` for a split (``train``
     or ``val``); it is called in worker processes when ``hp.n_envs > 1``, so it must be
-    picklable by cloudpickle (closures are fine). ``score_floor``: see the module docstring.
+    picklable by cloudpickle (closures are fine). ``score_floor``: see the module docstring;
+    the best validated model must meet it too: the number itself, or, when ``floor_from_msao``
+    (the floor is MSAO's training score), MSAO's score on the validation episodes minus 0.005.
     """
     import time
 
@@ -100,6 +103,9 @@ def train(
             state.update(json.loads((ckpt / "info.json").read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:
             raise UserInputError(f"{ckpt / 'info.json'}: unreadable checkpoint state: {e}") from None
+        done = int(state.get("num_timesteps", 0))
+        if done >= hp.n_timesteps:
+            raise UserInputError(f"{run}: already trained {done} steps; continue with --timesteps N for a total N > {done}")
     torch.set_num_threads(1)  # small MLP: threads only add overhead; workers are processes
     val_env = make_env("val")
     seeds = validation_seeds(hp.eval_episodes)
@@ -131,12 +137,12 @@ def train(
             vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm, target_kl=hp.target_kl,
         )
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
+    val_floor = None if score_floor is None else (msao_val["score_mean"] - 0.005 if floor_from_msao else score_floor)
     best_prev: dict[str, Any] = {}
     if resume and (run / "best" / "info.json").exists():
         v = json.loads((run / "best" / "info.json").read_text(encoding="utf-8"))["validation"]
-        ok = score_floor is None or v["score_mean"] >= (score_floor if score_floor is not None else 0)
+        ok = val_floor is None or v["score_mean"] >= val_floor
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
-    val_floor = None if score_floor is None else msao_val["score_mean"] - 0.005
     val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
