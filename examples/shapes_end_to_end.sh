@@ -74,7 +74,7 @@ stage "4 record trace" mllm-offload record --edge "$WORK/models/edge" --cloud "h
   --unsupported ignore --threads 1 --dataset "jsonl:$WORK/data/shapes.jsonl" --out "$WORK/shapes-trace.jsonl.gz" \
   --max-new-tokens 4 --rate 0.25 --quiet
 stage "5 train PPO + evaluate" python train.py --trace "$WORK/shapes-trace.jsonl.gz" "${BW_ARGS[@]}" \
-  --timesteps "$TIMESTEPS" --out "$WORK/ppo" --quiet
+  --timesteps "$TIMESTEPS" --out "$WORK/ppo" --overwrite --quiet
 
 route_one() {
   mllm-offload route --edge "$WORK/models/edge" --cloud "http://127.0.0.1:$CLOUD_PORT/v1" --policy "$WORK/ppo/policy" \
