@@ -125,6 +125,11 @@ class Scenario:
         """One policy by name or exported folder, relabelled ``name``."""
         return resolve(spec, self.policy_context(seed), name=name)
 
+    def label(self, split: str) -> str:
+        """One line naming the scenario, for plot titles and reports."""
+        data = f"trace {self.trace_source}" if self.trace_source else f"profile {self.profile}"
+        return f"{data} | bandwidth {self.bandwidth} | split {split} | SLO {self.slo_s:g} s"
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for run records and reports."""
         return {"profile": self.profile, "trace": self.trace_source, "bandwidth": self.bandwidth,

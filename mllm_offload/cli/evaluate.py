@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import agents  # noqa: F401  (registers tuned and oracle)
-    from ..evaluation import evaluate, gap_summary, markdown_table, write_csv, write_json, write_plots
+    from ..evaluation import evaluate, gap_summary, markdown_table, verdict, write_csv, write_json, write_plots
 
     scn = scenario(args)
     env = scn.make_env(args.split)
@@ -55,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
     summary = gap_summary(results)
     if summary:
         print("\n" + summary)
+    v = verdict(results, logs, env.n_requests)
+    print("\n" + v["sentence"])
     if args.json:
-        write_json(args.json, results, meta)
+        write_json(args.json, results, meta, v)
     if args.csv:
         write_csv(args.csv, results)
     if args.plots:
-        write_plots(args.plots, results, logs, env.slo_s)
+        write_plots(args.plots, results, logs, env.slo_s, scn.label(args.split))
     return 0
 
 

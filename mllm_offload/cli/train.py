@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..agents.ppo.run import RUN_ARGS, final_comparison, hyperparams, read_run_args, train_and_export
-    from ..evaluation import gap_summary, markdown_table, write_json
+    from ..evaluation import gap_summary, markdown_table, verdict, write_json
 
     resume = args.resume is not None
     if resume:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
           f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {done.policy_dir}")
     if args.no_eval:
         return 0
-    results, env = final_comparison(scn, done.policy_dir, args.baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
+    results, logs, env = final_comparison(scn, done.policy_dir, args.baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
                                     tuning_progress=progress("tuning static thresholds", args.quiet),
                                     progress=progress("evaluating on the test split", args.quiet))
     print(f"\ntest split: {len(env.bandwidths)} bandwidth traces, {int(results['ppo']['requests'])} requests per policy, SLO {env.slo_s:g} s\n")
@@ -69,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
     summary = gap_summary(results)
     if summary:
         print("\n" + summary)
+    v = verdict(results, logs, env.n_requests)
+    print("\n" + v["sentence"])
     meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "split": "test", "seed": 0,
             "policy": str(done.policy_dir), "train_seed": args.seed, "timesteps": res.timesteps, "train_seconds": round(res.seconds, 1)}
-    write_json(args.out / "eval_test.json", results, meta)
+    write_json(args.out / "eval_test.json", results, meta, v)
     if args.json:
-        write_json(args.json, results, meta)
+        write_json(args.json, results, meta, v)
     return 0
 
 

@@ -41,9 +41,12 @@ def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    """``{"meta": ..., "policies": {name: metrics}}``, written atomically."""
-    atomic_write_text(path, json.dumps({"meta": dict(meta), "policies": dict(results)}, indent=2, sort_keys=False) + "\n")
+def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any], verdict: Mapping[str, Any] | None = None) -> None:
+    """``{"meta": ..., "policies": {name: metrics}, "verdict": ...}``, written atomically."""
+    doc: dict[str, Any] = {"meta": dict(meta), "policies": dict(results)}
+    if verdict is not None:
+        doc["verdict"] = dict(verdict)
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
 def write_csv(path: str | Path, results: Mapping[str, Mapping[str, float]]) -> None:

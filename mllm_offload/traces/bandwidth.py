@@ -12,10 +12,15 @@ Formats read from files:
   opportunity; binned into ``bin_s`` (default 0.1 s) rate steps; the trace loops at its last
   timestamp.
 
+Embedded real traces (:func:`embedded_bandwidth_names`): ``pensieve-sample`` is 24 traces of
+the Pensieve project's public traces (12 FCC broadband, 12 Norway HSDPA 3G commutes, MIT
+licence), shipped in the package under ``traces/data/bandwidth/`` with their provenance; they
+are read with :mod:`importlib.resources` and split by file name like a folder.
+
 When no folder is given, the embedded default is a synthetic **Markov-modulated** process
 (:data:`MARKOV_MODELS`): a Markov chain over rate states on a 1 s grid, each second's rate drawn
 log-normally around its state's level. ``mobile-3g`` was fitted with :func:`fit_markov` to the 127
-Pensieve traces (FCC broadband + Norway HSDPA 3G) in ``shared/data/bandwidth/train``: 4 states
+traces of the Pensieve project's public training set (FCC broadband + Norway HSDPA 3G): 4 states
 split at the 25/50/75 % quantiles of ln(Mbps) on a 1 s grid (rates floored at 0.01 Mbps).
 Fitted statistics of those traces: mean 1.30 Mbps, median 1.04 Mbps, quantile edges 0.59 /
 1.04 / 1.72 Mbps. Re-fit with ``python -m mllm_offload.traces.bandwidth DIR``.
@@ -24,10 +29,13 @@ Fitted statistics of those traces: mean 1.30 Mbps, median 1.04 Mbps, quantile ed
 from __future__ import annotations
 
 import bisect
+import difflib
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +48,11 @@ __all__ = [
     "BandwidthTrace",
     "MarkovBandwidth",
     "bandwidth_source",
+    "embedded_bandwidth_names",
     "fit_markov",
     "load_bandwidth",
     "load_bandwidth_dir",
+    "load_embedded_bandwidth",
 ]
 
 _BYTES_PER_MBIT = 125_000.0
@@ -160,7 +170,7 @@ class BandwidthTrace:
 _SKIP_PREFIXES = ("license", "readme")
 
 
-def _parse_error(path: Path, line: int, msg: str) -> UserInputError:
+def _parse_error(path: str | Path, line: int, msg: str) -> UserInputError:
     return UserInputError(f"{path}:{line}: {msg}")
 
 
@@ -173,6 +183,11 @@ def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> B
         raise UserInputError(f"{p}: cannot read bandwidth trace: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise UserInputError(f"{p}: not a text bandwidth trace (not UTF-8)") from None
+    return _parse_bandwidth(text, p, p.name, fmt, bin_s)
+
+
+def _parse_bandwidth(text: str, p: str | Path, name: str, fmt: str, bin_s: float) -> BandwidthTrace:
+    """Parse one trace's ``text``; ``p`` labels errors, ``name`` names the trace."""
     rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not rows:
         raise UserInputError(f"{p}: empty bandwidth trace")
@@ -196,7 +211,7 @@ def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> B
             t.append(a)
             r.append(b)
         try:
-            return BandwidthTrace(t, r, name=p.name)
+            return BandwidthTrace(t, r, name=name)
         except ValueError as e:
             raise UserInputError(f"{p}: {e}") from None
     if fmt == "mahimahi":
@@ -212,16 +227,17 @@ def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> B
         nbins = max(1, math.ceil(period / bin_s - 1e-9))
         counts = np.bincount(np.minimum((np.asarray(ms) / 1000.0 / bin_s).astype(int), nbins - 1), minlength=nbins)
         mbps = counts * 1500 * 8 / bin_s / 1e6
-        return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=p.name)
+        return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=name)
     raise UserInputError(f"bandwidth format: unknown {fmt!r} (pensieve, mahimahi, auto)")
 
 
+def _is_trace_name(name: str) -> bool:
+    """A file in a bandwidth folder that is a trace (not hidden, not a README, licence or ``.md``)."""
+    return not name.startswith(".") and not name.lower().startswith(_SKIP_PREFIXES) and not name.lower().endswith(".md")
+
+
 def _trace_files(d: Path) -> list[Path]:
-    return sorted(
-        f for f in d.iterdir()
-        if f.is_file() and not f.name.startswith(".") and not f.name.lower().startswith(_SKIP_PREFIXES)
-        and f.suffix.lower() != ".md"
-    )
+    return sorted(f for f in d.iterdir() if f.is_file() and _is_trace_name(f.name))
 
 
 def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
@@ -234,6 +250,48 @@ def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") 
     if not files:
         raise UserInputError(f"{d}: no bandwidth trace files" + ("" if split == "all" else f" in split {split!r}"))
     return [load_bandwidth(f, fmt) for f in files]
+
+
+# -- embedded trace sets (package data) ---------------------------------------------------------
+
+
+def _embedded_root() -> Traversable:
+    """The package folder holding one sub-folder per embedded trace set (works from a wheel too)."""
+    return resources.files(__package__ or "mllm_offload.traces").joinpath("data", "bandwidth")
+
+
+def embedded_bandwidth_names() -> list[str]:
+    """Names of the embedded real-trace sets, usable as a bandwidth spec (e.g. ``pensieve-sample``)."""
+    root = _embedded_root()
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+
+
+def load_embedded_bandwidth(name: str, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
+    """The traces of embedded set ``name`` in ``split`` (split by file name, as for a folder)."""
+    check_split(split)
+    if name not in embedded_bandwidth_names():
+        raise _unknown_spec(name)
+    d = _embedded_root().joinpath(name)
+    files = sorted((f for f in d.iterdir() if f.is_file() and _is_trace_name(f.name)), key=lambda f: f.name)
+    files = [f for f in files if split == "all" or split_of_name(f.name) == split]
+    if not files:
+        raise UserInputError(f"bandwidth: embedded {name!r}: no trace files" + ("" if split == "all" else f" in split {split!r}"))
+    return [_parse_bandwidth(f.read_text(encoding="utf-8"), f"{name}/{f.name}", f.name, fmt, 0.1) for f in files]
+
+
+def _unknown_spec(spec: str) -> UserInputError:
+    """One line: what ``spec`` could have been, with a "did you mean" for near misses."""
+    names = embedded_bandwidth_names()
+    candidates = names + [f"markov:{m}" for m in MARKOV_MODELS]
+    close = difflib.get_close_matches(spec, candidates, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UserInputError(
+        f"bandwidth: {spec!r} is not a folder, an embedded trace set or a synthetic spec{hint} "
+        f"(embedded: {', '.join(names) or 'none'}; or a folder of Pensieve/Mahimahi trace files, "
+        f"constant:MBPS[,MBPS...], markov:NAME with NAME in {', '.join(MARKOV_MODELS)})"
+    )
 
 
 # -- synthetic Markov-modulated model ------------------------------------------------------------
@@ -302,7 +360,7 @@ def fit_markov(traces: Sequence[BandwidthTrace], n_states: int = 4, step_s: floa
 
 #: Embedded synthetic bandwidth models (see the module docstring for how they were fitted).
 MARKOV_MODELS: dict[str, MarkovBandwidth] = {
-    # fit_markov(load_bandwidth_dir("shared/data/bandwidth/train"), 4, 1.0)
+    # fit_markov(load_bandwidth_dir(<the 127 traces of the Pensieve project's training set>), 4, 1.0)
     "mobile-3g": MarkovBandwidth(
         transition=(
             (0.90223, 0.07682, 0.01506, 0.00589),
@@ -321,8 +379,11 @@ def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, durat
     """Resolve a bandwidth spec to traces.
 
     ``spec`` is a folder of trace files (split by file name, see :func:`mllm_offload.splits.split_of_name`),
+    the name of an embedded real-trace set (:func:`embedded_bandwidth_names`, e.g. ``pensieve-sample``;
+    split by file name the same way; an existing folder of that name wins),
     ``constant:200,300,400`` (Mbps; the same for every split) or ``markov:NAME`` (a model of
     :data:`MARKOV_MODELS`; each split draws its own ``n_synthetic`` traces of ``duration_s``).
+    Anything else is a :class:`UserInputError` listing the choices, with a "did you mean" for near misses.
     """
     if spec.startswith("constant:"):
         try:
@@ -338,7 +399,11 @@ def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, durat
             raise UserInputError(f"bandwidth: unknown synthetic model {name!r} (known: {', '.join(MARKOV_MODELS)})")
         rng = np.random.default_rng(MARKOV_TRACE_SEED[check_split(split)])
         return [MARKOV_MODELS[name].sample(duration_s, rng, name=f"{name}-{split}-{i}") for i in range(n_synthetic)]
-    return load_bandwidth_dir(spec, split)
+    if Path(spec).exists():
+        return load_bandwidth_dir(spec, split)
+    if spec in embedded_bandwidth_names():
+        return load_embedded_bandwidth(spec, split)
+    raise _unknown_spec(spec)
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance helper

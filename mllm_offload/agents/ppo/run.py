@@ -119,15 +119,18 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
         f"hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
     res = train(scenario.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
                 floor_from_msao=floor_spec == "msao", log=log)
+    from ...evaluation.plots import write_validation_curve
+
+    write_validation_curve(run_dir / "validation.png", res.history, res.msao_validation, scenario.label("val"))
     return TrainingRun(res, export_run(run_dir, run_dir / "policy"), floor)
 
 
 def final_comparison(scenario: Any, policy_dir: Path, baselines: str, requests: int, *, seed: int, throughput: bool,
                      tuning_progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
-                     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> tuple[dict[str, dict[str, float]], Any]:
+                     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, Any], Any]:
     """The exported policy (as ``ppo``) next to ``baselines`` on the test split, episodes of seed 0.
 
-    Returns (metrics per policy, the test environment).
+    Returns (metrics per policy, rollout logs per policy, the test environment).
     """
     from ... import agents  # noqa: F401  (registers tuned and oracle)
     from ...evaluation import evaluate
@@ -135,5 +138,5 @@ def final_comparison(scenario: Any, policy_dir: Path, baselines: str, requests: 
     env = scenario.make_env("test")
     pols = scenario.policies(baselines, seed=seed, progress=tuning_progress)
     pols.append(scenario.policy(policy_dir, "ppo"))
-    results, _ = evaluate(env, pols, requests, seed=0, throughput=throughput, progress=progress)
-    return results, env
+    results, logs = evaluate(env, pols, requests, seed=0, throughput=throughput, progress=progress)
+    return results, logs, env
