@@ -59,11 +59,16 @@ def verdict(results: Mapping[str, Mapping[str, float]], logs: Mapping[str, Episo
         c = list(comps.values())
         beyond = [x["name"] for x in c if x["exceeds_spread"]]
         within = [x["name"] for x in c if not x["exceeds_spread"]]
-        spread = ("every lead is beyond" if not within else "no lead is beyond" if not beyond
-                  else f"beyond for {_join(beyond)} but within for {_join(within)}")
+        if not within:
+            spread = "every lead is beyond the episode-to-episode spread"
+        elif not beyond:
+            spread = "no lead is beyond the episode-to-episode spread"
+        else:
+            spread = (f"the lead{'s' if len(beyond) > 1 else ''} over {_join(beyond)} {'are' if len(beyond) > 1 else 'is'} beyond the "
+                      f"episode-to-episode spread, over {_join(within)} within it")
         leads = _join([f"{x['name']} by {x['difference']:+.4f}" for x in c])
         ses = ", ".join(f"{x['two_se']:.4f}" for x in c)
-        sentence += f", ahead of {leads}; {spread} the episode-to-episode spread (2 SE {ses})"
+        sentence += f", ahead of {leads}; {spread} (2 SE {ses})"
     sentence += "."
     return {"best": best, "reward": float(results[best]["reward_mean"]), "episodes": len(ep_best), "comparisons": comps, "sentence": sentence}
 
