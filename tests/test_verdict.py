@@ -28,7 +28,7 @@ def test_paired_leads_and_the_spread():
     noisy = {"edge": _log(base), "tuned": _log([b + 0.001 + rng.normal(0, 0.05) for b in base])}
     res2 = {k: {"reward_mean": float(np.mean(v.reward))} for k, v in noisy.items()}
     v2 = verdict(res2, noisy, 10)
-    best, other = ("tuned", "edge") if v2["best"] == "tuned" else ("edge", "tuned")
+    other = "edge" if v2["best"] == "tuned" else "tuned"
     assert not v2["comparisons"][other]["exceeds_spread"] and "no lead is beyond" in v2["sentence"]
     assert verdict({"oracle": {"reward_mean": 1.0}}, {"oracle": _log([1.0])}, 10)["best"] is None
 

@@ -35,13 +35,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserInputError
 from ..splits import MARKOV_TRACE_SEED, check_split, split_of_name
+
+if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11; the annotations are strings
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "MARKOV_MODELS",
@@ -257,7 +260,7 @@ def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") 
 
 def _embedded_root() -> Traversable:
     """The package folder holding one sub-folder per embedded trace set (works from a wheel too)."""
-    return resources.files(__package__ or "mllm_offload.traces").joinpath("data", "bandwidth")
+    return resources.files(__package__ or "mllm_offload.traces") / "data" / "bandwidth"
 
 
 def embedded_bandwidth_names() -> list[str]:
@@ -273,7 +276,7 @@ def load_embedded_bandwidth(name: str, split: str = "all", fmt: str = "auto") ->
     check_split(split)
     if name not in embedded_bandwidth_names():
         raise _unknown_spec(name)
-    d = _embedded_root().joinpath(name)
+    d = _embedded_root() / name
     files = sorted((f for f in d.iterdir() if f.is_file() and _is_trace_name(f.name)), key=lambda f: f.name)
     files = [f for f in files if split == "all" or split_of_name(f.name) == split]
     if not files:

@@ -3,7 +3,7 @@
 A profile (:class:`SynthProfile`) names an edge model, a cloud model, their hardware, a request mix
 and the system around them; every number carries its source in :attr:`SynthProfile.sources`
 (``[D]`` marks a figure derived from a quoted one, ``[?]`` an assumption, see
-``shared/CALIBRATION.md``). :func:`generate` draws requests from it.
+the project's ``docs/calibration.md``). :func:`generate` draws requests from it.
 
 How one request is drawn (all randomness from ``seed``):
 
@@ -133,9 +133,9 @@ PROFILES["msao-paper"] = SynthProfile(
         price_out_usd_per_mtok=0.6, slo_s=1.0, bw_prior_mbps=300.0,
     ),
     sources={
-        "edge_accuracy": "VQAv2 61.4, MSAO paper (issue #3)",
-        "cloud_accuracy": "VQAv2 76.3, MSAO paper (issue #3)",
-        "rtt_s / bandwidth": "20 ms RTT; constant 200, 300, 400 Mbps, MSAO paper (issue #3)",
+        "edge_accuracy": "VQAv2 61.4, the MSAO paper's testbed",
+        "cloud_accuracy": "VQAv2 76.3, the MSAO paper's testbed",
+        "rtt_s / bandwidth": "20 ms RTT; constant 200, 300, 400 Mbps, the MSAO paper's testbed",
         "edge latency": "[D] Qwen2-VL-2B, vLLM, ~1380 prompt / ~21 output tokens: 0.78 s on an RTX "
         "3080 Ti Laptop (QwenLM/Qwen3-VL issue #507); decode 65 tok/s [?] (MobileVLM-1.7B decodes "
         "65.6 tok/s on Jetson Orin, llama.cpp docs/multimodal/MobileVLM.md; a discrete GPU is at "
@@ -155,8 +155,8 @@ PROFILES["msao-paper"] = SynthProfile(
         "utilisation, 1.2 req/s from this edge: a moderately loaded scenario [?]",
         "difficulty_slope / outcome_corr / mas_difficulty_corr": "not published; chosen so that "
         "easy questions are answered well by both models and MAS is informative but noisy [?]",
-        "confidence_auroc": "0.75 default of issue #3; token-probability AUROCs of 0.54-0.79 are "
-        "reported for LLMs (CALIBRATION.md section 6) [?]",
+        "confidence_auroc": "0.75 [?]: token-probability AUROCs of 0.54-0.79 are reported for LLMs; "
+        "no verified VLM figure (docs/calibration.md)",
     },
 )
 
@@ -196,7 +196,7 @@ PROFILES["mobile-3g"] = SynthProfile(
         "a laptop CPU (llama.cpp docs/multimodal/MobileVLM.md)",
         "edge image tokens": "SmolVLM-256M/500M: 4096 pixels per token, 64 tokens per 512x512 "
         "tile (huggingface/blog smolervlm.md) [D]; at most 1088 tokens [?]",
-        "edge_accuracy": "[?] no sub-1B MMBench figure in CALIBRATION.md; taken 12.9 points "
+        "edge_accuracy": "[?] no published sub-1B MMBench figure found; taken 12.9 points "
         "below Qwen2-VL-2B's MMBench EN-test 74.9 (QwenLM/Qwen2-VL README), a larger gap than "
         "2B->7B (8.1 points) for another 4x fewer parameters",
         "cloud_accuracy": "Qwen2-VL-7B MMBench EN-test 83.0 (QwenLM/Qwen2-VL README), standing in "
@@ -213,7 +213,7 @@ PROFILES["mobile-3g"] = SynthProfile(
         "cloud_servers / load / arrivals": "4 shared A100 replicas at 50 % utilisation by other "
         "tenants; one request every 4 s from this device [?]",
         "slo_s": "3 s interactive answer target [?]",
-        "confidence_auroc": "0.75 default of issue #3 [?] (CALIBRATION.md section 6)",
+        "confidence_auroc": "0.75 [?]: token-probability AUROCs of 0.54-0.79 are reported for LLMs; no verified VLM figure (docs/calibration.md)",
         "difficulty_slope / outcome_corr / mas_difficulty_corr": "not published [?]",
     },
 )
