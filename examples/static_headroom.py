@@ -11,7 +11,7 @@ evaluation episodes themselves, which no deployable policy can do, and prints:
 The episodes are the ones ``evaluate.py`` and ``train.py``'s final comparison use (seeds
 ``Scenario.evaluation_seeds``), so the figures sit next to their table. Example (about 15 s here)::
 
-    python examples/static_headroom.py --trace shapes-real --bandwidth ../shared/data/bandwidth/train
+    python examples/static_headroom.py --trace shapes-real --bandwidth pensieve-sample   # or a folder of traces
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def test_paired_leads_and_the_spread():
     v = verdict(results, logs, 10)
     assert v["best"] == "ppo"  # the oracle is never the verdict
     assert v["comparisons"]["edge"]["exceeds_spread"] and abs(v["comparisons"]["edge"]["difference"] - 0.02) < 1e-9
-    assert "CloudOnly" not in v["sentence"] and v["sentence"].startswith("Verdict: ppo is the best deployable policy")
+    assert "CloudOnly" not in v["sentence"] and v["sentence"].startswith("Verdict: PPO (the trained policy) is the best deployable policy")
     # a lead of the same size as the per-episode noise is within the spread
     noisy = {"edge": _log(base), "tuned": _log([b + 0.001 + rng.normal(0, 0.05) for b in base])}
     res2 = {k: {"reward_mean": float(np.mean(v.reward))} for k, v in noisy.items()}

@@ -22,6 +22,8 @@ __all__ = ["REFERENCES", "episode_means", "verdict"]
 
 #: The references every verdict compares with, by policy name, and how the sentence calls them.
 REFERENCES: dict[str, str] = {"edge": "EdgeOnly", "cloud": "CloudOnly", "msao": "MSAO", "tuned": "TunedStatic"}
+#: How the sentence calls the other policies it may name.
+LABELS: dict[str, str] = {**REFERENCES, "ppo": "PPO (the trained policy)", "random": "RandomPolicy"}
 
 
 def episode_means(log: EpisodeLog, episode_len: int) -> np.ndarray:
@@ -53,7 +55,7 @@ def verdict(results: Mapping[str, Mapping[str, float]], logs: Mapping[str, Episo
         two_se = 2.0 * float(np.std(d, ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("inf")
         diff = float(results[best]["reward_mean"] - results[ref]["reward_mean"])
         comps[ref] = {"name": REFERENCES[ref], "difference": diff, "two_se": two_se, "exceeds_spread": bool(abs(float(d.mean())) > two_se)}
-    label = REFERENCES.get(best, best)
+    label = LABELS.get(best, best)
     sentence = f"Verdict: {label} is the best deployable policy on reward ({results[best]['reward_mean']:.4f} per request, {len(ep_best)} paired episodes)"
     if comps:
         c = list(comps.values())
