@@ -70,11 +70,17 @@ start_cloud() {
   wait_http "http://127.0.0.1:$CLOUD_PORT/health" 120
 }
 stage "3 start cloud node" start_cloud
+smoke_note() {  # smoke_note WHAT: QUICK=1 trains the VLMs for a few dozen steps, what they answer says nothing
+  if [ "${QUICK:-0}" = "1" ]; then
+    echo "note: QUICK=1 is a smoke run of barely trained models: $1 not meaningful"
+  fi
+}
 stage "4 record trace" mllm-offload record --edge "$WORK/models/edge" --cloud "http://127.0.0.1:$CLOUD_PORT/v1" \
   --unsupported ignore --threads 1 --dataset "jsonl:$WORK/data/shapes.jsonl" --out "$WORK/shapes-trace.jsonl.gz" \
   --max-new-tokens 4 --rate 0.25 --quiet
 stage "5 train PPO + evaluate" python train.py --trace "$WORK/shapes-trace.jsonl.gz" "${BW_ARGS[@]}" \
   --timesteps "$TIMESTEPS" --out "$WORK/ppo" --overwrite --quiet
+smoke_note "the recorded scores, the rewards and the verdict above are"
 
 route_one() {
   mllm-offload route --edge "$WORK/models/edge" --cloud "http://127.0.0.1:$CLOUD_PORT/v1" --policy "$WORK/ppo/policy" \
@@ -96,6 +102,7 @@ r = raw.parse()
 print(f"question: {item['question']} | expected: {item['answers'][0]} | answer: {r.choices[0].message.content!r} | "
       f"mode {raw.headers.get('x-offload-mode')}, answered by {raw.headers.get('x-offload-answered-by')}")
 EOF
+  smoke_note "this answer is"
 }
 stage "6 route a request" route_one
 

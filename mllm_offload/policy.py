@@ -125,7 +125,12 @@ def _is_artifact(text: str) -> bool:
 
 
 def _unknown(what: str, text: str, deployable: bool) -> UserInputError:
-    return UserInputError(f"{what}: unknown policy {text!r} (known: {', '.join(policy_names(deployable))}, or an exported policy folder)")
+    import difflib
+
+    names = policy_names(deployable)
+    close = difflib.get_close_matches(text.partition(":")[0], names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UserInputError(f"{what}: unknown policy {text!r}{hint} (known: {', '.join(names)}, or an exported policy folder)")
 
 
 def resolve(spec: str | Path, ctx: PolicyContext | None = None, name: str | None = None, deployable: bool = False) -> Policy:

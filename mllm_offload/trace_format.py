@@ -408,12 +408,24 @@ def resolve_trace(path: str | Path) -> Path:
     return p
 
 
+def _unknown_trace(name: str) -> UserInputError:
+    """One line for a bare name that is neither a file/folder nor an embedded trace."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(EMBEDDED_TRACES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UserInputError(f"{name}: cannot read: no such file or folder, and no embedded trace of that name{hint} "
+                          f"(embedded: {', '.join(EMBEDDED_TRACES)})")
+
+
 def load_trace(path: str | Path) -> RequestTrace:
     """Read and validate a JSONL trace, or a folder of them (a router's log dir: every
     ``*.jsonl``/``*.jsonl.gz`` except ``errors.jsonl``, merged on the clock of their headers'
     ``started_unix``), or an embedded trace by name (:data:`EMBEDDED_TRACES`); any problem raises
     ``UserInputError`` (``file:line: field: problem``)."""
     p = resolve_trace(path)
+    if not p.exists() and not any(sep in str(path) for sep in ("/", os.sep)):
+        raise _unknown_trace(str(path))
     if p.is_dir():
         files = sorted(f for f in [*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")] if f.name != "errors.jsonl")
         if not files:

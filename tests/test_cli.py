@@ -57,7 +57,7 @@ def _bad(tmp_path, capsys, argv):
     rc = main([*argv, "--json", str(out), "--quiet", "--requests", "50"])
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert len(err.splitlines()) == 1 and err.startswith("mllm-offload: error: ")
+    assert len(err.splitlines()) == 1 and err.startswith(f"mllm-offload {argv[0]}: error: ")
     assert "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".never.json*"))
     return err
@@ -158,7 +158,7 @@ def _bad_plain(capsys, argv):
     rc = main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert len(err.splitlines()) == 1 and err.startswith("mllm-offload: error: "), err
+    assert len(err.splitlines()) == 1 and err.startswith(f"mllm-offload {argv[0]}: error: "), err
     return err
 
 

@@ -3,8 +3,10 @@
 library, print.
 
 Bad input (unknown profile or policy, malformed trace or config, unreadable bandwidth file)
-prints one line ``mllm-offload: error: ...`` naming the file/line and field, exits with status 2
-and writes no output file.
+prints one line ``mllm-offload COMMAND: error: ...`` naming the file/line and field, exits with
+status 2 and writes no output file. A bad flag or value is one such line too, with a "did you
+mean" for a misspelled flag or command, then ``see: mllm-offload COMMAND --help``; flags are
+never abbreviated (:class:`~mllm_offload.cli._common.CLIParser`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 
 from ..errors import UserInputError
 from . import evaluate, export, profiles, record, report, route, serve, shapes, synth, tiny_model, train
+from ._common import CLIParser, command_parser
 
 __all__ = ["build_parser", "main", "main_evaluate", "main_train"]
 
@@ -23,7 +26,7 @@ _COMMANDS = (evaluate, train, export, synth, profiles, tiny_model, serve, route,
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (each module adds its own subparsers)."""
-    parser = argparse.ArgumentParser(prog="mllm-offload", description="Learned edge/cloud offloading for multimodal LLM requests.")
+    parser = CLIParser(prog="mllm-offload", description="Learned edge/cloud offloading for multimodal LLM requests.")
     sub = parser.add_subparsers(dest="command", required=True)
     for mod in _COMMANDS:
         mod.add_parser(sub)
@@ -37,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.handler(args)
         return rc
     except UserInputError as e:
-        print(f"mllm-offload: error: {e}", file=sys.stderr)
+        print(f"{command_parser(parser, args).prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mllm-offload: interrupted", file=sys.stderr)

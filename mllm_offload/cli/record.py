@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import add_backend_args, backend, positive_int
+from ._common import add_backend_args, add_verbose_arg, backend, library_output, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -24,14 +24,12 @@ def add_parser(sub: Any) -> None:
     rc.add_argument("--rate", type=float, default=1.0, help="arrival rate of the recorded trace, requests/s [1.0]")
     rc.add_argument("--seed", type=int, default=0, help="seed of the arrival times [0]")
     rc.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbose_arg(rc)
 
     rc.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from ..recording.record import record_dataset
     from ..traces.datasets import load_dataset
 
     if not args.rate > 0:
@@ -39,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".jsonl", ".gz"):
         raise UserInputError(f"--out {args.out}: expected a .jsonl or .jsonl.gz file")
     items = load_dataset(args.dataset, limit=args.limit)
+    with library_output(args.verbose):
+        return _record(args, items)
+
+
+def _record(args: argparse.Namespace, items: Any) -> int:
+    import asyncio
+
+    from ..recording.record import record_dataset
+
     edge = backend(args.edge, "edge", args, 600.0)
     cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import add_backend_args, backend, check_port, positive_int
+from ._common import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -33,15 +33,13 @@ def add_parser(sub: Any) -> None:
                     help="take estimator priors and the SLO from this synthetic profile's system "
                     "[the system recorded in the policy's policy.json, else the built-in SystemConfig defaults]")
     ro.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+    add_verbose_arg(ro)
 
     ro.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..runtime import OffloadPolicy
-    from ..runtime.router import Router, RouterConfig
-    from ..runtime.server import run_route_server
-    from ..runtime.tracelog import TraceLog
 
     check_port(args.port, args.host, args.api_key)
     for flag, v in (("--edge-timeout", args.edge_timeout), ("--cloud-timeout", args.cloud_timeout), ("--log-max-mb", args.log_max_mb), ("--max-body-mb", args.max_body_mb)):
@@ -53,20 +51,32 @@ def run(args: argparse.Namespace) -> int:
     system = _system(args.profile, getattr(policy, "manifest", None))
     if getattr(policy, "manifest", None) is None:  # a named rule: MSAO's thresholds move with the SLO
         policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s)
+    sock = bind_port(args.host, args.port)  # a busy port is one line, before the models load or anything is announced
+    try:
+        with library_output(args.verbose):
+            _serve(args, policy, system, sock)
+    finally:
+        sock.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any) -> None:
+    from ..runtime.router import Router, RouterConfig
+    from ..runtime.server import run_route_server
+    from ..runtime.tracelog import TraceLog
+    from ..trace_format import hardware_info
+
     edge = backend(args.edge, "edge", args, args.edge_timeout)
     cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
     cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
                        cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
-    from ..trace_format import hardware_info
-
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
                    max_bytes=int(args.log_max_mb * 1024 * 1024))
     router = Router(edge, cloud, policy, cfg, log)
     print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}); logs in {args.log_dir}", flush=True)
     run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
-                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level)
-    return 0
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level, sock=sock)
 
 
 def _system(profile: str | None, manifest: Any) -> Any:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import check_port, positive_int
+from ._common import add_verbose_arg, bind_port, check_port, library_output, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
     sv.add_argument("--unsupported", default="error", choices=["error", "ignore"],
                     help="a modality the model cannot take (audio): answer 400, or drop it and answer from the rest [error]")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
+    add_verbose_arg(sv)
 
     sv.set_defaults(handler=run)
 
@@ -35,9 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_port(args.port, args.host, args.api_key)
     check_model_dir(args.model)
-    backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown,
-                             unsupported=args.unsupported)
-    name = args.served_name or backend.name
-    print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
-    run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level)
+    sock = bind_port(args.host, args.port)  # a busy port is one line, before the model loads or anything is announced
+    try:
+        with library_output(args.verbose):
+            backend = HFLocalBackend(args.model, device=args.device, dtype=args.dtype, threads=args.threads, slowdown=args.slowdown,
+                                     unsupported=args.unsupported)
+            name = args.served_name or backend.name
+            print(f"serving {args.model} as {name!r} on http://{args.host}:{args.port}/v1", flush=True)
+            run_server(backend, name, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue, log_level=args.log_level, sock=sock)
+    finally:
+        sock.close()
     return 0

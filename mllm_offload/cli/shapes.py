@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import nonnegative_int, positive_int, progress
+from ._common import add_verbose_arg, library_output, nonnegative_int, positive_int, progress
+
+#: fewer optimizer steps than this for a preset make ``shapes train`` a smoke run (its report says so)
+SMOKE_STEPS = 100
 
 
 def add_parser(sub: Any) -> None:
@@ -42,6 +45,7 @@ def add_parser(sub: Any) -> None:
     st.add_argument("--jobs", type=positive_int, help="presets trained side by side in worker processes [min(presets, cores)]")
     st.add_argument("--threads", type=positive_int, help="torch threads per preset [cores / jobs]")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_verbose_arg(st)
     sh.set_defaults(handler=run)
 
 
@@ -73,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
     jobs = args.jobs if args.jobs is not None else min(len(which), os.cpu_count() or 1)
     t0 = time.perf_counter()
-    done = train_presets(which, args.out, seed=args.seed, train_scenes=args.scenes, steps={w: getattr(args, f"{w}_steps") for w in which},
-                         vision_steps={w: getattr(args, f"{w}_vision_steps") for w in which}, n_eval=args.eval, jobs=jobs, threads=args.threads,
-                         # bars from two processes would overwrite each other: side by side, log lines instead
-                         log_every=0 if args.quiet or jobs == 1 else 200, progress=not args.quiet and jobs == 1)
+    with library_output(args.verbose):
+        done = train_presets(which, args.out, seed=args.seed, train_scenes=args.scenes, steps={w: getattr(args, f"{w}_steps") for w in which},
+                             vision_steps={w: getattr(args, f"{w}_vision_steps") for w in which}, n_eval=args.eval, jobs=jobs, threads=args.threads,
+                             # bars from two processes would overwrite each other: side by side, log lines instead
+                             log_every=0 if args.quiet or jobs == 1 else 200, progress=not args.quiet and jobs == 1)
     wall = time.perf_counter() - t0
     reports = {}
     for w, rep in done.items():
@@ -95,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
             rows.append(("prior (question-blind majority answer)", prior[key]))
             for label, acc in rows:
                 print(f"{label:<41} | " + " | ".join(f"{acc.get(c, float('nan')):7.3f}" for c in cols))
+    smoke = [f"{w} {r['steps']}" for w, r in reports.items() if r["steps"] < SMOKE_STEPS]
+    if smoke:
+        print(f"note: a smoke run ({', '.join(smoke)} steps; presets: {', '.join(f'{w} {PRESETS[w].steps}' for w in reports)}): "
+              "barely trained models, their accuracy is not meaningful")
     from .._io import atomic_write_text
 
     atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports,

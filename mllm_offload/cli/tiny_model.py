@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._common import add_verbose_arg, library_output
+
 
 def add_parser(sub: Any) -> None:
     tm = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (for tests and demos)",
@@ -13,13 +15,16 @@ def add_parser(sub: Any) -> None:
                         "it loads with AutoProcessor + AutoModelForImageTextToText like any checkpoint.")
     tm.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
     tm.add_argument("--seed", type=int, default=0, help="weight seed [0]")
+    add_verbose_arg(tm)
     tm.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..shapes.tiny import build_tiny_vlm
 
-    model = build_tiny_vlm(args.out, seed=args.seed)
+    with library_output(args.verbose):
+        model = build_tiny_vlm(args.out, seed=args.seed)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out} ({n:,} parameters, seed {args.seed})")
+    print("note: random weights, never trained: its answers are noise; for tests and demos of the plumbing only")
     return 0

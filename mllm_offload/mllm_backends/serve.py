@@ -27,6 +27,7 @@ text from a registry of this app (:class:`ServeStats`).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -223,11 +224,24 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
 
 
 def run_server(backend: Backend, served_name: str, host: str = "127.0.0.1", port: int = 8000, *,
-               api_key: str | None = None, max_queue: int = 16, log_level: str = "warning") -> None:
-    """Serve ``backend`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``."""
+               api_key: str | None = None, max_queue: int = 16, log_level: str = "warning", sock: socket.socket | None = None) -> None:
+    """Serve ``backend`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``.
+    ``sock``: a socket already bound to ``(host, port)`` to listen on (the CLI binds it before
+    announcing, so a busy port is its own one-line error)."""
     import uvicorn
 
     if not is_loopback(host) and not api_key:
         raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
     app = create_app(backend, served_name, api_key=api_key, max_queue=max_queue)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is a normal stop, a failed startup exits 3
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        raise SystemExit(3)

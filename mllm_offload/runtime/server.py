@@ -30,6 +30,7 @@ answer the request gets 503 with one line naming both causes (and is written to
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -247,11 +248,24 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
 
 
 def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, *, api_key: str | None = None, max_queue: int = 64,
-                     max_body_bytes: int = 32 * 1024 * 1024, log_level: str = "warning") -> None:
-    """Serve ``router`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``."""
+                     max_body_bytes: int = 32 * 1024 * 1024, log_level: str = "warning", sock: socket.socket | None = None) -> None:
+    """Serve ``router`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``.
+    ``sock``: a socket already bound to ``(host, port)`` to listen on (the CLI binds it before
+    announcing, so a busy port is its own one-line error)."""
     import uvicorn
 
     if not is_loopback(host) and not api_key:
         raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
     app = create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is a normal stop, a failed startup exits 3
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        raise SystemExit(3)

@@ -224,7 +224,11 @@ def get_profile(name: str) -> SynthProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise UserInputError(f"profile: unknown profile {name!r} (known: {', '.join(PROFILES)})") from None
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(PROFILES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserInputError(f"profile: unknown profile {name!r}{hint} (known: {', '.join(PROFILES)})") from None
 
 
 # -- generator -----------------------------------------------------------------------------------
