@@ -9,8 +9,9 @@
 #
 # Usage: bash examples/shapes_end_to_end.sh [WORK_DIR]       (default: runs/shapes-e2e)
 # Environment: N (dataset items, 3000), TIMESTEPS (PPO steps, 60000), SLOWDOWN (cloud compute
-# factor, 1), BANDWIDTH (folder of real bandwidth traces; default ../shared/data/bandwidth/train
-# when it exists, else the embedded synthetic model), QUICK=1 (a smoke run: tiny sizes, minutes).
+# factor, 1), BANDWIDTH (a folder of real bandwidth traces or an embedded name; default
+# pensieve-sample, 24 real 3G/broadband traces shipped in the package), QUICK=1 (a smoke run:
+# tiny sizes, minutes).
 # Needs: pip install torch==2.13.0 && pip install -c constraints.txt -e ".[dev]"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +24,7 @@ STEPS=()
 if [ "${QUICK:-0}" = "1" ]; then
   N=60; TIMESTEPS=2048; SCENES=200; STEPS=(--edge-steps 30 --cloud-steps 10 --edge-vision-steps 20 --cloud-vision-steps 10 --eval 60)
 fi
-if [ -z "${BANDWIDTH:-}" ] && [ -d ../shared/data/bandwidth/train ]; then BANDWIDTH=../shared/data/bandwidth/train; fi
-BW_ARGS=()
-if [ -n "${BANDWIDTH:-}" ]; then BW_ARGS=(--bandwidth "$BANDWIDTH"); fi
+BW_ARGS=(--bandwidth "${BANDWIDTH:-pensieve-sample}")
 CLOUD_PORT=${CLOUD_PORT:-18431}
 ROUTE_PORT=${ROUTE_PORT:-18432}
 mkdir -p "$WORK"
