@@ -161,7 +161,7 @@ def test_route_on_a_busy_port_is_one_line_before_any_banner(tiny_model_dir, busy
 
 
 def test_bind_port_hands_over_a_bound_socket():
-    from mllm_offload.cli._common import bind_port
+    from mllm_offload.cli._servers import bind_port
 
     sock = bind_port("127.0.0.1", 0)
     try:

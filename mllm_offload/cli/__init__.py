@@ -6,7 +6,7 @@ Bad input (unknown profile or policy, malformed trace or config, unreadable band
 prints one line ``mllm-offload COMMAND: error: ...`` naming the file/line and field, exits with
 status 2 and writes no output file. A bad flag or value is one such line too, with a "did you
 mean" for a misspelled flag or command, then ``see: mllm-offload COMMAND --help``; flags are
-never abbreviated (:class:`~mllm_offload.cli._common.CLIParser`).
+never abbreviated (:class:`~mllm_offload.cli._parser.CLIParser`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..errors import UserInputError
 from . import evaluate, export, profiles, record, report, route, serve, shapes, synth, tiny_model, train
-from ._common import CLIParser, command_parser
+from ._parser import CLIParser, command_parser
 
 __all__ = ["build_parser", "main", "main_evaluate", "main_train"]
 

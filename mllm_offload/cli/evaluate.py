@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..policy import describe_policies
-from ._common import add_scenario_args, positive_int, progress, scenario
+from ._common import add_scenario_args, progress, scenario
+from ._parser import positive_int
 
 DEFAULT_POLICIES = "edge,cloud,msao,tuned,oracle"
 

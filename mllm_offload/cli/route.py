@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output, positive_int
+from ._parser import positive_int
+from ._servers import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output
 
 
 def add_parser(sub: Any) -> None:

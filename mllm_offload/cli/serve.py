@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import add_verbose_arg, bind_port, check_port, library_output, positive_int
+from ._parser import positive_int
+from ._servers import add_verbose_arg, bind_port, check_port, library_output
 
 
 def add_parser(sub: Any) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import add_verbose_arg, library_output, nonnegative_int, positive_int, progress
+from ._common import progress
+from ._parser import nonnegative_int, positive_int
+from ._servers import add_verbose_arg, library_output
 
 #: fewer optimizer steps than this for a preset make ``shapes train`` a smoke run (its report says so)
 SMOKE_STEPS = 100

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import positive_int
+from ._parser import positive_int
 
 
 def add_parser(sub: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import add_verbose_arg, library_output
+from ._servers import add_verbose_arg, library_output
 
 
 def add_parser(sub: Any) -> None:

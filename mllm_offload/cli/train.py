@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ._common import add_scenario_args, positive_int, progress, scenario
+from ._common import add_scenario_args, progress, scenario
+from ._parser import positive_int
 
 #: The parser's defaults of the arguments ``--resume`` restores (to tell a given flag from a default).
 _DEFAULTS: dict[str, Any] = {"profile": "mobile-3g", "trace": None, "bandwidth": None, "config": None, "seed": 0, "episode_len": 100,
