@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
+from ..mllm_backends.base import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_REQUEST_PIXELS
 from ._parser import positive_int
 from ._servers import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output
 
@@ -21,11 +22,18 @@ def add_parser(sub: Any) -> None:
     ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
     ro.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
     ro.add_argument("--port", type=int, default=8080, help="port [8080]")
-    ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health (/metrics too, unless --public-metrics)")
+    ro.add_argument("--public-metrics", action="store_true", help="with --api-key: serve /metrics without the key")
     ro.add_argument("--log-dir", type=Path, default=Path("route-logs"), help="folder of the rotating trace logs [route-logs]")
     ro.add_argument("--log-max-mb", type=float, default=64.0, help="rotate a log file at this size, MB [64]")
     ro.add_argument("--max-queue", type=positive_int, default=64, help="requests in flight before answering 429 [64]")
-    ro.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MB [32]")
+    ro.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MB, counted while read (chunked too); larger: 413 [32]")
+    ro.add_argument("--max-prompt-chars", type=positive_int, default=DEFAULT_MAX_PROMPT_CHARS,
+                    help=f"longest prompt, characters, refused (400) before MAS or any backend [{DEFAULT_MAX_PROMPT_CHARS}]")
+    ro.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                    help=f"largest image, width x height, read from its header; larger: 400, never decoded [{DEFAULT_MAX_IMAGE_PIXELS}]")
+    ro.add_argument("--max-request-pixels", type=positive_int, default=DEFAULT_MAX_REQUEST_PIXELS,
+                    help=f"all images and frames of one request together, pixels [{DEFAULT_MAX_REQUEST_PIXELS}]")
     ro.add_argument("--edge-concurrency", type=positive_int, default=1, help="edge generations at once [1]")
     ro.add_argument("--cloud-concurrency", type=positive_int, default=16, help="cloud calls at once [16]")
     ro.add_argument("--edge-timeout", type=float, default=120.0, help="edge deadline, seconds [120]")
@@ -69,15 +77,19 @@ def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any) -> Non
 
     edge = backend(args.edge, "edge", args, args.edge_timeout)
     cloud = backend(args.cloud, "cloud", args, args.cloud_timeout)
+    for b in (edge, cloud):  # a local model takes the router's pixel limits (its prompt limit is its own context length)
+        if hasattr(b, "max_image_pixels"):
+            b.max_image_pixels, b.max_request_pixels = args.max_image_pixels, args.max_request_pixels
     cfg = RouterConfig(edge_timeout_s=args.edge_timeout, cloud_timeout_s=args.cloud_timeout, edge_concurrency=args.edge_concurrency,
-                       cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system)
+                       cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system,
+                       max_prompt_chars=args.max_prompt_chars, max_image_pixels=args.max_image_pixels, max_request_pixels=args.max_request_pixels)
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
                    max_bytes=int(args.log_max_mb * 1024 * 1024))
     router = Router(edge, cloud, policy, cfg, log)
     print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}); logs in {args.log_dir}", flush=True)
     run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
-                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level, sock=sock)
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level, sock=sock, public_metrics=args.public_metrics)
 
 
 def _system(profile: str | None, manifest: Any) -> Any:

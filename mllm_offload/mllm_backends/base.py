@@ -27,15 +27,22 @@ import numpy as np
 from ..errors import UserInputError
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_MAX_PROMPT_CHARS",
+    "DEFAULT_MAX_REQUEST_PIXELS",
     "AudioClip",
     "Backend",
     "BackendError",
     "CancelToken",
+    "ContextLengthError",
     "Generation",
     "ImageLike",
+    "ImageTooLargeError",
     "MMRequest",
     "TokenCallback",
     "TokenEvent",
+    "check_image_pixels",
+    "image_size",
     "load_image",
     "now",
 ]
@@ -47,6 +54,26 @@ except ImportError:  # pragma: no cover - exercised only without Pillow
 
 #: Anything :func:`load_image` accepts: a PIL image, an HxW or HxWxC uint8 array, encoded bytes, or a path.
 ImageLike = Union["_PILImage.Image", np.ndarray, bytes, bytearray, str, Path]
+
+#: Default limit on one image's pixels (width x height), checked on the header before decoding.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+#: Default limit on the pixels of all images (and video frames) of one request.
+DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
+#: Default longest prompt a router forwards, characters (about 125 k tokens of English text).
+DEFAULT_MAX_PROMPT_CHARS = 500_000
+
+
+class ContextLengthError(UserInputError):
+    """A prompt longer than the model takes (refused before any prefill). ``code`` and ``param``
+    are the OpenAI error body's (``context_length_exceeded``, ``messages``)."""
+
+    code = "context_length_exceeded"
+    param = "messages"
+
+
+class ImageTooLargeError(UserInputError):
+    """An image (or a request's images together) over the pixel limit, found from the header
+    without decoding."""
 
 
 
@@ -239,14 +266,100 @@ class Backend(Protocol):
         ...
 
 
-def load_image(image: ImageLike, what: str = "image") -> _PILImage.Image:
-    """Decode an :data:`ImageLike` into an RGB PIL image; a bad one raises one-line :class:`UserInputError`."""
+def _source(image: ImageLike, what: str) -> tuple[Any, str]:
+    """An encoded image's source for ``PIL.Image.open`` and its label in messages."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(image)), f"{what} ({len(image)} bytes)"
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise UserInputError(f"{image}: no such image file")
+        return Path(image), str(image)
+    raise UserInputError(f"{what}: unsupported image type {type(image).__name__} (use PIL, numpy, bytes or a path)")
+
+
+def _open(src: Any, label: str) -> _PILImage.Image:
+    """``Image.open``: reads the header only (the pixels are decoded on ``load``)."""
+    try:
+        return _PILImage.open(src)
+    except _PILImage.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{label}: too many pixels ({e})") from None
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"{label}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _check_pixels(w: int, h: int, max_pixels: int | None, label: str) -> None:
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"{label}: {w}x{h} = {w * h / 1e6:.1f} MP is over the limit of {max_pixels / 1e6:g} MP per image")
+
+
+def image_size(image: ImageLike, what: str = "image") -> tuple[int, int]:
+    """``(width, height)`` of an :data:`ImageLike` without decoding it (encoded bytes and files:
+    from the header only); an unreadable one raises one-line :class:`UserInputError`."""
     if _PILImage is None:  # pragma: no cover
         raise UserInputError("images need Pillow: pip install 'mllm-offload[backends]'")
     if isinstance(image, _PILImage.Image):
+        return image.size
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise UserInputError(f"{what}: array of shape {image.shape} is not an HxW or HxWxC image")
+        return int(image.shape[1]), int(image.shape[0])
+    src, label = _source(image, what)
+    with _open(src, label) as im:
+        return im.size
+
+
+def check_image_pixels(images: Sequence[ImageLike], max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                       max_request_pixels: int | None = DEFAULT_MAX_REQUEST_PIXELS, what: str = "image") -> list[tuple[int, int]]:
+    """The ``(width, height)`` of each image, read from headers only; raises
+    :class:`ImageTooLargeError` when one is over ``max_image_pixels`` or all together are over
+    ``max_request_pixels`` (``None``: no limit), so that nothing over the limits is decoded."""
+    sizes: list[tuple[int, int]] = []
+    total = 0
+    for i, im in enumerate(images):
+        w, h = image_size(im, f"{what} {i}")
+        _check_pixels(w, h, max_image_pixels, f"{what} {i}")
+        total += w * h
+        if max_request_pixels is not None and total > max_request_pixels:
+            raise ImageTooLargeError(f"{what}s: {total / 1e6:.1f} MP in {i + 1} images is over the limit of "
+                                     f"{max_request_pixels / 1e6:g} MP per request")
+        sizes.append((w, h))
+    return sizes
+
+
+def _reduce(im: _PILImage.Image, min_side: int | None) -> _PILImage.Image:
+    """Shrink ``im`` (opened, not yet decoded) so that its shorter side is about ``min_side``:
+    JPEGs are decoded at a reduced scale (``draft``), others shrunk after decoding (``thumbnail``
+    with a reducing gap). Images already that small are left alone."""
+    w, h = im.size
+    if not min_side or min(w, h) <= 2 * min_side:
+        return im
+    scale = min_side / min(w, h)
+    target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if im.format == "JPEG":
+        im.draft("RGB", target)  # decodes at 1/2, 1/4 or 1/8 scale, never below target
+    if im.mode not in ("RGB", "RGBA", "L", "LA"):
+        im = im.convert("RGB")
+    im.thumbnail(target, _PILImage.Resampling.BICUBIC, reducing_gap=2.0)
+    return im
+
+
+def load_image(image: ImageLike, what: str = "image", *, max_pixels: int | None = None, min_side: int | None = None) -> _PILImage.Image:
+    """Decode an :data:`ImageLike` into an RGB PIL image; a bad one raises one-line :class:`UserInputError`.
+
+    ``max_pixels``: refuse (:class:`ImageTooLargeError`) an image with more pixels, from its
+    header, before decoding it. ``min_side``: decode a larger encoded image reduced so that its
+    shorter side is about ``min_side`` (left alone up to twice that), for a model whose processor
+    resizes it smaller anyway.
+    """
+    if _PILImage is None:  # pragma: no cover
+        raise UserInputError("images need Pillow: pip install 'mllm-offload[backends]'")
+    if isinstance(image, _PILImage.Image):
+        _check_pixels(image.width, image.height, max_pixels, what)
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, np.ndarray):
         arr = image
+        if arr.ndim in (2, 3):
+            _check_pixels(int(arr.shape[1]), int(arr.shape[0]), max_pixels, what)
         if arr.dtype != np.uint8:
             if np.issubdtype(arr.dtype, np.floating) and arr.size and np.nanmax(arr) <= 1.0:
                 arr = arr * 255.0
@@ -256,19 +369,12 @@ def load_image(image: ImageLike, what: str = "image") -> _PILImage.Image:
         if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
             return _PILImage.fromarray(arr.squeeze(2) if arr.shape[2] == 1 else arr).convert("RGB")
         raise UserInputError(f"{what}: array of shape {arr.shape} is not an HxW or HxWxC image")
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        src: Any = io.BytesIO(bytes(image))
-        label = f"{what} ({len(image)} bytes)"
-    elif isinstance(image, (str, Path)):
-        src = Path(image)
-        label = str(image)
-        if not src.is_file():
-            raise UserInputError(f"{label}: no such image file")
-    else:
-        raise UserInputError(f"{what}: unsupported image type {type(image).__name__} (use PIL, numpy, bytes or a path)")
-    try:
-        with _PILImage.open(src) as im:
-            im.load()
-            return im.convert("RGB")
-    except (OSError, ValueError, _PILImage.DecompressionBombError) as e:
-        raise UserInputError(f"{label}: not a readable image ({type(e).__name__}: {e})") from None
+    src, label = _source(image, what)
+    with _open(src, label) as im:
+        _check_pixels(im.width, im.height, max_pixels, label)
+        try:
+            small = _reduce(im, min_side)
+            small.load()
+            return small.convert("RGB")
+        except (OSError, ValueError, _PILImage.DecompressionBombError) as e:
+            raise UserInputError(f"{label}: not a readable image ({type(e).__name__}: {e})") from None

@@ -12,6 +12,14 @@ in a worker thread so the event loop stays free:
   prefill included), **latency** when generation returns; both in seconds.
 * **Cancellation** (a :class:`~.base.CancelToken`, or cancelling the task) stops decoding at the
   next token through a stopping criterion.
+* **Limits** (checked before any prefill or decoding): a prompt over ``max_prompt_tokens``
+  (default: the model's context length, ``max_position_embeddings`` of its text config) raises
+  :class:`~.base.ContextLengthError` (a prompt over 8 characters per allowed token without
+  tokenizing it); images over ``max_image_pixels`` each or ``max_request_pixels`` together raise
+  :class:`~.base.ImageTooLargeError` from their headers, undecoded. Larger images are decoded
+  reduced (JPEG draft mode, then a thumbnail) to what the processor uses.
+* A request whose :class:`~.base.CancelToken` is already set when the worker reaches it (its
+  deadline passed, its client left) is skipped.
 * ``vision_layer=k`` records the output of the vision encoder's k-th layer (0-based) for every
   image, returned as ``Generation.vision_hidden`` for the MAS module.
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -30,12 +39,27 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import UserInputError
-from .base import BackendError, CancelToken, Generation, MMRequest, TokenCallback, TokenEvent, load_image, now
+from .base import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_REQUEST_PIXELS,
+    BackendError,
+    CancelToken,
+    ContextLengthError,
+    Generation,
+    MMRequest,
+    TokenCallback,
+    TokenEvent,
+    check_image_pixels,
+    load_image,
+    now,
+)
 from .confidence import CONFIDENCE_METHODS, confidence_from_logprobs
 
 __all__ = ["HFLocalBackend", "check_model_dir"]
 
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+#: A prompt longer than this many characters per allowed token is refused without tokenizing it.
+CHARS_PER_TOKEN_BOUND = 8
 _VISION_TOWERS = ("model.vision_tower", "vision_tower", "model.visual", "visual", "model.vision_model", "vision_model")
 
 
@@ -73,6 +97,10 @@ class HFLocalBackend:
             can stand in for a slower, distant one with the same timing shape (cancellation
             still stops it within a few milliseconds).
         name: label used in :attr:`Generation.backend` and logs (default: folder name).
+        max_prompt_tokens: longest prompt in tokens, image tokens and chat template included
+            (``None``: the model's context length; ``0``: no limit).
+        max_image_pixels: largest image (width x height), from its header (``None``: no limit).
+        max_request_pixels: all images and frames of one request together (``None``: no limit).
     """
 
     def __init__(
@@ -90,6 +118,9 @@ class HFLocalBackend:
         allow_download: bool = False,
         name: str | None = None,
         slowdown: float = 1.0,
+        max_prompt_tokens: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        max_request_pixels: int | None = DEFAULT_MAX_REQUEST_PIXELS,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -127,12 +158,63 @@ class HFLocalBackend:
         if getattr(self.processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
             raise UserInputError(f"{model}: the processor has no chat template")
         self._has_video = getattr(self.processor, "video_processor", None) is not None
+        if max_prompt_tokens is not None and max_prompt_tokens < 0:
+            raise UserInputError(f"max_prompt_tokens: must be >= 0, got {max_prompt_tokens}")
+        self.context_length = self._context_length()
+        self.max_prompt_tokens: int | None = (self.context_length if max_prompt_tokens is None else max_prompt_tokens) or None
+        self.max_image_pixels = max_image_pixels
+        self.max_request_pixels = max_request_pixels
+        self.image_side = self._image_side()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hf-{self.name}")
         self._hidden: list[np.ndarray] = []
         self._hook = None
         self.vision_layer = vision_layer
         if vision_layer is not None:
             self._hook = self._vision_layer_module(vision_layer).register_forward_hook(self._record_hidden)
+
+    # -- limits -------------------------------------------------------------------------------
+
+    def _context_length(self) -> int | None:
+        """``max_position_embeddings`` of the text config, else the tokenizer's sane ``model_max_length``."""
+        cfg = self.model.config
+        for c in (getattr(cfg, "text_config", None), cfg):
+            n = getattr(c, "max_position_embeddings", None) if c is not None else None
+            if isinstance(n, int) and n > 0:
+                return n
+        m = getattr(self.tokenizer, "model_max_length", None)
+        return m if isinstance(m, int) and 0 < m < 10_000_000 else None  # transformers says 1e30 when it does not know
+
+    def _image_side(self) -> int | None:
+        """The shorter side large images are reduced to before the processor (never below 1024,
+        nor below twice the largest size the processor names); ``None`` without an image processor."""
+        ip = getattr(self.processor, "image_processor", None)
+        if ip is None:
+            return None
+        sizes: list[float] = []
+        for attr in ("size", "crop_size"):
+            v = getattr(ip, attr, None)
+            vals = v.values() if isinstance(v, dict) else [v]
+            sizes += [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        mp = getattr(ip, "max_pixels", None)
+        if isinstance(mp, (int, float)) and mp > 0:
+            sizes.append(math.sqrt(mp))
+        return max(1024, 2 * int(max(sizes, default=0)))
+
+    def _too_long(self, n: int, unit: str, what: str) -> ContextLengthError:
+        return ContextLengthError(f"{what}: the prompt has {n} {unit}, over this model's limit of {self.max_prompt_tokens} tokens "
+                                  f"(context length {self.context_length}); shorten it")
+
+    def check_prompt(self, prompt: str, what: str = "request") -> int:
+        """The prompt's text tokens (without template or images); raises :class:`ContextLengthError`
+        when they are over ``max_prompt_tokens``, without tokenizing a prompt of more than
+        ``CHARS_PER_TOKEN_BOUND`` characters per allowed token."""
+        limit = self.max_prompt_tokens
+        if limit and len(prompt) > CHARS_PER_TOKEN_BOUND * limit:
+            raise self._too_long(len(prompt), "characters", what)
+        n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if limit and n > limit:
+            raise self._too_long(n, "tokens", what)
+        return n
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -157,15 +239,22 @@ class HFLocalBackend:
         self._hidden.extend(h.reshape(-1, h.shape[-2], h.shape[-1]))
 
     def _inputs(self, request: MMRequest) -> dict[str, Any]:
-        images = [load_image(im, f"request {request.id or '?'}: image {i}") for i, im in enumerate(request.images)]
-        if request.video:
-            frames = list(request.video)
+        rid = f"request {request.id or '?'}"
+        limit = self.max_prompt_tokens
+        if limit and len(request.prompt) > CHARS_PER_TOKEN_BOUND * limit:
+            raise self._too_long(len(request.prompt), "characters", rid)
+        frames = list(request.video or ())
+        if frames:
             if self._has_video:
                 raise UserInputError(f"{self.name}: native video input is not wired yet; pass frames as images")
             if len(frames) > self.max_video_frames:
                 idx = np.linspace(0, len(frames) - 1, self.max_video_frames).round().astype(int)
                 frames = [frames[i] for i in idx]
-            images += [load_image(f, f"request {request.id or '?'}: video frame {i}") for i, f in enumerate(frames)]
+        # headers first: nothing over the pixel limits is decoded
+        check_image_pixels([*request.images, *frames], self.max_image_pixels, self.max_request_pixels, f"{rid}: image")
+        opts: dict[str, Any] = {"max_pixels": self.max_image_pixels, "min_side": self.image_side}
+        images = [load_image(im, f"{rid}: image {i}", **opts) for i, im in enumerate(request.images)]
+        images += [load_image(f, f"{rid}: video frame {i}", **opts) for i, f in enumerate(frames)]
         if request.audio is not None and self.unsupported == "error":
             raise UserInputError(f"request {request.id or '?'}: model {self.name} does not accept audio (use unsupported='ignore' to drop it)")
         content: list[dict[str, Any]] = [{"type": "image"} for _ in images] + [{"type": "text", "text": request.prompt}]
@@ -175,6 +264,9 @@ class HFLocalBackend:
             enc = self.processor(images=images or None, text=prompt, return_tensors="pt")
         except (ValueError, TypeError) as e:
             raise UserInputError(f"request {request.id or '?'}: the processor rejected the input ({str(e).splitlines()[0]})") from None
+        n_in = int(enc["input_ids"].shape[1])
+        if limit and n_in > limit:  # before any prefill
+            raise self._too_long(n_in, "tokens (images and chat template included)", rid)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     # -- generation ---------------------------------------------------------------------------
@@ -184,6 +276,8 @@ class HFLocalBackend:
         from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
+        if cancel.cancelled:  # its deadline passed or its client left while it waited for the worker
+            return Generation(text="", latency_s=now() - t0, finish_reason="cancelled", cancelled=True, backend=self.name)
         inputs = self._inputs(request)
         n_in = int(inputs["input_ids"].shape[1])
         k = request.top_logprobs

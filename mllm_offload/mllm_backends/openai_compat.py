@@ -51,7 +51,7 @@ import httpx
 import numpy as np
 
 from ..errors import UserInputError
-from .base import AudioClip, BackendError, CancelToken, Generation, ImageLike, MMRequest, TokenCallback, TokenEvent, load_image, now
+from .base import AudioClip, BackendError, CancelToken, Generation, ImageLike, MMRequest, TokenCallback, TokenEvent, image_size, load_image, now
 from .confidence import CONFIDENCE_METHODS, confidence_from_logprobs
 
 __all__ = ["OpenAICompatBackend", "image_data_url", "normalize_base_url"]
@@ -78,7 +78,8 @@ def _sniff_mime(data: bytes) -> str | None:
 
 
 def image_data_url(image: ImageLike, fmt: str = "JPEG", quality: int = 90, what: str = "image") -> str:
-    """A ``data:`` URL for an image; JPEG/PNG/WebP bytes or files pass through without re-encoding."""
+    """A ``data:`` URL for an image; JPEG/PNG/WebP bytes or files pass through without re-encoding
+    (or decoding: only their header is read, to refuse what is not an image here, not on the server)."""
     raw: bytes | None = None
     if isinstance(image, (bytes, bytearray)):
         raw = bytes(image)
@@ -89,7 +90,7 @@ def image_data_url(image: ImageLike, fmt: str = "JPEG", quality: int = 90, what:
         if p.is_file():
             raw = p.read_bytes()
     if raw is not None and (mime := _sniff_mime(raw)) is not None:
-        load_image(raw, what)  # refuse corrupt files here, not on the server
+        image_size(raw, what)  # header only: refuse non-images here, not on the server
         return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
     img = load_image(image, what)
     buf = io.BytesIO()
@@ -281,7 +282,8 @@ class OpenAICompatBackend:
         deadline = t0 + self.timeout_s
         self._http()
         model = await self.resolve_model()
-        body = self.payload(request, model)
+        media = bool(request.images or request.video or request.audio is not None)
+        body = await asyncio.to_thread(self.payload, request, model) if media else self.payload(request, model)  # encoding off the event loop
         state: dict[str, Any] = {"text": [], "lps": [], "toks": [], "tops": [], "ttft": None, "usage": None,
                                  "finish": None, "chunks": 0, "saw_lp": False, "net": {}}
         assert self._sem is not None

@@ -11,8 +11,10 @@ One place for the wire format of both servers (modelled on vLLM's
   (:class:`ChoiceLogprobs`, :class:`ChatCompletionTokenLogprob`, :class:`TopLogprob`), the model
   list (:class:`ModelList`, :class:`ModelCard`) and the error body (:class:`ErrorResponse`,
   :class:`ErrorInfo`);
-* SSE framing (:func:`sse_event`, :func:`sse_done`), :func:`error_response`, the API-key and
-  body-size guard (:func:`install_guard`), :func:`metrics_response` (Prometheus text from a
+* SSE framing (:func:`sse_event`, :func:`sse_done`), :func:`error_response` (and
+  :func:`user_error_response` for a refused request), the API-key and body-size guard
+  (:func:`install_guard`, a pure ASGI middleware: the key on every path but ``/health``, the body
+  counted while it is read, chunked or not), :func:`metrics_response` (Prometheus text from a
   registry), and :func:`to_mm_request` (a chat body to one :class:`~.base.MMRequest`).
 
 Serialisation: every field of a response model is written, ``null`` included (``logprobs``,
@@ -32,13 +34,15 @@ import ipaddress
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from ..errors import UserInputError
 from .base import Generation, MMRequest
@@ -63,6 +67,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "OpenAIBaseModel",
+    "RequestGuard",
     "StreamOptions",
     "TopLogprob",
     "UsageInfo",
@@ -78,6 +83,7 @@ __all__ = [
     "sse_done",
     "sse_event",
     "to_mm_request",
+    "user_error_response",
     "validation_message",
 ]
 
@@ -355,14 +361,23 @@ class ErrorResponse(OpenAIBaseModel):
     error: ErrorInfo
 
 
-def error_body(status: int, message: str, kind: str = "invalid_request_error") -> ErrorResponse:
-    """The error body for HTTP ``status`` (its ``code``)."""
-    return ErrorResponse(error=ErrorInfo(message=message, type=kind, code=status))
+def error_body(status: int, message: str, kind: str = "invalid_request_error", *, code: str | None = None, param: str | None = None) -> ErrorResponse:
+    """The error body for HTTP ``status`` (its ``code``, unless a named ``code`` such as
+    ``context_length_exceeded`` is given)."""
+    return ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=code or status))
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, message: str, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None, *,
+                   code: str | None = None, param: str | None = None) -> JSONResponse:
     """An OpenAI-style one-line error response."""
-    return JSONResponse(error_body(status, message, kind).model_dump(mode="json"), status_code=status, headers=headers)
+    return JSONResponse(error_body(status, message, kind, code=code, param=param).model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def user_error_response(e: UserInputError, status: int = 400) -> JSONResponse:
+    """The error response of a refused request: its one line, with the ``code`` and ``param`` the
+    exception names (a :class:`~.base.ContextLengthError`: ``context_length_exceeded``, ``messages``)."""
+    code, param = getattr(e, "code", None), getattr(e, "param", None)
+    return error_response(status, str(e), code=code if isinstance(code, str) else None, param=param if isinstance(param, str) else None)
 
 
 # ----------------------------------------------------------------------------- SSE, guard, metrics
@@ -389,22 +404,83 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int) -> None:
-    """API key on ``/v1/*`` (401; compared in constant time) and a body size limit from
-    ``content-length`` (413). The handlers still check the size of a body sent without one."""
-    expected = f"Bearer {api_key}".encode() if api_key else None
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a request body has passed the limit."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if expected is not None and request.url.path.startswith("/v1/"):
-            # header values arrive latin-1 decoded: back to their bytes, compared with the key's UTF-8
-            given = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not secrets.compare_digest(given, expected):
-                return error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_body_bytes:
-            return error_response(413, f"request body over {max_body_bytes} bytes")
-        return await call_next(request)
+
+class RequestGuard:
+    """Pure ASGI middleware of both servers: the API key and the body size limit.
+
+    * With an API key, every path but ``open_paths`` needs ``Authorization: Bearer KEY``
+      (compared in constant time; 401 otherwise): ``/v1/*``, ``/metrics``, ``/openapi.json`` and
+      any unknown path alike.
+    * A ``content-length`` over ``max_body_bytes`` gets 413 before anything is read; otherwise the
+      body is counted while the app reads it, chunked or not, and the app's ``receive`` raises as
+      soon as the count passes the limit: the client gets 413 without the rest being read or
+      buffered (the connection is then closed).
+    """
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: Iterable[str] = ("/health",)) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.open_paths = frozenset(open_paths)
+
+    def _too_large(self) -> JSONResponse:
+        return error_response(413, f"request body over {self.max_body_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])  # names are lower-case bytes in ASGI
+        if self.expected is not None and scope.get("path", "") not in self.open_paths:
+            if not secrets.compare_digest(headers.get(b"authorization", b""), self.expected):
+                resp = error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+                await resp(scope, receive, send)
+                return
+        size = headers.get(b"content-length", b"").strip()
+        if size.isdigit() and int(size) > self.max_body_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        received, over, started = 0, False, False
+
+        async def counted() -> ASGIMessage:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked(message: ASGIMessage) -> None:
+            nonlocal started
+            if over and not started:  # the app answering a body it could not read: the 413 below instead
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _BodyTooLarge:
+            if started:
+                raise
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await self._too_large()(scope, receive, send)
+
+
+def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int, *, public_metrics: bool = False) -> None:
+    """Add :class:`RequestGuard` to ``app``: with ``api_key``, every path but ``/health`` (and
+    ``/metrics`` when ``public_metrics``) needs the key; bodies over ``max_body_bytes`` get 413,
+    counted while they are read."""
+    open_paths = ("/health", "/metrics") if public_metrics else ("/health",)
+    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=max_body_bytes, open_paths=open_paths)
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:

@@ -22,6 +22,12 @@ answer used, measured latencies, confidence, bytes) through :class:`~.tracelog.T
 its side calls have settled; ``shadow_rate`` > 0 also runs the side that did not run for that
 fraction of requests (after answering), so that logs hold both outcomes for training.
 
+Limits (``RouterConfig``), checked before MAS and before any backend sees the request: a prompt
+over ``max_prompt_chars`` characters raises :class:`~..mllm_backends.base.ContextLengthError`;
+an image over ``max_image_pixels`` or a request's images over ``max_request_pixels`` raise
+:class:`~..mllm_backends.base.ImageTooLargeError`, found from the headers, never decoded. Media
+are checked and MAS computed in a worker thread, off the event loop.
+
 Pseudo-labels: deployment has no ground truth, so when both answers exist the cloud answer is the
 reference (cloud score 1, edge score 1 if the normalised answers agree, else 0); otherwise the
 score is logged as unknown (``null``).
@@ -44,8 +50,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import SystemConfig
 from ..decision import Mode, Thresholds, accept_edge, decide
+from ..errors import UserInputError
 from ..mas import compute_mas
-from ..mllm_backends.base import Backend, BackendError, CancelToken, Generation, MMRequest, load_image, now
+from ..mllm_backends.base import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_PROMPT_CHARS,
+    DEFAULT_MAX_REQUEST_PIXELS,
+    Backend,
+    BackendError,
+    CancelToken,
+    ContextLengthError,
+    Generation,
+    ImageTooLargeError,
+    MMRequest,
+    image_size,
+    load_image,
+    now,
+)
 from ..observation import RequestFeatures, build_observation
 from ..policy import Policy
 from ..scoring import normalize_answer
@@ -54,8 +75,8 @@ from .tracelog import TraceLog
 
 __all__ = ["RoutedAnswer", "Router", "RouterConfig", "RouterError", "SideResult"]
 
-#: Requests whose media exceed this many bytes get their MAS computed in a worker thread.
-_MAS_INLINE_BYTES = 256 * 1024
+#: HTTP statuses of a backend that refused the request itself (not a failure of the backend).
+_REFUSED = frozenset({400, 404, 413, 422})
 
 
 class RouterConfig(BaseModel):
@@ -72,15 +93,21 @@ class RouterConfig(BaseModel):
     shadow_rate: float = Field(0.0, ge=0.0, le=1.0, description="fraction of requests whose missing side is run for the log")
     cancel_grace_s: float = Field(5.0, gt=0, description="wait for a cancelled call to report what it spent, seconds")
     seed: int | None = Field(None, description="seed of the shadow sampling")
+    max_prompt_chars: int | None = Field(DEFAULT_MAX_PROMPT_CHARS, ge=1, description="longest prompt, characters; longer is refused first (None: no limit)")
+    max_image_pixels: int | None = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="largest image, width x height, from its header (None: no limit)")
+    max_request_pixels: int | None = Field(DEFAULT_MAX_REQUEST_PIXELS, ge=1, description="all images and frames of a request together (None: no limit)")
     system: SystemConfig = Field(default_factory=SystemConfig, description="estimator priors (bw_prior_mbps, rtt_s, ...)")
 
 
 class RouterError(RuntimeError):
-    """Neither backend could answer (the message names both causes)."""
+    """Neither backend could answer (the message names both causes). ``refused``: every side
+    that ran refused the request itself (a prompt over its context, an image it cannot take),
+    so it is the request's fault, not the backends' (the server answers 400, not 503)."""
 
-    def __init__(self, message: str, request_id: str) -> None:
+    def __init__(self, message: str, request_id: str, refused: bool = False) -> None:
         super().__init__(message)
         self.request_id = request_id
+        self.refused = refused
 
 
 @dataclass
@@ -97,6 +124,7 @@ class SideResult:
     error: str | None = None
     upload_s: float = 0.0
     shadow: bool = False
+    refused: bool = False  # the backend refused the request itself (4xx, bad input), an ``error``
 
     @property
     def ok(self) -> bool:
@@ -144,8 +172,9 @@ class _Prepared:
     payload: dict[str, int]
 
 
-def _encode(image: Any, what: str) -> tuple[bytes, int, int]:
-    """Encoded bytes of an image (bytes and files pass through) and its size in pixels."""
+def _encode(image: Any, what: str, max_pixels: int | None) -> tuple[bytes, int, int]:
+    """Encoded bytes of an image (bytes and files pass through, undecoded: only their header is
+    read) and its size in pixels; over ``max_pixels`` raises :class:`ImageTooLargeError` first."""
     if isinstance(image, (bytes, bytearray)):
         data = bytes(image)
     elif isinstance(image, (str, Path)):
@@ -153,13 +182,18 @@ def _encode(image: Any, what: str) -> tuple[bytes, int, int]:
             data = Path(image).read_bytes()
         except OSError as e:
             raise BackendError(f"{what}: {image}: {e.strerror or e}") from None
-    else:
+    else:  # already decoded (PIL, numpy): checked, then encoded once
+        w, h = image_size(image, what)
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLargeError(f"{what}: {w}x{h} = {w * h / 1e6:.1f} MP is over the limit of {max_pixels / 1e6:g} MP per image")
         im = load_image(image, what)
         buf = io.BytesIO()
         im.convert("RGB").save(buf, format="JPEG", quality=90)
         data = buf.getvalue()
-    im = load_image(data, what)  # header only: PIL decodes lazily
-    return data, im.width, im.height
+    w, h = image_size(data, what)  # the header only
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"{what}: {w}x{h} = {w * h / 1e6:.1f} MP is over the limit of {max_pixels / 1e6:g} MP per image")
+    return data, w, h
 
 
 def _b64_len(n: int) -> int:
@@ -214,8 +248,9 @@ class Router:
             return SideResult("timeout", gen, f"no answer within {timeout_s:g} s")
         try:
             gen = task.result()
-        except (BackendError, Exception) as e:
-            return SideResult("error", None, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except Exception as e:
+            refused = isinstance(e, UserInputError) or (isinstance(e, BackendError) and e.status in _REFUSED)
+            return SideResult("error", None, str(e).splitlines()[0] if str(e) else type(e).__name__, refused=refused)
         return SideResult("cancelled" if gen.cancelled else "ok", gen)
 
     async def _run_edge(self, req: MMRequest, cancel: CancelToken) -> SideResult:
@@ -261,13 +296,24 @@ class Router:
     # -- one request ---------------------------------------------------------------------------
 
     def _prepare(self, request: MMRequest) -> _Prepared:
+        """Media checked from their headers (nothing over the pixel limits is decoded), then MAS
+        (which decodes within-limit images small); runs in a worker thread when there are media."""
         rid = request.id
-        images, sizes = [], []
-        for i, im in enumerate(request.images):
-            data, w, h = _encode(im, f"request {rid}: image {i}")
-            images.append(data)
-            sizes.append((w, h))
-        frames = [_encode(fr, f"request {rid}: video frame {i}")[0] for i, fr in enumerate(request.video or ())]
+        cfg = self.cfg
+        images, sizes, frames, total = [], [], [], 0
+        media = [(f"request {rid}: image {i}", im, True) for i, im in enumerate(request.images)]
+        media += [(f"request {rid}: video frame {i}", fr, False) for i, fr in enumerate(request.video or ())]
+        for what, item, is_image in media:
+            data, w, h = _encode(item, what, cfg.max_image_pixels)
+            total += w * h
+            if cfg.max_request_pixels is not None and total > cfg.max_request_pixels:
+                raise ImageTooLargeError(f"request {rid}: its images come to {total / 1e6:.1f} MP, over the limit of "
+                                         f"{cfg.max_request_pixels / 1e6:g} MP per request")
+            if is_image:
+                images.append(data)
+                sizes.append((w, h))
+            else:
+                frames.append(data)
         req = dataclasses.replace(request, images=images, video=frames or None)
         audio = request.audio
         mas = compute_mas(request.prompt, images=images, video=frames or None,
@@ -293,14 +339,17 @@ class Router:
 
     async def generate(self, request: MMRequest) -> RoutedAnswer:
         """Route and answer one request (see the module docstring); raises :class:`RouterError`
-        only when neither backend answered, and ``UserInputError``/``BackendError`` for a request
-        whose media cannot be read."""
+        only when neither backend answered (``refused`` when both refused the request itself), and
+        ``UserInputError``/``BackendError`` for a request over the limits or whose media cannot
+        be read."""
         t0, wall0 = now(), time.time()
         if not request.id:
             request = dataclasses.replace(request, id="req-" + uuid.uuid4().hex[:16])
         rid = request.id
-        media = sum(len(x) for x in (*request.images, *(request.video or ())) if isinstance(x, (bytes, bytearray)))
-        if media > _MAS_INLINE_BYTES or any(not isinstance(x, (bytes, bytearray)) for x in request.images):
+        limit = self.cfg.max_prompt_chars
+        if limit is not None and len(request.prompt) > limit:  # before MAS and before any backend sees it
+            raise ContextLengthError(f"request {rid}: the prompt has {len(request.prompt)} characters, over this router's limit of {limit}")
+        if request.images or request.video or request.audio is not None:  # headers, MAS decoding: off the event loop
             prep = await asyncio.to_thread(self._prepare, request)
         else:
             prep = self._prepare(request)
@@ -347,7 +396,8 @@ class Router:
             msg = f"request {rid}: no backend answered (edge: {edge.error or edge.status}; cloud: {cloud.error or cloud.status})"
             self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
                                      size=size, answered_by=None, fallback=fallback, error=msg))
-            raise RouterError(msg, rid)
+            ran = [s for s in (edge, cloud) if s.status != "not_run"]
+            raise RouterError(msg, rid, refused=bool(ran) and all(s.refused for s in ran))
         used = cloud if answered_by == "cloud" else edge
         assert used.gen is not None
         self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,

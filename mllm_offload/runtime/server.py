@@ -8,8 +8,10 @@
                                  ``offload`` field with the decision (thresholds, MAS score,
                                  latency, fallback)
 ``GET /v1/models``               the router's model name
-``GET /health``                  ``{"status": "ok", ...}`` with the policy and queue
-``GET /metrics``                 Prometheus text: ``offload_requests_total{mode}``,
+``GET /health``                  ``{"status": "ok", ...}`` with the policy and queue (open
+                                 even with an API key)
+``GET /metrics``                 (needs the key when one is set, unless ``public_metrics``)
+                                 Prometheus text: ``offload_requests_total{mode}``,
                                  ``offload_answers_total{answered_by}``,
                                  ``offload_latency_seconds`` (histogram by mode),
                                  ``offload_cloud_cancelled_total``,
@@ -22,10 +24,13 @@ A streamed request is answered once the routing has settled (a speculative edge 
 known to be accepted when the edge finishes), then its tokens are sent as chunks: the stream is
 ordinary OpenAI SSE, but its first token comes with the routed answer, not earlier.
 
-Guards: binds 127.0.0.1 unless an API key is set; bodies over ``max_body_bytes`` get 413;
-more than ``max_queue`` requests in flight get 429 with ``Retry-After``; when no backend can
-answer the request gets 503 with one line naming both causes (and is written to
-``errors.jsonl``).
+Guards: binds 127.0.0.1 unless an API key is set (then every path but ``/health`` needs it);
+bodies over ``max_body_bytes`` get 413, counted while they are read (chunked too); a prompt over
+the router's ``max_prompt_chars`` gets 400 (``context_length_exceeded``) and images over its
+pixel limits 400, both before MAS or any backend; more than ``max_queue`` requests in flight get
+429 with ``Retry-After``; when no backend can answer the request gets 503 with one line naming
+both causes (and is written to ``errors.jsonl``), or 400 when both refused the request itself
+(a prompt over both models' context).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from ..mllm_backends.openai_protocol import (
     sse_done,
     sse_event,
     to_mm_request,
+    user_error_response,
 )
 from .router import RoutedAnswer, Router, RouterError
 
@@ -154,9 +160,10 @@ class RouteChatCompletionChunk(ChatCompletionStreamResponse):
 
 
 def create_route_app(router: Router, *, served_name: str = "mllm-offload-router", api_key: str | None = None, max_queue: int = 64,
-                     max_body_bytes: int = 32 * 1024 * 1024, default_max_tokens: int = 64) -> FastAPI:
-    """A FastAPI app serving ``router`` (see the module docstring). Closing the app drains the
-    router's log tasks and closes its backends."""
+                     max_body_bytes: int = 32 * 1024 * 1024, default_max_tokens: int = 64, public_metrics: bool = False) -> FastAPI:
+    """A FastAPI app serving ``router`` (see the module docstring; the prompt and pixel limits are
+    the router's ``RouterConfig``). Closing the app drains the router's log tasks and closes its
+    backends."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -171,7 +178,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
     card = ModelCard(id=served_name)
 
     error = error_response
-    install_guard(app, api_key, max_body_bytes)
+    install_guard(app, api_key, max_body_bytes, public_metrics=public_metrics)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -196,7 +203,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
             body = parse_chat_request(raw)
             req = to_mm_request(body, default_max_tokens)
         except UserInputError as e:
-            return error(400, str(e))
+            return user_error_response(e)
         if state["in_flight"] >= max_queue:
             metrics.rejected.inc()
             return error(429, f"router busy: {state['in_flight']} requests in flight", "rate_limit_error", {"retry-after": "1"})
@@ -205,9 +212,13 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         try:
             ans = await router.generate(req)
         except RouterError as e:
+            if e.refused:  # both sides refused the request itself: the client's to fix
+                return error(400, str(e), headers={"x-offload-request-id": e.request_id})
             metrics.failed.inc()
             return error(503, str(e), "server_error", {"x-offload-request-id": e.request_id})
-        except (UserInputError, BackendError) as e:  # unreadable media
+        except UserInputError as e:  # over the limits, unreadable media
+            return user_error_response(e)
+        except BackendError as e:
             return error(400, str(e))
         finally:
             state["in_flight"] -= 1
@@ -248,7 +259,8 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
 
 
 def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, *, api_key: str | None = None, max_queue: int = 64,
-                     max_body_bytes: int = 32 * 1024 * 1024, log_level: str = "warning", sock: socket.socket | None = None) -> None:
+                     max_body_bytes: int = 32 * 1024 * 1024, log_level: str = "warning", sock: socket.socket | None = None,
+                     public_metrics: bool = False) -> None:
     """Serve ``router`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``.
     ``sock``: a socket already bound to ``(host, port)`` to listen on (the CLI binds it before
     announcing, so a busy port is its own one-line error)."""
@@ -256,7 +268,7 @@ def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, 
 
     if not is_loopback(host) and not api_key:
         raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
-    app = create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes)
+    app = create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes, public_metrics=public_metrics)
     if sock is None:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
         return
