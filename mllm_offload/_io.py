@@ -1,19 +1,23 @@
 """Atomic file output: write to a temporary file in the target folder, then rename.
 
-A crash or a validation error never leaves a half-written output file behind.
+A crash or a validation error never leaves a half-written output file behind. JSON goes through
+:func:`json_text`, which never writes ``NaN`` or ``Infinity`` (not JSON): a non-finite number
+becomes ``null``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_text"]
+__all__ = ["atomic_dir", "atomic_write", "atomic_write_json", "atomic_write_text", "json_safe", "json_text"]
 
 
 @contextlib.contextmanager
@@ -43,6 +47,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (``nan``, ``inf``) replaced by ``None`` and numpy scalars
+    and arrays turned into Python numbers and lists (containers are copied, never modified)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    tolist = getattr(obj, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return json_safe(tolist())
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that always gives valid JSON: non-finite numbers become ``null``
+    (:func:`json_safe`) and ``allow_nan=False`` guards the rest."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as valid JSON (:func:`json_text`, a trailing newline) to ``path`` atomically."""
+    atomic_write_text(path, json_text(obj, indent=indent) + "\n")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ file              content
 ================  =================================================================================
 ``policy.json``   manifest: format name and version, observation feature names in order,
                   normalisation statistics, network layout, action mapping, training metadata,
-                  sha256 and size of every other file
+                  sha256 and size of every other file, the digest of its own content and
+                  optionally an HMAC
 ``policy.npz``    actor weights ``w0, b0, w1, b1, ...`` (``w`` shaped ``(out, in)``), read with
                   ``allow_pickle=False``
 ``policy.onnx``   the same actor with normalisation folded in: input ``obs`` float32
@@ -22,6 +23,18 @@ with a Box action), then :meth:`~mllm_offload.decision.Thresholds.from_action` (
 training. An artifact of kind ``heuristic`` holds only ``policy.json`` naming a rule of
 :mod:`mllm_offload.rules` and its parameters.
 
+**Integrity.** ``policy.json`` holds ``digest``: ``sha256:`` and the sha256 of its canonical
+content (:func:`canonical_manifest`: the manifest without ``digest`` and ``hmac``, as JSON with
+sorted keys, no spaces, ASCII only), and through the sha256 of every other file it lists, the
+whole artifact. An edit, even one digit of ``normalization.mean``, fails at load with one line.
+The digest catches accidents, not attackers (anyone can recompute it); against those, an
+**HMAC** with a secret key: ``hmac`` is ``hmac-sha256:`` and the HMAC-SHA256 of the same
+canonical content. It is written when a key is given (``key=``, or the environment variable
+:data:`KEY_ENV`, ``MLLM_OFFLOAD_POLICY_KEY``) and verified at load whenever a key is configured
+the same way; with a key configured, an artifact without an HMAC is refused. Artifacts written
+before the digest existed (no ``digest`` field) still load as before, unless a key is
+configured; exporting again adds the digest. Nothing in an artifact is a pickle.
+
 :func:`read_artifact` validates everything and raises
 :class:`~mllm_offload.errors.UserInputError` with one line naming the file and the problem.
 :func:`write_artifact` writes into a temporary sibling directory and renames it into place.
@@ -31,7 +44,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import hmac as _hmac
 import json
+import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +56,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from ._io import atomic_dir
+from ._io import atomic_dir, json_safe
 from .config import StrictModel, format_validation_error
 from .decision import Thresholds
 from .errors import UserInputError
@@ -52,11 +67,15 @@ __all__ = [
     "BACKENDS",
     "FORMAT",
     "FORMAT_VERSION",
+    "KEY_ENV",
     "Artifact",
     "ArtifactPolicy",
     "MLPActor",
     "Manifest",
     "Normalization",
+    "canonical_manifest",
+    "manifest_digest",
+    "manifest_hmac",
     "read_artifact",
     "sha256_file",
     "write_artifact",
@@ -68,6 +87,9 @@ ACTION_MAPPING: Literal["thresholds-v1"] = "thresholds-v1"
 MANIFEST = "policy.json"
 NPZ = "policy.npz"
 ONNX = "policy.onnx"
+#: environment variable holding the HMAC key of ``policy.json`` (written at export, verified at load)
+KEY_ENV = "MLLM_OFFLOAD_POLICY_KEY"
+_SEAL_FIELDS = ("digest", "hmac")
 
 
 class FileEntry(StrictModel):
@@ -131,6 +153,38 @@ class Manifest(StrictModel):
     heuristic: HeuristicSpec | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
+    digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the canonical content")
+    hmac: str | None = Field(None, pattern=r"^hmac-sha256:[0-9a-f]{64}$", description="HMAC-SHA256 of the canonical content")
+
+
+def canonical_manifest(doc: Mapping[str, Any]) -> bytes:
+    """What the digest and the HMAC cover: ``doc`` (a parsed ``policy.json``) without ``digest``
+    and ``hmac``, as JSON with sorted keys, no whitespace, ASCII only (raises ``ValueError`` on a
+    non-finite number)."""
+    body = {k: v for k, v in doc.items() if k not in _SEAL_FIELDS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def manifest_digest(doc: Mapping[str, Any]) -> str:
+    """``sha256:`` and the hex sha256 of :func:`canonical_manifest`."""
+    return "sha256:" + hashlib.sha256(canonical_manifest(doc)).hexdigest()
+
+
+def manifest_hmac(doc: Mapping[str, Any], key: bytes) -> str:
+    """``hmac-sha256:`` and the hex HMAC-SHA256 of :func:`canonical_manifest` under ``key``."""
+    return "hmac-sha256:" + _hmac.new(key, canonical_manifest(doc), hashlib.sha256).hexdigest()
+
+
+def _policy_key(key: str | bytes | None) -> bytes | None:
+    """``key``, else the value of :data:`KEY_ENV` (unset or empty: no key), as bytes."""
+    if key is None:
+        key = os.environ.get(KEY_ENV) or None
+        if key is None:
+            return None
+    out = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if not out:
+        raise UserInputError("policy key: empty (give a non-empty key, or none)")
+    return out
 
 
 def sha256_file(path: str | Path) -> str:
@@ -214,12 +268,16 @@ def write_artifact(
     network: Network | None = None,
     heuristic: HeuristicSpec | None = None,
     training: Mapping[str, Any] | None = None,
+    key: str | bytes | None = None,
 ) -> Path:
     """Write an artifact directory atomically (temporary sibling, then rename) and return it.
 
-    The result is read back with :func:`read_artifact` before it replaces ``out_dir``, so a
-    written artifact is always a loadable one.
+    ``policy.json`` gets its ``digest``, and an ``hmac`` when a key is given (``key``, else the
+    environment variable :data:`KEY_ENV`). The result is read back with :func:`read_artifact`
+    (with the same key) before it replaces ``out_dir``, so a written artifact is always a
+    loadable one.
     """
+    k = _policy_key(key)
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         files: dict[str, FileEntry] = {}
@@ -237,23 +295,33 @@ def write_artifact(
             observation=list(OBSERVATION_SPEC.names), normalization=normalization, network=network,
             heuristic=heuristic, training=dict(training or {}), files=files,
         )
-        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        read_artifact(tmp)  # never publish something the reader rejects
+        doc = json_safe(manifest.model_dump(mode="json"))  # never NaN or Infinity (not JSON)
+        for f in _SEAL_FIELDS:
+            doc.pop(f, None)
+        doc["digest"] = manifest_digest(doc)
+        if k is not None:
+            doc["hmac"] = manifest_hmac(doc, k)
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        read_artifact(tmp, key=k)  # never publish something the reader rejects
     return out
 
 
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _load_manifest(d: Path) -> Manifest:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _load_manifest(d: Path) -> tuple[dict[str, Any], Manifest]:
     mpath = d / MANIFEST
     if not d.is_dir():
         raise UserInputError(f"{d}: not a policy directory (expected {MANIFEST}, {NPZ}, {ONNX})")
     if not mpath.is_file():
         raise UserInputError(f"{mpath}: missing (is {d} an exported policy?)")
     try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, not UTF-8, NaN/Infinity
         raise UserInputError(f"{mpath}: not valid JSON: {e}") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{mpath}: expected a JSON object")
@@ -264,9 +332,25 @@ def _load_manifest(d: Path) -> Manifest:
             f"{mpath}: format_version: {raw.get('format_version')!r} is not supported (this build reads {FORMAT_VERSION})"
         )
     try:
-        return Manifest.model_validate(raw)
+        return raw, Manifest.model_validate(raw)
     except ValidationError as e:
         raise UserInputError(format_validation_error(str(mpath), e)) from None
+
+
+def _check_seal(mpath: Path, raw: Mapping[str, Any], key: bytes | None) -> None:
+    """The manifest's ``digest`` (when present) and, when a key is configured, its ``hmac``."""
+    digest = raw.get("digest")
+    if digest is not None and not _hmac.compare_digest(manifest_digest(raw), str(digest)):
+        raise UserInputError(f"{mpath}: digest: the content does not match its digest (edited after export?); "
+                             "restore the file or export the run again")
+    if key is None:
+        return
+    mac = raw.get("hmac")
+    if mac is None:
+        raise UserInputError(f"{mpath}: hmac: missing, but a policy key is configured ({KEY_ENV} or key=); "
+                             "export the policy again with that key")
+    if not _hmac.compare_digest(manifest_hmac(raw, key), str(mac)):
+        raise UserInputError(f"{mpath}: hmac: does not match the configured policy key (another key, or the file was modified)")
 
 
 def _check_observation(mpath: Path, names: list[str]) -> None:
@@ -305,18 +389,22 @@ def _load_weights(d: Path, m: Manifest) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def read_artifact(path: str | Path, require: tuple[str, ...] = ()) -> Artifact:
+def read_artifact(path: str | Path, require: tuple[str, ...] = (), key: str | bytes | None = None) -> Artifact:
     """Read and validate an artifact directory.
 
     Checks: the manifest's schema, format and version; the observation feature names and order
-    against :data:`~mllm_offload.observation.OBSERVATION_SPEC`; the size and sha256 of every
-    listed file (and that ``require`` files are listed); array shapes against the network
-    layout; finite values. Raises :class:`UserInputError` with one line on the first problem.
+    against :data:`~mllm_offload.observation.OBSERVATION_SPEC`; the manifest's digest (when it
+    has one) and, with a key (``key``, else the environment variable :data:`KEY_ENV`), its
+    HMAC; the size and sha256 of every listed file (and that ``require`` files are listed);
+    array shapes against the network layout; finite values. Raises :class:`UserInputError` with
+    one line on the first problem.
     """
+    k = _policy_key(key)
     d = Path(path)
-    m = _load_manifest(d)
+    raw, m = _load_manifest(d)
     mpath = d / MANIFEST
     _check_observation(mpath, m.observation)
+    _check_seal(mpath, raw, k)
     for fname, entry in m.files.items():
         if fname not in (NPZ, ONNX):
             raise UserInputError(f"{mpath}: files: unexpected entry {fname!r}")
@@ -395,12 +483,13 @@ class ArtifactPolicy:
         self._actor, self._rule = actor, rule
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "numpy", threads: int = 1) -> ArtifactPolicy:
-        """Read and validate ``path`` (:func:`read_artifact`); ``backend`` ``numpy`` or ``onnx``."""
+    def load(cls, path: str | Path, backend: str = "numpy", threads: int = 1, key: str | bytes | None = None) -> ArtifactPolicy:
+        """Read and validate ``path`` (:func:`read_artifact`, ``key`` for the HMAC, default the
+        environment variable :data:`KEY_ENV`); ``backend`` ``numpy`` or ``onnx``."""
         if backend not in BACKENDS:
             raise UserInputError(f"policy backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
         p = Path(path)
-        art = read_artifact(p, require=(ONNX,) if backend == "onnx" else ())
+        art = read_artifact(p, require=(ONNX,) if backend == "onnx" else (), key=key)
         m = art.manifest
         if m.kind == "heuristic":
             from .rules import make_rule

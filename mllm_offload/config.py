@@ -1,17 +1,20 @@
 """Validated configuration: system parameters, reward weights, episodes (a contract).
 
-Every model is a strict pydantic model (unknown fields are errors). :func:`load_yaml` reads one
-from a YAML file and turns any problem into a one-line :class:`~mllm_offload.errors.UserInputError`
-naming the file and the field, e.g. ``ppo.yaml: reward.latency: Input should be >= 0``.
+Every model is a strict pydantic model (unknown fields are errors, non-finite numbers such as
+``.inf`` or ``.nan`` are errors, and every number has a sane range, so an absurd value such as a
+reward weight of ``1e300`` is refused with the field named). :func:`load_yaml` reads one from a
+YAML file and turns any problem (unreadable or binary file, invalid YAML, a bad field) into a
+one-line :class:`~mllm_offload.errors.UserInputError` naming the file and the field, e.g.
+``ppo.yaml: reward.latency: Input should be >= 0``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 from .errors import UserInputError
 
@@ -32,9 +35,10 @@ __all__ = [
 
 
 class StrictModel(BaseModel):
-    """Base for config models: unknown fields are rejected, instances are immutable."""
+    """Base for config models: unknown fields and non-finite numbers (``inf``, ``nan``, also inside
+    lists, tuples and mappings) are rejected, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SystemConfig(StrictModel):
@@ -50,14 +54,14 @@ class SystemConfig(StrictModel):
     cloud_background_load: float = Field(
         0.0, ge=0.0, le=0.95, description="utilisation of the cloud pool by other tenants"
     )
-    cloud_speed: float = Field(1.0, gt=0.0, description="divides trace cloud latencies")
-    edge_power_w: float = Field(10.0, ge=0.0, description="edge accelerator power when busy, W")
-    radio_power_w: float = Field(1.0, ge=0.0, description="radio power while uploading, W")
-    price_in_usd_per_mtok: float = Field(0.2, ge=0.0, description="cloud input price, USD/1M tok")
-    price_out_usd_per_mtok: float = Field(0.6, ge=0.0, description="cloud output price, USD/1M tok")
-    slo_s: float = Field(2.0, gt=0.0, description="latency service-level objective, seconds")
+    cloud_speed: float = Field(1.0, ge=1e-3, le=1e3, description="divides trace cloud latencies")
+    edge_power_w: float = Field(10.0, ge=0.0, le=1e4, description="edge accelerator power when busy, W")
+    radio_power_w: float = Field(1.0, ge=0.0, le=1e3, description="radio power while uploading, W")
+    price_in_usd_per_mtok: float = Field(0.2, ge=0.0, le=1e4, description="cloud input price, USD/1M tok")
+    price_out_usd_per_mtok: float = Field(0.6, ge=0.0, le=1e4, description="cloud output price, USD/1M tok")
+    slo_s: float = Field(2.0, ge=1e-3, le=3600.0, description="latency service-level objective, seconds")
     bw_prior_mbps: float = Field(
-        10.0, gt=0.0, description="bandwidth estimate before any upload was measured, Mbps"
+        10.0, ge=1e-3, le=1e6, description="bandwidth estimate before any upload was measured, Mbps"
     )
     bw_window: int = Field(5, ge=1, le=100, description="uploads in the harmonic-mean estimate")
     latency_ema: float = Field(0.2, gt=0.0, le=1.0, description="weight of the newest sample")
@@ -69,11 +73,11 @@ class RewardWeights(StrictModel):
     ``score`` is the task metric in [0, 1]; cost is in USD and energy in kJ before weighting.
     """
 
-    quality: float = Field(1.0, ge=0.0, description="weight of the task score in [0, 1]")
-    latency: float = Field(0.2, ge=0.0, description="weight of latency in SLO units")
-    slo_violation: float = Field(0.5, ge=0.0, description="penalty when latency > SLO")
-    cost_per_usd: float = Field(100.0, ge=0.0, description="penalty per USD of cloud cost")
-    energy_per_kj: float = Field(1.0, ge=0.0, description="penalty per kJ of edge energy")
+    quality: float = Field(1.0, ge=0.0, le=1e6, description="weight of the task score in [0, 1]")
+    latency: float = Field(0.2, ge=0.0, le=1e6, description="weight of latency in SLO units")
+    slo_violation: float = Field(0.5, ge=0.0, le=1e6, description="penalty when latency > SLO")
+    cost_per_usd: float = Field(100.0, ge=0.0, le=1e6, description="penalty per USD of cloud cost")
+    energy_per_kj: float = Field(1.0, ge=0.0, le=1e6, description="penalty per kJ of edge energy")
 
 
 class EpisodeConfig(StrictModel):
@@ -87,14 +91,21 @@ class EpisodeConfig(StrictModel):
         (1.0, 1.0), description="edge service time divided by U(lo, hi) per episode"
     )
 
-    @model_validator(mode="after")
-    def _ranges(self) -> EpisodeConfig:
-        for name in ("rate_scale", "edge_speed"):
-            lo, hi = getattr(self, name)
-            if not (0.0 < lo <= hi):
-                raise ValueError(f"{name} must satisfy 0 < lo <= hi, got ({lo}, {hi})")
-        return self
+    @field_validator("rate_scale", "edge_speed")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (_FACTOR_MIN <= lo <= hi <= _FACTOR_MAX):
+            raise ValueError(f"must satisfy {_FACTOR_MIN:g} <= lo <= hi <= {_FACTOR_MAX:g}, got ({lo:g}, {hi:g})")
+        return v
 
+
+#: range of the per-episode factors of :class:`EpisodeConfig`
+_FACTOR_MIN, _FACTOR_MAX = 1e-3, 1e3
+
+
+#: largest YAML file :func:`load_yaml` reads (configs are a few hundred bytes)
+MAX_YAML_BYTES = 1 << 20
 
 M = TypeVar("M", bound=BaseModel)
 _M = TypeVar("_M", bound="StrictModel")
@@ -111,13 +122,25 @@ def load_yaml(path: str | Path, model: type[M]) -> M:
     """Load and validate ``model`` from a YAML file; raise ``UserInputError`` naming file and field."""
     p = Path(path)
     try:
-        data: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserInputError(f"{p}: {size} bytes; a config file holds at most {MAX_YAML_BYTES} bytes")
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise UserInputError(f"{p}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{p}: not a YAML text file (not UTF-8: byte {e.start})") from None
+    try:
+        data: Any = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        raise UserInputError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise UserInputError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise UserInputError(f"{p}: invalid YAML: nested too deeply") from None
+    except Exception as e:  # PyYAML's constructors fail on some tagged values with plain Python errors:
+        # ValueError (the timestamp 2024-13-45), AttributeError (!!timestamp on a non-date) ...
+        raise UserInputError(f"{p}: invalid YAML: {type(e).__name__}: {e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -156,7 +179,9 @@ class ScenarioOverrides(StrictModel):
 class PolicyKwargs(StrictModel):
     """Actor/critic network of SB3's ``MlpPolicy`` (a structured ``policy_kwargs``)."""
 
-    net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layer sizes (actor and critic)")
+    net_arch: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        [64, 64], min_length=1, max_length=16, description="hidden layer sizes (actor and critic)"
+    )
     activation_fn: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
@@ -167,7 +192,7 @@ class NormalizeConfig(StrictModel):
 
     norm_obs: bool = True
     norm_reward: bool = True
-    clip_obs: float = Field(10.0, gt=0.0)
+    clip_obs: float = Field(10.0, gt=0.0, le=1e6)
 
 
 class PPOHyperparams(StrictModel):
@@ -177,27 +202,27 @@ class PPOHyperparams(StrictModel):
     rl-baselines3-zoo. ``eval_freq`` and ``checkpoint_freq`` count environment steps (all envs).
     """
 
-    n_timesteps: int = Field(100_000, ge=1, description="environment steps in total")
+    n_timesteps: int = Field(100_000, ge=1, le=10**10, description="environment steps in total")
     n_envs: int = Field(1, ge=1, le=64, description="parallel envs (SubprocVecEnv when > 1)")
     policy: Literal["MlpPolicy"] = "MlpPolicy"
-    n_steps: int = Field(512, ge=2, description="steps per env per rollout")
-    batch_size: int = Field(128, ge=2)
-    n_epochs: int = Field(10, ge=1)
+    n_steps: int = Field(512, ge=2, le=10**6, description="steps per env per rollout")
+    batch_size: int = Field(128, ge=2, le=10**7)
+    n_epochs: int = Field(10, ge=1, le=1000)
     learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
     gamma: float = Field(0.9, ge=0.0, le=1.0)
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
     clip_range: float = Field(0.2, gt=0.0, le=1.0)
-    ent_coef: float = Field(0.0, ge=0.0)
-    vf_coef: float = Field(0.5, ge=0.0)
-    max_grad_norm: float = Field(0.5, gt=0.0)
-    target_kl: float | None = Field(None, gt=0.0)
+    ent_coef: float = Field(0.0, ge=0.0, le=10.0)
+    vf_coef: float = Field(0.5, ge=0.0, le=100.0)
+    max_grad_norm: float = Field(0.5, gt=0.0, le=1e6)
+    target_kl: float | None = Field(None, gt=0.0, le=10.0)
     normalize: NormalizeConfig = NormalizeConfig()
     policy_kwargs: PolicyKwargs = PolicyKwargs()
-    eval_freq: int = Field(5_000, ge=1, description="validation every this many env steps")
-    eval_episodes: int = Field(10, ge=1, description="validation episodes (same seeds every time)")
-    checkpoint_freq: int = Field(25_000, ge=1, description="checkpoint every this many env steps")
-    lagrange_init: float = Field(0.5, ge=0.0, description="initial multiplier of the score floor")
-    lagrange_lr: float = Field(10.0, ge=0.0, description="dual step per unit of score shortfall per rollout")
+    eval_freq: int = Field(5_000, ge=1, le=10**10, description="validation every this many env steps")
+    eval_episodes: int = Field(10, ge=1, le=10_000, description="validation episodes (same seeds every time)")
+    checkpoint_freq: int = Field(25_000, ge=1, le=10**10, description="checkpoint every this many env steps")
+    lagrange_init: float = Field(0.5, ge=0.0, le=1e6, description="initial multiplier of the score floor")
+    lagrange_lr: float = Field(10.0, ge=0.0, le=1e6, description="dual step per unit of score shortfall per rollout")
 
     @model_validator(mode="after")
     def _batch(self) -> PPOHyperparams:

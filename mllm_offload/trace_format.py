@@ -33,7 +33,13 @@ field                  meaning (units)
 =====================  ===================================================================
 
 ``score`` is the task metric in [0, 1] (VQA accuracy, MMBench option match). Every bad line is
-reported as ``file:line: field: problem``.
+reported as ``file:line: field: problem``. Numbers must be finite and within sane bounds (e.g. at
+most ``10**13`` bytes per modality, ``10**6`` s of latency); a file holds at most
+:data:`MAX_TRACE_BYTES` (uncompressed).
+
+A **truncated last line** (the file does not end with a newline and its last line is not valid
+JSON: a write cut short by a crash) is skipped with a warning; how many were skipped is in
+``meta["truncated_lines"]``. A bad line anywhere else is an error.
 
 Deployment logs (written by :mod:`mllm_offload.runtime.router`) observe only what ran: an
 accepted edge answer has no cloud outcome, a CLOUD request no edge outcome, and a ``score`` is
@@ -50,9 +56,11 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import math
 import os
 import platform
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +77,7 @@ from .splits import split_slice
 
 __all__ = [
     "EMBEDDED_TRACES",
+    "MAX_TRACE_BYTES",
     "MODALITIES",
     "TRACE_FORMAT",
     "TRACE_VERSION",
@@ -87,8 +96,16 @@ TRACE_VERSION = 1
 MODALITIES: tuple[str, ...] = ("image", "video", "audio", "text")
 
 
+#: largest trace file read, bytes (after decompression); a trace of 10^6 requests is about 1 GB
+MAX_TRACE_BYTES = 1 << 30
+_MAX_TOKENS = 10**9  # per modality or answer
+_MAX_BYTES = 10**13  # per modality
+_MAX_SECONDS = 1e6  # latency, ttft, media duration (about 11 days)
+_MAX_ARRIVAL_S = 1e10  # about 300 years
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TraceHeader(_Strict):
@@ -109,20 +126,20 @@ class TraceHeader(_Strict):
 class ModalityInfo(_Strict):
     """Sizes of one modality of a request."""
 
-    tokens: int = Field(ge=0, description="input tokens of this modality")
-    width: int | None = Field(None, gt=0, description="pixels")
-    height: int | None = Field(None, gt=0, description="pixels")
-    count: int | None = Field(None, ge=0, description="images")
-    frames: int | None = Field(None, ge=0, description="video frames")
-    seconds: float | None = Field(None, ge=0.0, description="audio or video duration, s")
+    tokens: int = Field(ge=0, le=_MAX_TOKENS, description="input tokens of this modality")
+    width: int | None = Field(None, gt=0, le=10**6, description="pixels")
+    height: int | None = Field(None, gt=0, le=10**6, description="pixels")
+    count: int | None = Field(None, ge=0, le=10**6, description="images")
+    frames: int | None = Field(None, ge=0, le=10**9, description="video frames")
+    seconds: float | None = Field(None, ge=0.0, le=_MAX_SECONDS, description="audio or video duration, s")
 
 
 class Outcome(_Strict):
     """What a model produced for a request (cloud side)."""
 
-    latency_s: float = Field(ge=0.0, allow_inf_nan=False, description="seconds")
-    ttft_s: float = Field(ge=0.0, allow_inf_nan=False, description="time to first token, s")
-    out_tokens: int = Field(ge=0)
+    latency_s: float = Field(ge=0.0, le=_MAX_SECONDS, allow_inf_nan=False, description="seconds")
+    ttft_s: float = Field(ge=0.0, le=_MAX_SECONDS, allow_inf_nan=False, description="time to first token, s")
+    out_tokens: int = Field(ge=0, le=_MAX_TOKENS)
     score: float | None = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="None: unknown (no label)")
 
     @model_validator(mode="after")
@@ -141,8 +158,8 @@ class EdgeOutcome(Outcome):
 class TraceRecord(_Strict):
     """One request of a trace (see the module table)."""
 
-    id: str = Field(min_length=1)
-    arrival_s: float = Field(ge=0.0, allow_inf_nan=False)
+    id: str = Field(min_length=1, max_length=1024)
+    arrival_s: float = Field(ge=0.0, le=_MAX_ARRIVAL_S, allow_inf_nan=False)
     modalities: dict[Literal["image", "video", "audio", "text"], ModalityInfo]
     payload_bytes: dict[Literal["image", "video", "audio", "text"], int]
     mas: dict[str, float]
@@ -165,8 +182,8 @@ class TraceRecord(_Strict):
     @classmethod
     def _bytes(cls, v: dict[str, int]) -> dict[str, int]:
         for k, n in v.items():
-            if n < 0:
-                raise ValueError(f"{k}: must be >= 0, got {n}")
+            if not 0 <= n <= _MAX_BYTES:
+                raise ValueError(f"{k}: must be in [0, {_MAX_BYTES:.0e}] bytes, got {_short(n)}")
         return v
 
     @field_validator("mas")
@@ -213,6 +230,11 @@ def hardware_info() -> dict[str, Any]:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _short(n: int) -> str:
+    """``n``, or its order of magnitude when it has too many digits to print."""
+    return str(n) if abs(n) < 10**30 else f"about 10^{int(abs(n).bit_length() * math.log10(2))}"
 
 
 def _mas_value(r: TraceRecord, key: str) -> float:
@@ -377,16 +399,32 @@ class RequestTrace:
                 fh.close()
 
 
-def _open_lines(path: Path) -> list[str]:
+def _open_lines(path: Path) -> tuple[list[str], bool]:
+    """The lines of a trace file (split at ``\\n`` only: JSON strings may hold other line
+    separators) and whether the text ends with a newline."""
+    too_big = UserInputError(f"{path}: larger than {MAX_TRACE_BYTES} bytes, the most a trace file may hold")
     try:
         if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                return fh.read().splitlines()
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, EOFError) as e:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read(MAX_TRACE_BYTES + 1)
+        else:
+            if path.stat().st_size > MAX_TRACE_BYTES:
+                raise too_big
+            data = path.read_bytes()
+        if len(data) > MAX_TRACE_BYTES:
+            raise too_big
+        text = data.decode("utf-8")
+    except (OSError, EOFError, zlib.error) as e:
         raise UserInputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except UnicodeDecodeError:
-        raise UserInputError(f"{path}: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if not text:
+        return [], True
+    ends_with_newline = text.endswith("\n")
+    lines = text.split("\n")
+    if ends_with_newline:
+        lines.pop()
+    return lines, ends_with_newline
 
 
 #: traces shipped inside the package, loadable by name (``--trace shapes-real``); see the README
@@ -418,50 +456,108 @@ def _unknown_trace(name: str) -> UserInputError:
                           f"(embedded: {', '.join(EMBEDDED_TRACES)})")
 
 
-def load_trace(path: str | Path) -> RequestTrace:
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_trace(path: str | Path, warn: Callable[[str], None] | None = None) -> RequestTrace:
     """Read and validate a JSONL trace, or a folder of them (a router's log dir: every
     ``*.jsonl``/``*.jsonl.gz`` except ``errors.jsonl``, merged on the clock of their headers'
     ``started_unix``), or an embedded trace by name (:data:`EMBEDDED_TRACES`); any problem raises
-    ``UserInputError`` (``file:line: field: problem``)."""
-    p = resolve_trace(path)
-    if not p.exists() and not any(sep in str(path) for sep in ("/", os.sep)):
+    ``UserInputError`` (``file:line: field: problem``).
+
+    A truncated last line of a file (see the module docstring) is skipped: ``warn`` gets one line
+    about it (default: printed to stderr) and ``meta["truncated_lines"]`` counts them. In a
+    folder, a file left with no complete record by the truncation is skipped too.
+    """
+    warn = warn or _stderr_warning
+    try:
+        p = resolve_trace(path)
+        exists, is_dir = p.exists(), p.is_dir()
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte
+        raise UserInputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not exists and not any(sep in str(path) for sep in ("/", os.sep)):
         raise _unknown_trace(str(path))
-    if p.is_dir():
+    if is_dir:
         files = sorted(f for f in [*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")] if f.name != "errors.jsonl")
         if not files:
             raise UserInputError(f"{p}: no *.jsonl or *.jsonl.gz trace in this folder")
-        metas, recs = [], []
+        used, metas, recs = [], [], []
+        truncated = 0
         for f in files:
-            meta, rs = _read_records(f)
+            meta, rs, cut = _read_records(f, warn, in_folder=True)
+            truncated += cut
+            if not rs:  # only a truncated record (or header): the writer died before its first record
+                continue
+            used.append(f)
             metas.append(meta)
             recs.append(rs)
-        t0 = min(float(m.get("started_unix", 0.0)) for m in metas)
+        if not recs:
+            raise UserInputError(f"{p}: no complete request record in any trace file of this folder")
+        starts = [_started_unix(f, m) for f, m in zip(used, metas)]
+        t0 = min(starts)
         merged: list[TraceRecord] = []
         seen: set[str] = set()
-        for f, m, rs in zip(files, metas, recs):
-            shift = float(m.get("started_unix", 0.0)) - t0
+        for f, start, rs in zip(used, starts, recs):
+            shift = start - t0
             for r in rs:
                 if r.id in seen:
                     raise UserInputError(f"{f}: id: {r.id!r} also appears in another file of {p}")
                 seen.add(r.id)
                 merged.append(r.model_copy(update={"arrival_s": r.arrival_s + shift}) if shift else r)
         merged.sort(key=lambda r: r.arrival_s)
-        return RequestTrace.from_records(merged, meta={**metas[0], "path": str(p), "files": len(files)})
-    meta, records = _read_records(p)
-    return RequestTrace.from_records(records, meta={**meta, "path": str(p)})
+        meta = {**metas[0], "path": str(p), "files": len(used)}
+        if truncated:
+            meta["truncated_lines"] = truncated
+        return RequestTrace.from_records(merged, meta=meta)
+    meta, records, cut = _read_records(p, warn)
+    meta = {**meta, "path": str(p)}
+    if cut:
+        meta["truncated_lines"] = cut
+    return RequestTrace.from_records(records, meta=meta)
 
 
-def _read_records(p: Path) -> tuple[dict[str, Any], list[TraceRecord]]:
-    lines = _open_lines(p)
-    if not lines or not lines[0].strip():
-        raise UserInputError(f"{p}:1: header: missing (expected {{\"format\": \"{TRACE_FORMAT}\", ...}})")
+def _started_unix(f: Path, meta: Mapping[str, Any]) -> float:
+    """The header's ``meta.started_unix`` (0 when absent): a finite number of seconds."""
+    v = meta.get("started_unix", 0.0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= _MAX_ARRIVAL_S:  # also NaN; no float(int) overflow
+        raise UserInputError(f"{f}:1: header: meta.started_unix: expected a finite number of seconds, got {str(v)[:40]!r}")
+    return float(v)
+
+
+def _read_records(p: Path, warn: Callable[[str], None], in_folder: bool = False) -> tuple[dict[str, Any], list[TraceRecord], int]:
+    """Header meta, records and the number of truncated last lines skipped (0 or 1) of one file.
+
+    In a folder (``in_folder``), a file whose only content is a truncated header, or a header and
+    a truncated record, gives no records instead of an error."""
+    lines, ends_with_newline = _open_lines(p)
+    last_line = len(lines)  # 1-based number of the last line
 
     def parse(n: int, text: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise UserInputError(f"{p}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+        except RecursionError:
+            raise UserInputError(f"{p}:{n}: invalid JSON: nested too deeply") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise UserInputError(f"{p}:{n}: invalid JSON: {e}") from None
 
+    def truncated(n: int, text: str) -> bool:
+        """Line ``n`` is the last, unterminated, and not JSON: a write cut short."""
+        if n != last_line or ends_with_newline:
+            return False
+        try:
+            parse(n, text)
+        except UserInputError:
+            warn(f"{p}:{n}: skipped a truncated last line (no final newline, not valid JSON: a write cut short, e.g. by a crash)")
+            return True
+        return False
+
+    if not lines or not lines[0].strip():
+        raise UserInputError(f"{p}:1: header: missing (expected {{\"format\": \"{TRACE_FORMAT}\", ...}})")
+    if in_folder and truncated(1, lines[0]):
+        return {}, [], 1
     try:
         header = TraceHeader.model_validate(parse(1, lines[0]))
     except ValidationError as e:
@@ -470,9 +566,13 @@ def _read_records(p: Path) -> tuple[dict[str, Any], list[TraceRecord]]:
     ordered = header.meta.get("ordered", True) is not False
     seen: set[str] = set()
     last = -1.0
+    cut = 0
     for n, text in enumerate(lines[1:], start=2):
         if not text.strip():
             continue
+        if truncated(n, text):
+            cut = 1
+            break
         try:
             rec = TraceRecord.model_validate(parse(n, text))
         except ValidationError as e:
@@ -484,8 +584,8 @@ def _read_records(p: Path) -> tuple[dict[str, Any], list[TraceRecord]]:
         seen.add(rec.id)
         last = rec.arrival_s
         records.append(rec)
-    if not records:
-        raise UserInputError(f"{p}: holds a header but no request records")
+    if not records and not (in_folder and cut):
+        raise UserInputError(f"{p}: holds a header but no {'complete ' if cut else ''}request records")
     if not ordered:
         records.sort(key=lambda r: r.arrival_s)
-    return dict(header.meta), records
+    return dict(header.meta), records, cut

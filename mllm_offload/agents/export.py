@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..artifact import MLPActor, Network, Normalization, write_artifact
+from ..config import format_validation_error
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC
 
@@ -143,11 +145,19 @@ def export_model(
     name: str = "ppo",
     with_onnx: bool = True,
     tolerance: float = 1e-5,
+    key: str | bytes | None = None,
 ) -> Path:
-    """Export an SB3 PPO model (and its ``VecNormalize`` statistics) to an artifact directory."""
+    """Export an SB3 PPO model (and its ``VecNormalize`` statistics) to an artifact directory
+    (``key``: an HMAC key for ``policy.json``, see :func:`~mllm_offload.artifact.write_artifact`)."""
     norm = None
     if obs_mean is not None and obs_var is not None:
-        norm = Normalization(mean=[float(v) for v in obs_mean], var=[float(v) for v in obs_var], epsilon=float(epsilon), clip_obs=float(clip_obs))
+        n = len(OBSERVATION_SPEC)
+        if np.shape(obs_mean) != (n,) or np.shape(obs_var) != (n,):
+            raise UserInputError(f"export: normalisation statistics of shapes {np.shape(obs_mean)}/{np.shape(obs_var)}; this build needs {n} values each")
+        try:
+            norm = Normalization(mean=[float(v) for v in obs_mean], var=[float(v) for v in obs_var], epsilon=float(epsilon), clip_obs=float(clip_obs))
+        except ValidationError as e:
+            raise UserInputError(format_validation_error("export: normalisation statistics", e)) from None
     weights, act = actor_layers(model)
     layers = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
     if layers[0] != len(OBSERVATION_SPEC) or layers[-1] != 3:
@@ -164,15 +174,20 @@ def export_model(
     meta["parity_max_abs_diff"] = diffs
     return write_artifact(
         out_dir, kind="mlp", name=name, arrays=arrays, onnx_bytes=onnx, normalization=norm,
-        network=Network(layers=layers, activation=act), training=meta,
+        network=Network(layers=layers, activation=act), training=meta, key=key,
     )
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best", with_onnx: bool = True) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best", with_onnx: bool = True,
+               key: str | bytes | None = None) -> Path:
     """Export a training run folder (``best/`` or ``final/`` model + ``VecNormalize`` statistics).
 
     ``which``: ``best`` (highest validation reward, the default; falls back to ``final`` when the
-    run has no evaluation) or ``final``. ``out_dir`` defaults to ``RUN_DIR/policy``.
+    run has no evaluation) or ``final``. ``out_dir`` defaults to ``RUN_DIR/policy``. ``key``: sign
+    ``policy.json`` with an HMAC (:func:`~mllm_offload.artifact.write_artifact`).
+
+    This unpickles SB3's ``model.zip`` of the run folder: export only run folders you trust (the
+    artifact written is pickle-free; the normalisation statistics come from ``vecnormalize.json``).
     """
     from stable_baselines3 import PPO
 
@@ -189,13 +204,31 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     try:
         model = PPO.load(sub / "model.zip", device="cpu")
     except Exception as e:  # SB3 raises many types on corrupt zips
-        raise UserInputError(f"{sub / 'model.zip'}: cannot load: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    mean, var, clip_obs, eps = load_vecnormalize_stats(sub / "vecnormalize.json")
+        text = str(e).strip()
+        raise UserInputError(f"{sub / 'model.zip'}: cannot load: {text.splitlines()[0][:300] if text else type(e).__name__}") from None
+    try:
+        mean, var, clip_obs, eps = load_vecnormalize_stats(sub / "vecnormalize.json")
+    except (AttributeError, RecursionError) as e:  # valid JSON, but not an object
+        raise UserInputError(f"{sub / 'vecnormalize.json'}: bad normalisation statistics: {e}") from None
     meta: dict[str, Any] = {"run_dir": str(run.resolve()), "checkpoint": which if sub.name == which else sub.name}
     run_json = run / "run.json"
     if run_json.exists():
-        meta.update(json.loads(run_json.read_text(encoding="utf-8")).get("export_meta", {}))
+        export_meta = _json_object(run_json).get("export_meta", {})
+        if not isinstance(export_meta, dict):
+            raise UserInputError(f"{run_json}: export_meta: expected an object")
+        meta.update(export_meta)
     info = sub / "info.json"
     if info.exists():
-        meta["checkpoint_info"] = json.loads(info.read_text(encoding="utf-8"))
-    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx)
+        meta["checkpoint_info"] = _json_object(info)
+    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is a one-line :class:`UserInputError`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
+        raise UserInputError(f"{path}: unreadable: {e}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -4,7 +4,6 @@ recorded trace."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._io import atomic_write_text
+    from .._io import atomic_write_json
     from ..trace_format import load_trace
     from ..traces.analysis import format_report, trace_report
 
@@ -26,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.trace}: {rep.get('records', 0)} records with both outcomes")
     print(format_report(rep))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(rep, indent=2))
+        atomic_write_json(args.json, rep)
     return 0 if rep.get("records") else 2

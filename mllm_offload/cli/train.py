@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
                     help="constrain the mean score: 'none' (plain reward), 'msao' (MSAO's score on training episodes) or a number in [0,1] [none]")
     tr.add_argument("--out", type=Path, default=Path("runs/ppo"), help="run folder, new or empty [runs/ppo]")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a folder holding run.json)")
-    tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (scenario and hyperparameters from RUN_DIR/run.json)")
+    tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                    help="continue RUN_DIR from its last checkpoint (scenario and hyperparameters from RUN_DIR/run.json); "
+                    "this unpickles SB3's model.zip and vecnormalize.pkl of RUN_DIR: resume only run folders you trust")
     tr.add_argument("--eval-requests", type=positive_int, default=2000, help="test requests per policy in the final comparison [2000]")
     tr.add_argument("--baselines", default="edge,cloud,msao,tuned,oracle", help="policies compared with PPO at the end [edge,cloud,msao,tuned,oracle]")
     tr.add_argument("--no-eval", action="store_true", help="skip the final comparison on the test split")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_json, atomic_write_text
 
 __all__ = ["gap_summary", "markdown_table", "write_csv", "write_json"]
 
@@ -42,11 +41,12 @@ def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any], verdict: Mapping[str, Any] | None = None) -> None:
-    """``{"meta": ..., "policies": {name: metrics}, "verdict": ...}``, written atomically."""
+    """``{"meta": ..., "policies": {name: metrics}, "verdict": ...}``, written atomically; always
+    valid JSON (a non-finite number, e.g. the reward under an infinite weight, is ``null``)."""
     doc: dict[str, Any] = {"meta": dict(meta), "policies": dict(results)}
     if verdict is not None:
         doc["verdict"] = dict(verdict)
-    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    atomic_write_json(path, doc)
 
 
 def write_csv(path: str | Path, results: Mapping[str, Mapping[str, float]]) -> None:

@@ -12,6 +12,11 @@ Formats read from files:
   opportunity; binned into ``bin_s`` (default 0.1 s) rate steps; the trace loops at its last
   timestamp.
 
+Limits (any trace, read or built): a period of at most :data:`MAX_PERIOD_S` (one day; real
+traces last minutes), rates of at most :data:`MAX_MBPS`, and a mean rate of at least
+:data:`MIN_MBPS` (``constant:`` rates too), so that no transfer takes astronomically long and no
+reader allocates memory in proportion to a timestamp it has not checked.
+
 Embedded real traces (:func:`embedded_bandwidth_names`): ``pensieve-sample`` is 24 traces of
 the Pensieve project's public traces (12 FCC broadband, 12 Norway HSDPA 3G commutes, MIT
 licence), shipped in the package under ``traces/data/bandwidth/`` with their provenance; they
@@ -48,6 +53,9 @@ if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11; the annotations 
 
 __all__ = [
     "MARKOV_MODELS",
+    "MAX_MBPS",
+    "MAX_PERIOD_S",
+    "MIN_MBPS",
     "BandwidthTrace",
     "MarkovBandwidth",
     "bandwidth_source",
@@ -59,6 +67,12 @@ __all__ = [
 ]
 
 _BYTES_PER_MBIT = 125_000.0
+#: longest loop period of a bandwidth trace, seconds (one day)
+MAX_PERIOD_S = 86_400.0
+#: fastest rate of a step, Mbps (1 Tbps)
+MAX_MBPS = 1e6
+#: slowest mean rate of a trace (and slowest ``constant:`` rate), Mbps (1 kbps)
+MIN_MBPS = 1e-3
 
 
 class BandwidthTrace:
@@ -88,19 +102,26 @@ class BandwidthTrace:
             raise ValueError(f"{name}: times and rates must be finite")
         if np.any(r < 0):
             raise ValueError(f"{name}: rates must be >= 0 Mbps")
+        if np.any(r > MAX_MBPS):
+            raise ValueError(f"{name}: rate {float(r.max()):g} Mbps exceeds {MAX_MBPS:g} Mbps")
         if np.any(np.diff(t) <= 0):
             raise ValueError(f"{name}: times must be strictly increasing")
         t = t - t[0]
         if period_s is None:
             step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
             period_s = float(t[-1] + step)
-        if period_s <= t[-1]:
+        if not math.isfinite(period_s) or period_s <= t[-1]:
             raise ValueError(f"{name}: period {period_s} s must exceed the last time {t[-1]} s")
+        if period_s > MAX_PERIOD_S:
+            raise ValueError(f"{name}: lasts {period_s:g} s; a bandwidth trace may last at most {MAX_PERIOD_S:g} s (one day)")
         bps = r * _BYTES_PER_MBIT
         widths = np.diff(np.append(t, period_s))
         cum = np.concatenate([[0.0], np.cumsum(bps * widths)])
         if cum[-1] <= 0:
             raise ValueError(f"{name}: every rate is zero; nothing could ever be sent")
+        mean_mbps = float(cum[-1]) / period_s / _BYTES_PER_MBIT
+        if mean_mbps < MIN_MBPS:
+            raise ValueError(f"{name}: mean rate {mean_mbps:.3g} Mbps is below {MIN_MBPS:g} Mbps; nothing useful could be sent")
         self.name = name
         self.times: list[float] = t.tolist()
         self.rates_bps: list[float] = bps.tolist()  # bytes per second per step
@@ -177,6 +198,11 @@ def _parse_error(path: str | Path, line: int, msg: str) -> UserInputError:
     return UserInputError(f"{path}:{line}: {msg}")
 
 
+def _clip(text: str, n: int = 60) -> str:
+    """``text`` cut to ``n`` characters for an error line."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def load_bandwidth(path: str | Path, fmt: str = "auto", bin_s: float = 0.1) -> BandwidthTrace:
     """Read one bandwidth trace file (``fmt``: ``pensieve``, ``mahimahi`` or ``auto``)."""
     p = Path(path)
@@ -204,11 +230,13 @@ def _parse_bandwidth(text: str, p: str | Path, name: str, fmt: str, bin_s: float
             try:
                 a, b = float(f[0]), float(f[1])
             except ValueError:
-                raise _parse_error(p, n, f"not numbers: {' '.join(f)!r}") from None
+                raise _parse_error(p, n, f"not numbers: {_clip(' '.join(f))!r}") from None
             if not (math.isfinite(a) and math.isfinite(b)):
                 raise _parse_error(p, n, "time and rate must be finite")
             if b < 0:
                 raise _parse_error(p, n, f"rate must be >= 0 Mbps, got {b}")
+            if b > MAX_MBPS:
+                raise _parse_error(p, n, f"rate {b:g} Mbps exceeds {MAX_MBPS:g} Mbps")
             if t and a <= t[-1]:
                 raise _parse_error(p, n, f"time {a} s does not increase (previous {t[-1]} s)")
             t.append(a)
@@ -218,19 +246,29 @@ def _parse_bandwidth(text: str, p: str | Path, name: str, fmt: str, bin_s: float
         except ValueError as e:
             raise UserInputError(f"{p}: {e}") from None
     if fmt == "mahimahi":
-        ms = []
+        if not (math.isfinite(bin_s) and 1e-3 <= bin_s <= 60.0):
+            raise UserInputError(f"{p}: Mahimahi bin {bin_s} s: must be in [0.001, 60] s")
+        ms: list[int] = []
+        max_ms = int(MAX_PERIOD_S * 1000)
         for n, f in rows:
-            if len(f) != 1 or not f[0].isdigit():
-                raise _parse_error(p, n, f"expected one integer millisecond timestamp, got {' '.join(f)!r}")
+            if len(f) != 1 or not (f[0].isascii() and f[0].isdigit()):
+                raise _parse_error(p, n, f"expected one integer millisecond timestamp, got {_clip(' '.join(f))!r}")
+            if len(f[0]) > 30:
+                raise _parse_error(p, n, f"timestamp of {len(f[0])} digits: a trace may last at most {max_ms} ms (one day)")
             v = int(f[0])
+            if v > max_ms:
+                raise _parse_error(p, n, f"timestamp {v} ms: a trace may last at most {max_ms} ms (one day)")
             if ms and v < ms[-1]:
                 raise _parse_error(p, n, f"timestamp {v} ms goes backwards (previous {ms[-1]} ms)")
             ms.append(v)
         period = max(ms[-1] / 1000.0, bin_s)
-        nbins = max(1, math.ceil(period / bin_s - 1e-9))
+        nbins = max(1, math.ceil(period / bin_s - 1e-9))  # at most a day of bins (checked above)
         counts = np.bincount(np.minimum((np.asarray(ms) / 1000.0 / bin_s).astype(int), nbins - 1), minlength=nbins)
         mbps = counts * 1500 * 8 / bin_s / 1e6
-        return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=name)
+        try:
+            return BandwidthTrace(np.arange(nbins) * bin_s, mbps, period_s=nbins * bin_s, name=name)
+        except ValueError as e:
+            raise UserInputError(f"{p}: {e}") from None
     raise UserInputError(f"bandwidth format: unknown {fmt!r} (pensieve, mahimahi, auto)")
 
 
@@ -240,7 +278,13 @@ def _is_trace_name(name: str) -> bool:
 
 
 def _trace_files(d: Path) -> list[Path]:
-    return sorted(f for f in d.iterdir() if f.is_file() and _is_trace_name(f.name))
+    files = sorted(f for f in d.iterdir() if f.is_file() and _is_trace_name(f.name))
+    for f in files:
+        try:
+            f.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserInputError(f"{d}: file name {f.name!r} is not valid UTF-8 (splits are by file name); rename it") from None
+    return files
 
 
 def load_bandwidth_dir(path: str | Path, split: str = "all", fmt: str = "auto") -> list[BandwidthTrace]:
@@ -291,7 +335,7 @@ def _unknown_spec(spec: str) -> UserInputError:
     close = difflib.get_close_matches(spec, candidates, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return UserInputError(
-        f"bandwidth: {spec!r} is not a folder, an embedded trace set or a synthetic spec{hint} "
+        f"bandwidth: {_clip(spec)!r} is not a folder, an embedded trace set or a synthetic spec{hint} "
         f"(embedded: {', '.join(names) or 'none'}; or a folder of Pensieve/Mahimahi trace files, "
         f"constant:MBPS[,MBPS...], markov:NAME with NAME in {', '.join(MARKOV_MODELS)})"
     )
@@ -392,17 +436,21 @@ def bandwidth_source(spec: str, split: str = "all", n_synthetic: int = 48, durat
         try:
             rates = [float(x) for x in spec[len("constant:"):].split(",") if x.strip()]
         except ValueError:
-            raise UserInputError(f"bandwidth: {spec!r}: expected constant:MBPS[,MBPS...]") from None
-        if not rates or any(not (r > 0 and math.isfinite(r)) for r in rates):
-            raise UserInputError(f"bandwidth: {spec!r}: rates must be positive Mbps")
+            raise UserInputError(f"bandwidth: {_clip(spec)!r}: expected constant:MBPS[,MBPS...]") from None
+        if not rates or any(not (MIN_MBPS <= r <= MAX_MBPS) for r in rates):  # also NaN
+            raise UserInputError(f"bandwidth: {_clip(spec)!r}: rates must be Mbps in [{MIN_MBPS:g}, {MAX_MBPS:g}]")
         return [BandwidthTrace.constant(r) for r in rates]
     if spec.startswith("markov:"):
         name = spec[len("markov:"):]
         if name not in MARKOV_MODELS:
-            raise UserInputError(f"bandwidth: unknown synthetic model {name!r} (known: {', '.join(MARKOV_MODELS)})")
+            raise UserInputError(f"bandwidth: unknown synthetic model {_clip(name)!r} (known: {', '.join(MARKOV_MODELS)})")
         rng = np.random.default_rng(MARKOV_TRACE_SEED[check_split(split)])
         return [MARKOV_MODELS[name].sample(duration_s, rng, name=f"{name}-{split}-{i}") for i in range(n_synthetic)]
-    if Path(spec).exists():
+    try:
+        exists = Path(spec).exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        exists = False
+    if exists:
         return load_bandwidth_dir(spec, split)
     if spec in embedded_bandwidth_names():
         return load_embedded_bandwidth(spec, split)

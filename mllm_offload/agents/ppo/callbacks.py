@@ -13,7 +13,6 @@ SB3 itself), ``vecnormalize.json`` (read by export without unpickling) and ``inf
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_json
 from ...evaluation.metrics import summarize
 from ...evaluation.rollout import run_episodes
 from ...policy import Policy
@@ -44,7 +43,7 @@ def save_model_dir(model: BaseAlgorithm, d: Path, info: dict[str, Any]) -> None:
         vn.save(str(tmp_pkl))
         os.replace(tmp_pkl, d / "vecnormalize.pkl")
         save_vecnormalize_stats(vn, d / "vecnormalize.json")
-    atomic_write_text(d / "info.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_json(d / "info.json", info)
 
 
 def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int]) -> dict[str, float]:
@@ -161,7 +160,7 @@ class RunCheckpointCallback(CheckpointCallback):
             os.replace(self.dir / ".vecnormalize.pkl.tmp", self.dir / "vecnormalize.pkl")
             save_vecnormalize_stats(vn, self.dir / "vecnormalize.json")
         self.state["num_timesteps"] = int(self.num_timesteps)
-        atomic_write_text(self.dir / "info.json", json.dumps(self.state, indent=2) + "\n")
+        atomic_write_json(self.dir / "info.json", self.state)
 
     def save(self) -> None:
         """Write the checkpoint now (at the end of training)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_json
 from ...config import PPOHyperparams, default_hyperparams_path, format_validation_error, load_hyperparams
 from ...errors import UserInputError
 from ...splits import SCORE_FLOOR_SEEDS
@@ -50,13 +50,31 @@ def read_run_args(run: Path) -> dict[str, Any]:
         saved = json.loads(rj.read_text(encoding="utf-8"))["args"]
         if not isinstance(saved, dict):
             raise TypeError("args is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise UserInputError(f"{rj}: unreadable: {e}") from None
     out: dict[str, Any] = {}
     for k in (*RUN_ARGS, "timesteps"):
         v = saved.get(k)
+        if v is None:
+            ok = k not in _REQUIRED_ARGS
+        elif isinstance(v, bool) or not isinstance(v, _ARG_TYPES[k]):
+            ok = False
+        elif isinstance(v, int) and k in ("seed", "episode_len", "timesteps"):
+            ok = (-(2**63) if k == "seed" else 1) <= v < 2**63
+        else:
+            ok = True
+        if not ok:
+            raise UserInputError(f"{rj}: args.{k}: unexpected value {str(v)[:40]!r}")
         out[k] = Path(v) if k in _PATH_ARGS and v is not None else v
     return out
+
+
+#: JSON types of the saved arguments (``None`` allowed except for :data:`_REQUIRED_ARGS`)
+_ARG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "profile": str, "trace": str, "bandwidth": str, "config": str, "seed": int, "episode_len": int,
+    "score_floor": (str, int, float), "hyperparams": str, "timesteps": int,
+}
+_REQUIRED_ARGS = ("profile", "seed", "episode_len")
 
 
 def write_run_record(run: Path, args: dict[str, Any], hp: PPOHyperparams, hp_source: str, floor: float | None,
@@ -66,7 +84,7 @@ def write_run_record(run: Path, args: dict[str, Any], hp: PPOHyperparams, hp_sou
     record = {"args": run_args, "hyperparams": hp.model_dump(), "hyperparams_source": hp_source,
               "score_floor_value": floor, "export_meta": export_meta}
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "run.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(run / "run.json", record)
 
 
 def score_floor(text: str, scenario: Any) -> float | None:

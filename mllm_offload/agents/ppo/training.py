@@ -20,6 +20,10 @@ MSAO's quality and competes on latency, cost and energy; the default is no floor
 
 The loop itself is SB3's ``PPO.learn`` with three callbacks: :class:`.callbacks.ValidationCallback`,
 :class:`.callbacks.RunCheckpointCallback` and :class:`.constraints.DualAscentCallback`.
+
+**Resume unpickles.** ``model.zip`` and ``vecnormalize.pkl`` are SB3's own formats, which hold
+pickles: resume only run folders you trust. A damaged checkpoint (unreadable zip or pickle, an
+``info.json`` that is not the expected object) is a one-line :class:`UserInputError`.
 """
 
 from __future__ import annotations
@@ -99,11 +103,8 @@ def train(
     if resume:
         if not (ckpt / "model.zip").exists():
             raise UserInputError(f"{run}: nothing to resume (no checkpoint/model.zip)")
-        try:
-            state.update(json.loads((ckpt / "info.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError) as e:
-            raise UserInputError(f"{ckpt / 'info.json'}: unreadable checkpoint state: {e}") from None
-        done = int(state.get("num_timesteps", 0))
+        state.update(_checkpoint_state(ckpt / "info.json"))
+        done = int(state["num_timesteps"])
         if done >= hp.n_timesteps:
             raise UserInputError(f"{run}: already trained {done} steps; continue with --timesteps N for a total N > {done}")
     torch.set_num_threads(1)  # small MLP: threads only add overhead; workers are processes
@@ -118,7 +119,11 @@ def train(
         venv = ScoreLagrangian(venv, score_floor, float(state["lam"]), hp.lagrange_lr)
     norm = hp.normalize
     if resume and (ckpt / "vecnormalize.pkl").exists():
-        venv = vec_env.VecNormalize.load(str(ckpt / "vecnormalize.pkl"), venv)
+        try:
+            venv = vec_env.VecNormalize.load(str(ckpt / "vecnormalize.pkl"), venv)
+        except Exception as e:  # a damaged pickle raises anything (UnpicklingError, EOFError, AssertionError ...)
+            venv.close()
+            raise UserInputError(f"{ckpt / 'vecnormalize.pkl'}: cannot load the checkpoint's normalisation statistics: {_first_line(e)}") from None
         venv.training = True
     elif norm.norm_obs or norm.norm_reward:
         venv = vec_env.VecNormalize(venv, norm_obs=norm.norm_obs, norm_reward=norm.norm_reward, clip_obs=norm.clip_obs, gamma=hp.gamma)
@@ -128,7 +133,8 @@ def train(
         try:
             model = PPO.load(ckpt / "model.zip", env=venv, device="cpu")
         except Exception as e:  # SB3 raises many types on a corrupt zip
-            raise UserInputError(f"{ckpt / 'model.zip'}: cannot load the checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            venv.close()
+            raise UserInputError(f"{ckpt / 'model.zip'}: cannot load the checkpoint: {_first_line(e)}") from None
     else:
         model = PPO(
             hp.policy, venv, seed=seed, device="cpu", verbose=0, policy_kwargs=policy_kwargs,
@@ -140,7 +146,7 @@ def train(
     val_floor = None if score_floor is None else (msao_val["score_mean"] - 0.005 if floor_from_msao else score_floor)
     best_prev: dict[str, Any] = {}
     if resume and (run / "best" / "info.json").exists():
-        v = json.loads((run / "best" / "info.json").read_text(encoding="utf-8"))["validation"]
+        v = _best_validation(run / "best" / "info.json")
         ok = val_floor is None or v["score_mean"] >= val_floor
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
     val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev)
@@ -155,3 +161,44 @@ def train(
     save_model_dir(model, run / "final", {"validation": val_cb.history[-1], "msao_validation": msao_val})
     venv.close()
     return TrainResult(run, int(model.num_timesteps), time.perf_counter() - t0, val_cb.best, msao_val, score_floor, val_cb.history)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name."""
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
+        raise UserInputError(f"{path}: unreadable {what}: {_first_line(e)}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: unreadable {what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_number(v: Any) -> bool:
+    """A JSON number that is finite and of sane size (``abs`` compares a huge int without overflow)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1e300
+
+
+def _checkpoint_state(path: Path) -> dict[str, Any]:
+    """``checkpoint/info.json``: ``num_timesteps`` (an integer >= 0), ``lam`` (a number >= 0), ``seed``."""
+    state = _read_json_object(path, "checkpoint state")
+    n = state.get("num_timesteps")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 10**12:
+        raise UserInputError(f"{path}: num_timesteps: expected an integer >= 0, got {str(n)[:40]!r}")
+    lam = state.get("lam", 0.0)
+    if not _is_number(lam) or lam < 0:
+        raise UserInputError(f"{path}: lam: expected a finite number >= 0, got {str(lam)[:40]!r}")
+    return state
+
+
+def _best_validation(path: Path) -> dict[str, Any]:
+    """``best/info.json``'s ``validation`` metrics (``reward_mean``, ``score_mean``, ``timesteps`` numbers)."""
+    v = _read_json_object(path, "best-model record").get("validation")
+    if not isinstance(v, dict) or not all(_is_number(v.get(k)) for k in ("reward_mean", "score_mean", "timesteps")):
+        raise UserInputError(f"{path}: validation: expected an object with the numbers reward_mean, score_mean and timesteps")
+    return v
