@@ -212,3 +212,10 @@ def test_a_smoke_run_of_shapes_train_says_so(tmp_path, capsys):
                  "--scenes", "4", "--eval", "0", "--quiet"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("note: a smoke run (edge 2 steps; presets: edge 4000)") and "not meaningful" in out[-1]
+
+
+def test_route_policy_key_env_must_be_set(capsys, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    rc = main(["route", "--edge", "a", "--cloud", "http://127.0.0.1:9/v1", "--policy", "msao", "--policy-key-env", "NO_SUCH_KEY_VAR"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[0] == "mllm-offload route: error: --policy-key-env NO_SUCH_KEY_VAR: that environment variable is not set or empty"

@@ -10,7 +10,6 @@ where each stage's backup sits and what losing each device costs with and withou
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +72,7 @@ def _list_presets() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._io import atomic_write_text
+    from .._io import atomic_write_text, json_text
     from ..edge_tier import DETECT_S, compare_plans, comparison_dict, format_comparison, load_model_config, resolve_devices
     from ..errors import UserInputError
 
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     comp = compare_plans(costs, cluster, detect_s=detect_s)
     data = comparison_dict(model, costs, cluster, comp, detect_s)
     if args.json:
-        atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(args.json, json_text(data, indent=2) + "\n")
     print(format_comparison(model, costs, cluster, comp, detect_s))
     if args.json:
         print(f"wrote {args.json}")

@@ -20,6 +20,8 @@ def add_parser(sub: Any) -> None:
     add_backend_args(ro)
     ro.add_argument("--policy", required=True, help="exported policy folder, or a heuristic name: msao, edge, cloud")
     ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
+    ro.add_argument("--policy-key-env", metavar="NAME",
+                    help="require policy.json to carry an HMAC keyed by the environment variable NAME [MLLM_OFFLOAD_POLICY_KEY when set]")
     ro.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
     ro.add_argument("--port", type=int, default=8080, help="port [8080]")
     ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health (/metrics too, unless --public-metrics)")
@@ -56,10 +58,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"{flag}: must be > 0, got {v}")
     if not 0.0 <= args.shadow_rate <= 1.0:
         raise UserInputError(f"--shadow-rate: must be in [0, 1], got {args.shadow_rate}")
-    policy = OffloadPolicy.load(args.policy, backend=args.policy_backend)
+    key = None
+    if args.policy_key_env:
+        import os
+
+        key = os.environ.get(args.policy_key_env)
+        if not key:
+            raise UserInputError(f"--policy-key-env {args.policy_key_env}: that environment variable is not set or empty")
+    policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, key=key)
     system = _system(args.profile, getattr(policy, "manifest", None))
     if getattr(policy, "manifest", None) is None:  # a named rule: MSAO's thresholds move with the SLO
-        policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s)
+        policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s, key=key)
     sock = bind_port(args.host, args.port)  # a busy port is one line, before the models load or anything is announced
     try:
         with library_output(args.verbose):

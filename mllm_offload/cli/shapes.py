@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
                              audio_share=args.audio_share, progress=progress("generate", args.quiet))
         print(f"wrote {args.n} items to {path} in {time.perf_counter() - t0:.1f} s; use --dataset jsonl:{path}")
         return 0
-    import json
 
     from ..shapes.models import PRESETS, train_presets
 
@@ -106,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     if smoke:
         print(f"note: a smoke run ({', '.join(smoke)} steps; presets: {', '.join(f'{w} {PRESETS[w].steps}' for w in reports)}): "
               "barely trained models, their accuracy is not meaningful")
-    from .._io import atomic_write_text
+    from .._io import atomic_write_text, json_text
 
-    atomic_write_text(args.out / "train_report.json", json.dumps({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports,
+    atomic_write_text(args.out / "train_report.json", json_text({"seed": args.seed, "scenes": args.scenes, "jobs": jobs, "wall_seconds": round(wall, 1), "models": reports,
                                                                     "prior": prior}, indent=2))
     return 0

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import json_text
 from ..errors import UserInputError
 from ..mas import compute_mas
 from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, load_image
@@ -163,7 +164,7 @@ async def record_dataset(
                 state["fails"] += 1
                 state["last"] = msg
             else:
-                os.write(fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+                os.write(fd, (json_text(rec, separators=(",", ":")) + "\n").encode())
                 summary.recorded += 1
                 new_scores.append(scores)
                 state["fails"] = 0

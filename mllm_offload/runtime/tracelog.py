@@ -12,7 +12,6 @@ down) are not trace records; they go to ``errors.jsonl`` in the same folder.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .._io import json_text
 from ..config import format_validation_error
 from ..errors import UserInputError
 from ..trace_format import TRACE_FORMAT, TRACE_VERSION, TraceRecord
@@ -63,7 +63,7 @@ class TraceLog:
 
     def _open(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        header = json.dumps({"format": TRACE_FORMAT, "version": TRACE_VERSION, "meta": self.meta}) + "\n"
+        header = json_text({"format": TRACE_FORMAT, "version": TRACE_VERSION, "meta": self.meta}) + "\n"
         while True:  # never append to another log's file (two routers, or a restart within a second)
             self._seq += 1
             path = self.dir / f"route-{stamp}-{self._seq:03d}.jsonl"
@@ -88,7 +88,7 @@ class TraceLog:
             TraceRecord.model_validate(record)
         except ValidationError as e:  # a bug, not user input: say which field
             raise ValueError(format_validation_error(f"trace record {record.get('id')}", e)) from None
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        line = (json_text(record, separators=(",", ":")) + "\n").encode()
         if self._fd is None or (self._size + len(line) > self.max_bytes and self.records):
             self.close_file()
             self._open()
@@ -100,7 +100,7 @@ class TraceLog:
     def write_error(self, entry: Mapping[str, Any]) -> None:
         """Append a request that got no answer to ``errors.jsonl``."""
         with open(self.dir / "errors.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(dict(entry), default=str) + "\n")
+            fh.write(json_text(dict(entry), default=str) + "\n")
         self.errors += 1
 
     def close_file(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, json_text
 from ...artifact import Normalization
 from ...decision import Thresholds
 from ...errors import UserInputError
@@ -73,7 +73,7 @@ class RecordingPolicy:
 def save_vecnormalize_stats(venv: Any, path: str | Path) -> None:
     """Observation statistics of a ``VecNormalize`` as JSON (read without unpickling)."""
     rms = venv.obs_rms
-    atomic_write_text(path, json.dumps({
+    atomic_write_text(path, json_text({
         "mean": [float(v) for v in rms.mean], "var": [float(v) for v in rms.var], "count": float(rms.count),
         "clip_obs": float(venv.clip_obs), "epsilon": float(venv.epsilon), "norm_obs": bool(venv.norm_obs),
     }) + "\n")
@@ -86,8 +86,10 @@ def load_vecnormalize_stats(path: str | Path) -> tuple[np.ndarray | None, np.nda
         return None, None, 10.0, 1e-8
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a JSON object, got {type(d).__name__}")
         if not d.get("norm_obs", True):
             return None, None, 10.0, 1e-8
         return np.asarray(d["mean"], np.float64), np.asarray(d["var"], np.float64), float(d["clip_obs"]), float(d["epsilon"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise UserInputError(f"{p}: bad normalisation statistics: {e}") from None
