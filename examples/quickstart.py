@@ -34,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. PPO on its training split (validated against MSAO on the validation split).
     hp = PPOHyperparams(n_timesteps=args.timesteps, n_steps=512, eval_freq=2048, eval_episodes=4)
-    if args.out.exists():
+    if args.out.exists() and any(args.out.iterdir()):
+        if not (args.out / "run.json").is_file() and not (args.out / "checkpoint").is_dir():
+            print(f"error: --out {args.out}: holds files but no training run; pick an empty or new folder", file=sys.stderr)
+            return 2
         import shutil
 
-        shutil.rmtree(args.out)
+        shutil.rmtree(args.out)  # a previous quickstart run
     result = train(scn.make_env, hp, args.out, seed=0, progress_bar=False, log=lambda s: None)
     policy_dir = export_run(args.out, args.out / "policy")  # policy.json + policy.npz + policy.onnx
     print(f"trained {result.timesteps} steps in {result.seconds:.0f} s; exported to {policy_dir}")

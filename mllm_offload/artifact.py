@@ -46,6 +46,7 @@ import datetime as _dt
 import hashlib
 import hmac as _hmac
 import json
+import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -313,6 +314,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:40]} is out of range for a float")
+    return v
+
+
 def _load_manifest(d: Path) -> tuple[dict[str, Any], Manifest]:
     mpath = d / MANIFEST
     if not d.is_dir():
@@ -320,7 +328,7 @@ def _load_manifest(d: Path) -> tuple[dict[str, Any], Manifest]:
     if not mpath.is_file():
         raise UserInputError(f"{mpath}: missing (is {d} an exported policy?)")
     try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        raw = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, not UTF-8, NaN/Infinity
         raise UserInputError(f"{mpath}: not valid JSON: {e}") from None
     if not isinstance(raw, dict):

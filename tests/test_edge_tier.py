@@ -295,7 +295,7 @@ def test_model_config_errors_are_one_line(tmp_path):
         load_model_config("qwen2-vl-2")
     bad = tmp_path / "bad.json"
     bad.write_text('{"model_type": "llava", "vision_config": {"hidden_size": 0}, "text_config": {}}')
-    with pytest.raises(UserInputError, match=r"bad.json: vision_config.hidden_size: expected an integer >= 1, got 0"):
+    with pytest.raises(UserInputError, match=r"bad.json: vision_config.hidden_size: expected an integer in \[1, 10000000\], got 0"):
         load_model_config(bad)
     bad.write_text('{"model_type": "qwen2_vl", "vision_config": {"depth": 2}}')
     with pytest.raises(UserInputError, match=r"bad.json: vision_config.embed_dim: required field missing"):
@@ -339,7 +339,7 @@ def test_devices_yaml_forms(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("- phone\n- {preset: phone, memory_bytes: -1}\n", r"devices.yaml: devices.1.memory_bytes: Input should be greater than 0"),
+    ("- phone\n- {preset: phone, memory_bytes: -1}\n", r"devices.yaml: devices.1.memory_bytes: Input should be greater than or equal to 1000000"),
     ("- phone\n- phon\n", r"devices.yaml: devices.1: unknown device preset 'phon' \(did you mean 'phone'\?\)"),
     ("- {preset: tablett}\n", r"devices.yaml: devices.0.preset: unknown device preset 'tablett' \(did you mean 'tablet'\?\)"),
     ("- {flops_per_s: 1e12, memory_bytes: 1e9, link_mbps: 100}\n", r"devices.yaml: devices.0.name: Field required"),
@@ -402,3 +402,18 @@ def test_edge_plan_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("mllm-offload edge-plan: error:") and expected in err and err.count("\n") == 1, err
         assert not out.exists()
+
+
+def test_absurd_configs_and_links_are_refused_in_one_line(tmp_path):
+    cfg = {"model_type": "llava", "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+           "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5000,
+                           "num_attention_heads": 2, "vocab_size": 100}}
+    f = tmp_path / "big.json"
+    f.write_text(json.dumps(cfg))
+    with pytest.raises(UserInputError, match=r"num_hidden_layers: expected an integer in \[1, 1024\], got 5000"):
+        load_model_config(f)
+    d = tmp_path / "devices.yaml"
+    d.write_text("- {preset: phone, link_mbps: 1.0e-300}\n")
+    with pytest.raises(UserInputError, match=r"link_mbps: Input should be greater than or equal to 0.001"):
+        load_devices(d)

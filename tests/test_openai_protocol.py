@@ -215,3 +215,43 @@ def test_is_loopback_parses_addresses_not_prefixes():
         assert is_loopback(host), host
     for host in ("127.evil.example", "0.0.0.0", "10.0.0.1", "::", "example.com"):
         assert not is_loopback(host), host
+
+
+def test_request_structure_is_bounded_and_booleans_are_strict():
+    import json
+
+    import pytest
+
+    from mllm_offload.errors import UserInputError
+    from mllm_offload.mllm_backends.openai_protocol import MAX_IMAGES, MAX_MESSAGES, parse_chat_request
+
+    img = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    ok = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, *[img] * MAX_IMAGES]}]}
+    assert len(parse_chat_request(json.dumps(ok)).messages[0].content) == MAX_IMAGES + 1
+    cases = [
+        ({"messages": [{"role": "user", "content": [img] * (MAX_IMAGES + 1)}]}, "images per request"),
+        ({"messages": [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1)}, "messages"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": 0}, "stream"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 0}}, "include_usage"),
+    ]
+    for body, word in cases:
+        with pytest.raises(UserInputError) as e:
+            parse_chat_request(json.dumps(body))
+        assert word in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_only_web_image_formats_are_opened(tmp_path):
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from mllm_offload.errors import UserInputError
+    from mllm_offload.mllm_backends.base import load_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    assert load_image(buf.getvalue()).size == (8, 8)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n"
+    with pytest.raises(UserInputError, match="not a readable image"):
+        load_image(eps)

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import io
 import json
-import resource
 import socket
 import struct
 import time
@@ -75,10 +74,6 @@ def image_msg(*images: bytes, text: str = "what is it?") -> list[dict[str, Any]]
 
 def metric(text: str, name: str) -> float:
     return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @pytest.fixture
@@ -276,15 +271,13 @@ def test_a_13000_square_png_is_refused_without_decoding(server, decodes):
     backend = FakeBackend(0.0)
     app = create_app(backend, "fake") if server == "serve" else route_app(backend, backend)
     client = TestClient(app)
-    before = peak_rss_mb()
     t = time.perf_counter()
     r = client.post(CHAT, json={"messages": image_msg(big)})
     assert r.status_code == 400 and time.perf_counter() - t < 2.0
     assert "13000x13000 = 169.0 MP is over the limit of 40 MP per image" in r.json()["error"]["message"]
     r = client.post(CHAT, json={"messages": image_msg(*[huge_png(6000, 6000)] * 3)})
     assert r.status_code == 400 and "per request" in r.json()["error"]["message"]
-    assert decodes == [] and backend.calls == 0
-    assert peak_rss_mb() - before < 150  # a decode would take 0.5 GB
+    assert decodes == [] and backend.calls == 0  # nothing decoded (the subprocess test also bounds the servers' RSS)
     small = io.BytesIO()
     Image.new("RGB", (40, 30), (1, 2, 3)).save(small, "PNG")
     assert client.post(CHAT, json={"messages": image_msg(small.getvalue())}).status_code == 200

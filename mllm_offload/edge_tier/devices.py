@@ -133,11 +133,11 @@ class DeviceSpec(StrictModel):
     """One edge device (see the module docstring for units and presets)."""
 
     name: str = Field(min_length=1, description="unique name in its cluster")
-    flops_per_s: float = Field(gt=0.0, description="sustained FLOP/s on transformer layers")
-    memory_bytes: float = Field(gt=0.0, description="bytes free for weights and one request's KV cache")
-    link_mbps: float = Field(gt=0.0, description="sustained network throughput, Mbit/s")
+    flops_per_s: float = Field(ge=1e6, le=1e18, allow_inf_nan=False, description="sustained FLOP/s on transformer layers")
+    memory_bytes: float = Field(ge=1e6, le=1e15, allow_inf_nan=False, description="bytes free for weights and one request's KV cache")
+    link_mbps: float = Field(ge=1e-3, le=1e7, allow_inf_nan=False, description="sustained network throughput, Mbit/s")
     link_latency_s: float = Field(0.0005, ge=0.0, le=10.0, description="one-way latency of the access hop, s")
-    load_mbps: float | None = Field(None, gt=0.0, description="weight-loading rate for redeployment, Mbit/s [link_mbps]")
+    load_mbps: float | None = Field(None, ge=1e-3, le=1e7, allow_inf_nan=False, description="weight-loading rate for redeployment, Mbit/s [link_mbps]")
     description: str = ""
     sources: dict[str, str] = Field(default_factory=dict, description="field -> where its value comes from")
 

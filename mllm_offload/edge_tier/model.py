@@ -197,6 +197,11 @@ class ModelSpec:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+#: Bounds on a config's sizes: far above any real model, small enough to plan in seconds.
+_MAX_LAYERS = 1024
+_MAX_SIZE = 10_000_000
+
+
 class _Section:
     """Typed reads from one mapping of a config, errors naming ``source: section.field``."""
 
@@ -212,12 +217,14 @@ class _Section:
         return self.data.get(key, self.defaults.get(key, default))
 
     def integer(self, *keys: str, default: int | None = None, minimum: int = 1) -> int:
-        """The first of ``keys`` present (else a transformers default, else ``default``)."""
+        """The first of ``keys`` present (else a transformers default, else ``default``); bounded
+        (layers at most 1024, any other size at most 10^7) so an absurd config cannot cost hours."""
         for key in keys:
             v = self.data.get(key, self.defaults.get(key))
             if v is not None:
-                if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                    raise UserInputError(f"{self.source}: {self._path(key)}: expected an integer >= {minimum}, got {v!r}")
+                top = _MAX_LAYERS if "layers" in key else _MAX_SIZE
+                if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= top:
+                    raise UserInputError(f"{self.source}: {self._path(key)}: expected an integer in [{minimum}, {top}], got {v!r}")
                 return v
         if default is None:
             raise UserInputError(f"{self.source}: {self._path(keys[0])}: required field missing")

@@ -277,10 +277,15 @@ def _source(image: ImageLike, what: str) -> tuple[Any, str]:
     raise UserInputError(f"{what}: unsupported image type {type(image).__name__} (use PIL, numpy, bytes or a path)")
 
 
+#: Image formats a request may carry.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
 def _open(src: Any, label: str) -> _PILImage.Image:
-    """``Image.open``: reads the header only (the pixels are decoded on ``load``)."""
+    """``Image.open``: reads the header only (the pixels are decoded on ``load``). Only the usual
+    web image formats are accepted (no EPS/PDF, which Pillow would hand to Ghostscript)."""
     try:
-        return _PILImage.open(src)
+        return _PILImage.open(src, formats=IMAGE_FORMATS)
     except _PILImage.DecompressionBombError as e:
         raise ImageTooLargeError(f"{label}: too many pixels ({e})") from None
     except (OSError, ValueError) as e:

@@ -35,12 +35,12 @@ import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictBool, ValidationError, model_serializer, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
@@ -134,26 +134,42 @@ class ContentPart(OpenAIBaseModel):
 
 class Message(OpenAIBaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+
+
+#: Bounds on a request's structure (checked while parsing, before any media is touched).
+MAX_MESSAGES = 1024
+MAX_CONTENT_PARTS = 1024
+MAX_IMAGES = 64
 
 
 class StreamOptions(OpenAIBaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatRequest(OpenAIBaseModel):
     """The subset of the OpenAI chat-completions body that is honoured (other fields are ignored)."""
 
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    logprobs: bool = False
+    logprobs: StrictBool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ChatRequest:
+        parts = [p for m in self.messages if isinstance(m.content, list) for p in m.content]
+        if len(parts) > MAX_CONTENT_PARTS:
+            raise ValueError(f"at most {MAX_CONTENT_PARTS} content parts per request, got {len(parts)}")
+        images = sum(p.type in ("image_url", "input_image") for p in parts)
+        if images > MAX_IMAGES:
+            raise ValueError(f"at most {MAX_IMAGES} images per request, got {images}")
+        return self
 
     @property
     def include_usage(self) -> bool:

@@ -198,7 +198,7 @@ def create_app(backend: Backend, served_name: str, *, api_key: str | None = None
         if len(raw) > max_body_bytes:
             return error(413, f"request body over {max_body_bytes} bytes")
         try:
-            body = parse_chat_request(raw)
+            body = await asyncio.to_thread(parse_chat_request, raw)  # a large body must not stall the event loop
             if body.model not in (None, served_name):
                 return error(404, f"model {body.model!r} not served here (serving {served_name!r})", "not_found_error")
             req = to_mm_request(body, default_max_tokens, getattr(backend, "unsupported", "error") == "ignore")

@@ -35,6 +35,7 @@ both causes (and is written to ``errors.jsonl``), or 400 when both refused the r
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -200,8 +201,8 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         if len(raw) > max_body_bytes:
             return error(413, f"request body over {max_body_bytes} bytes")
         try:
-            body = parse_chat_request(raw)
-            req = to_mm_request(body, default_max_tokens)
+            body = await asyncio.to_thread(parse_chat_request, raw)  # a large body must not stall the event loop
+            req = await asyncio.to_thread(to_mm_request, body, default_max_tokens)
         except UserInputError as e:
             return user_error_response(e)
         if state["in_flight"] >= max_queue:
