@@ -409,7 +409,10 @@ class OpenAICompatBackend:
             if not isinstance(chunk, dict):
                 raise BackendError(f"{self.name}: unexpected event {data[:80]!r}")
             if "error" in chunk:
-                raise BackendError(f"{self.name}: server error mid-stream: {_error_message(json.dumps(chunk))}")
+                err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                # a refusal of the request itself (e.g. over the model's context) keeps its 400
+                status = 400 if err.get("code") == "context_length_exceeded" or err.get("type") == "invalid_request_error" else None
+                raise BackendError(f"{self.name}: server error mid-stream: {_error_message(json.dumps(chunk))}", status=status)
             st["chunks"] += 1
             if chunk.get("usage"):
                 st["usage"] = chunk["usage"]

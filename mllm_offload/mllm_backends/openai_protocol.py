@@ -443,7 +443,8 @@ class RequestGuard:
         self.open_paths = frozenset(open_paths)
 
     def _too_large(self) -> JSONResponse:
-        return error_response(413, f"request body over {self.max_body_bytes} bytes")
+        # close the connection: otherwise the server would still read (and discard) the rest of the body
+        return error_response(413, f"request body over {self.max_body_bytes} bytes", headers={"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

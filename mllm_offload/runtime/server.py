@@ -211,7 +211,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         state["in_flight"] += 1
         metrics.in_flight.inc()
         try:
-            ans = await router.generate(req)
+            ans = await _unless_disconnected(router.generate(req), request)
         except RouterError as e:
             if e.refused:  # both sides refused the request itself: the client's to fix
                 return error(400, str(e), headers={"x-offload-request-id": e.request_id})
@@ -257,6 +257,23 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         yield sse_done()
 
     return app
+
+
+async def _unless_disconnected(coro: Any, request: Request, poll_s: float = 0.25) -> Any:
+    """Await ``coro``; if the client goes away first, cancel it (the router then cancels both sides)
+    and re-raise the cancellation, so a dropped request frees its queue slot and its backends."""
+    task = asyncio.ensure_future(coro)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise asyncio.CancelledError("client disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, *, api_key: str | None = None, max_queue: int = 64,
