@@ -1,4 +1,4 @@
-"""The attacks of issue 20 against `mllm-offload serve` and `mllm-offload route` on loopback.
+"""Resource-exhaustion and abuse attacks against `mllm-offload serve` and `mllm-offload route` on loopback.
 
     python benchmarks/abuse.py [--only NAME ...] [--max-queue 16]
 
