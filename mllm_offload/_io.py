@@ -107,3 +107,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_object(path: str | Path, what: str = "") -> dict[str, Any]:
+    """A JSON object from ``path``; anything else (missing, not UTF-8, bad JSON, not an object) is
+    one :class:`~mllm_offload.errors.UserInputError` line naming the file (and ``what`` it holds)."""
+    from .errors import UserInputError
+
+    p = Path(path)
+    label = f"unreadable {what}" if what else "unreadable"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
+        raise UserInputError(f"{p}: {label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{p}: {label}: expected a JSON object, got {type(data).__name__}")
+    return data

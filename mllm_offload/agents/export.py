@@ -15,7 +15,6 @@ recorded in ``policy.json`` (``training.parity_max_abs_diff``) and export fails 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from .._io import read_json_object
 from ..artifact import MLPActor, Network, Normalization, write_artifact
 from ..config import format_validation_error
 from ..errors import UserInputError
@@ -213,22 +213,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     meta: dict[str, Any] = {"run_dir": str(run.resolve()), "checkpoint": which if sub.name == which else sub.name}
     run_json = run / "run.json"
     if run_json.exists():
-        export_meta = _json_object(run_json).get("export_meta", {})
+        export_meta = read_json_object(run_json).get("export_meta", {})
         if not isinstance(export_meta, dict):
             raise UserInputError(f"{run_json}: export_meta: expected an object")
         meta.update(export_meta)
     info = sub / "info.json"
     if info.exists():
-        meta["checkpoint_info"] = _json_object(info)
+        meta["checkpoint_info"] = read_json_object(info)
     return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key)
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; anything else is a one-line :class:`UserInputError`."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
-        raise UserInputError(f"{path}: unreadable: {e}") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data

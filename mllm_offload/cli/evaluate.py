@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import agents  # noqa: F401  (registers tuned and oracle)
-    from ..evaluation import evaluate, gap_summary, markdown_table, verdict, write_csv, write_json, write_plots
+    from ..evaluation import evaluate, write_csv, write_json, write_plots
+    from ..evaluation.report import comparison_text
 
     scn = scenario(args)
     env = scn.make_env(args.split)
@@ -52,12 +53,8 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"{meta['profile'] if not args.trace else args.trace} | bandwidth {meta['bandwidth']} ({meta['bandwidth_traces']} traces, split {args.split}) | "
           f"{meta['requests']} requests per policy | SLO {env.slo_s:g} s\n")
-    print(markdown_table(results))
-    summary = gap_summary(results)
-    if summary:
-        print("\n" + summary)
-    v = verdict(results, logs, env.n_requests)
-    print("\n" + v["sentence"])
+    text, v = comparison_text(results, logs, env.n_requests)
+    print(text)
     if args.json:
         write_json(args.json, results, meta, v)
     if args.csv:

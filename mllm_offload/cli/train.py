@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..agents.ppo.run import RUN_ARGS, final_comparison, hyperparams, read_run_args, train_and_export
-    from ..evaluation import gap_summary, markdown_table, verdict, write_json
+    from ..evaluation import write_json
+    from ..evaluation.report import comparison_text
 
     resume = args.resume is not None
     if resume:
@@ -68,12 +69,8 @@ def run(args: argparse.Namespace) -> int:
                                     tuning_progress=progress("tuning static thresholds", args.quiet),
                                     progress=progress("evaluating on the test split", args.quiet))
     print(f"\ntest split: {len(env.bandwidths)} bandwidth traces, {int(results['ppo']['requests'])} requests per policy, SLO {env.slo_s:g} s\n")
-    print(markdown_table(results))
-    summary = gap_summary(results)
-    if summary:
-        print("\n" + summary)
-    v = verdict(results, logs, env.n_requests)
-    print("\n" + v["sentence"])
+    text, v = comparison_text(results, logs, env.n_requests)
+    print(text)
     meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "split": "test", "seed": 0,
             "policy": str(done.policy_dir), "train_seed": args.seed, "timesteps": res.timesteps, "train_seconds": round(res.seconds, 1)}
     write_json(args.out / "eval_test.json", results, meta, v)

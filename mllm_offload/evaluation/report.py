@@ -11,7 +11,7 @@ from typing import Any
 
 from .._io import atomic_write_json, atomic_write_text
 
-__all__ = ["gap_summary", "markdown_table", "write_csv", "write_json"]
+__all__ = ["comparison_text", "gap_summary", "markdown_table", "write_csv", "write_json"]
 
 
 _TABLE_COLS = [
@@ -74,3 +74,13 @@ def gap_summary(results: Mapping[str, Mapping[str, float]]) -> str:
     if "tuned" in r:
         parts.append(f"reward {r['ppo']:.4f} vs tuned {r['tuned']:.4f}")
     return "; ".join(parts)
+
+
+def comparison_text(results: Mapping[str, Mapping[str, float]], logs: Mapping[str, Any], episode_len: int) -> tuple[str, dict[str, Any]]:
+    """What ``evaluate`` and ``train`` print after a comparison: the table, the MSAO -> oracle gap
+    line (when PPO, MSAO and the oracle are there) and the verdict sentence; and the verdict."""
+    from .verdict import verdict
+
+    v = verdict(results, logs, episode_len)
+    parts = [markdown_table(results), gap_summary(results), v["sentence"]]
+    return "\n\n".join(p for p in parts if p), v

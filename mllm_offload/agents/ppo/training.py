@@ -28,13 +28,13 @@ pickles: resume only run folders you trust. A damaged checkpoint (unreadable zip
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..._io import read_json_object
 from ...config import PPOHyperparams
 from ...errors import UserInputError
 from ...rules import MSAORule
@@ -169,16 +169,6 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
-        raise UserInputError(f"{path}: unreadable {what}: {_first_line(e)}") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: unreadable {what}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _is_number(v: Any) -> bool:
     """A JSON number that is finite and of sane size (``abs`` compares a huge int without overflow)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1e300
@@ -186,7 +176,7 @@ def _is_number(v: Any) -> bool:
 
 def _checkpoint_state(path: Path) -> dict[str, Any]:
     """``checkpoint/info.json``: ``num_timesteps`` (an integer >= 0), ``lam`` (a number >= 0), ``seed``."""
-    state = _read_json_object(path, "checkpoint state")
+    state = read_json_object(path, "checkpoint state")
     n = state.get("num_timesteps")
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 10**12:
         raise UserInputError(f"{path}: num_timesteps: expected an integer >= 0, got {str(n)[:40]!r}")
@@ -198,7 +188,7 @@ def _checkpoint_state(path: Path) -> dict[str, Any]:
 
 def _best_validation(path: Path) -> dict[str, Any]:
     """``best/info.json``'s ``validation`` metrics (``reward_mean``, ``score_mean``, ``timesteps`` numbers)."""
-    v = _read_json_object(path, "best-model record").get("validation")
+    v = read_json_object(path, "best-model record").get("validation")
     if not isinstance(v, dict) or not all(_is_number(v.get(k)) for k in ("reward_mean", "score_mean", "timesteps")):
         raise UserInputError(f"{path}: validation: expected an object with the numbers reward_mean, score_mean and timesteps")
     return v
