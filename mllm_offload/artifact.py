@@ -61,7 +61,8 @@ from ._io import atomic_dir, json_safe
 from .config import StrictModel, format_validation_error
 from .decision import Thresholds
 from .errors import UserInputError
-from .observation import OBSERVATION_SPEC
+from .observation import N_FEATURES_V1, OBSERVATION_SPEC
+from .tradeoff import TradeOff, TradeOffRange
 
 __all__ = [
     "ACTION_MAPPING",
@@ -153,6 +154,7 @@ class Manifest(StrictModel):
     network: Network | None = None
     heuristic: HeuristicSpec | None = None
     training: dict[str, Any] = Field(default_factory=dict)
+    tradeoff_range: TradeOffRange | None = Field(None, description="trade-offs the policy was trained over (None: it ignores them)")
     files: dict[str, FileEntry] = Field(default_factory=dict)
     digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the canonical content")
     hmac: str | None = Field(None, pattern=r"^hmac-sha256:[0-9a-f]{64}$", description="HMAC-SHA256 of the canonical content")
@@ -220,9 +222,11 @@ class MLPActor:
         self.n_inputs = n_in
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
-        """Actions in ``[0,1]^3`` for ``obs`` shaped ``(n_features,)`` or ``(batch, n_features)``."""
+        """Actions in ``[0,1]^3`` for ``obs`` shaped ``(n_features,)`` or ``(batch, n_features)``
+        (features beyond the network's inputs, such as the trade-off for a version-1 policy, are
+        not read)."""
         # np.maximum/np.minimum with out= instead of np.clip: several times faster at batch 1
-        x = (np.asarray(obs, np.float32) - self._mean) * self._inv_std
+        x = (np.asarray(obs, np.float32)[..., :self.n_inputs] - self._mean) * self._inv_std
         np.maximum(x, -self._clip, out=x)
         np.minimum(x, self._clip, out=x)
         last = len(self._wt) - 1
@@ -269,6 +273,7 @@ def write_artifact(
     network: Network | None = None,
     heuristic: HeuristicSpec | None = None,
     training: Mapping[str, Any] | None = None,
+    tradeoff_range: TradeOffRange | None = None,
     key: str | bytes | None = None,
 ) -> Path:
     """Write an artifact directory atomically (temporary sibling, then rename) and return it.
@@ -294,7 +299,7 @@ def write_artifact(
             format=FORMAT, format_version=FORMAT_VERSION, kind=kind, name=name,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             observation=list(OBSERVATION_SPEC.names), normalization=normalization, network=network,
-            heuristic=heuristic, training=dict(training or {}), files=files,
+            heuristic=heuristic, training=dict(training or {}), tradeoff_range=tradeoff_range, files=files,
         )
         doc = json_safe(manifest.model_dump(mode="json"))  # never NaN or Infinity (not JSON)
         for f in _SEAL_FIELDS:
@@ -363,7 +368,7 @@ def _check_seal(mpath: Path, raw: Mapping[str, Any], key: bytes | None) -> None:
 
 def _check_observation(mpath: Path, names: list[str]) -> None:
     want = list(OBSERVATION_SPEC.names)
-    if names == want:
+    if names == want or names == want[:N_FEATURES_V1]:  # version 1 (no trade-off inputs) still loads
         return
     if len(names) != len(want):
         raise UserInputError(f"{mpath}: observation: {len(names)} features, this build has {len(want)} ({', '.join(want)})")
@@ -382,8 +387,8 @@ def _load_weights(d: Path, m: Manifest) -> list[tuple[np.ndarray, np.ndarray]]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UserInputError(f"{path}: unreadable weights: {e}") from None
     layers = net.layers
-    if layers[0] != len(OBSERVATION_SPEC) or layers[-1] != 3:
-        raise UserInputError(f"{d / MANIFEST}: network.layers: must start with {len(OBSERVATION_SPEC)} and end with 3, got {layers}")
+    if layers[0] != len(m.observation) or layers[-1] != 3:
+        raise UserInputError(f"{d / MANIFEST}: network.layers: must start with {len(m.observation)} (the observation features) and end with 3, got {layers}")
     out = []
     for i in range(len(layers) - 1):
         w, b = arrays.get(f"w{i}"), arrays.get(f"b{i}")
@@ -433,7 +438,7 @@ def read_artifact(path: str | Path, require: tuple[str, ...] = (), key: str | by
     if NPZ not in m.files:
         raise UserInputError(f"{mpath}: files: {NPZ} is required for kind 'mlp'")
     norm = m.normalization
-    n = len(OBSERVATION_SPEC)
+    n = len(m.observation)
     if norm is not None:
         if len(norm.mean) != n or len(norm.var) != n:
             raise UserInputError(f"{mpath}: normalization: mean and var need {n} values each")
@@ -452,7 +457,7 @@ BACKENDS = ("numpy", "onnx")
 class _OnnxActor:
     """onnxruntime session of ``policy.onnx`` (normalisation and clipping are in the graph)."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, n_inputs: int = len(OBSERVATION_SPEC)) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -465,12 +470,13 @@ class _OnnxActor:
         except Exception as e:  # onnxruntime raises its own exception types
             raise UserInputError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].shape[-1] != len(OBSERVATION_SPEC):
-            raise UserInputError(f"{path}: expected one input of {len(OBSERVATION_SPEC)} features")
+        if len(inputs) != 1 or inputs[0].shape[-1] != n_inputs:
+            raise UserInputError(f"{path}: expected one input of {n_inputs} features")
         self._input = inputs[0].name
+        self.n_inputs = n_inputs
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, np.float32)
+        x = np.asarray(obs, np.float32)[..., :self.n_inputs]
         single = x.ndim == 1
         out = self.session.run(None, {self._input: x[None, :] if single else x})[0]
         return np.asarray(out[0] if single else out)
@@ -504,8 +510,19 @@ class ArtifactPolicy:
 
             assert m.heuristic is not None
             return cls(m.name, "heuristic", "rule", m, p, rule=make_rule(m.heuristic.rule, m.heuristic.params))
-        actor: MLPActor | _OnnxActor | None = _OnnxActor(p / ONNX, threads) if backend == "onnx" else art.actor
+        actor: MLPActor | _OnnxActor | None = _OnnxActor(p / ONNX, threads, len(m.observation)) if backend == "onnx" else art.actor
         return cls(m.name, m.kind, backend, m, p, actor=actor)
+
+    @property
+    def tradeoff_range(self) -> TradeOffRange | None:
+        """The trade-offs the policy was trained over (``None``: it does not read the trade-off)."""
+        return self.manifest.tradeoff_range
+
+    def check_tradeoff(self, t: TradeOff, source: str = "trade-off") -> TradeOff:
+        """``t`` if this policy serves it (inside its trained range, or any for a policy that
+        ignores the trade-off); else a one-line :class:`UserInputError`."""
+        r = self.manifest.tradeoff_range
+        return t if r is None else r.check(t, f"{source} (policy {self.path})")
 
     def reset(self, seed: int | None = None, *, env: Any = None) -> None:
         """Stateless: nothing to do."""

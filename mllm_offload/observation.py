@@ -4,7 +4,9 @@ The simulator (:mod:`mllm_offload.envs`) and the deployed router (``mllm_offload
 call :func:`build_observation`, so there is no train/serve skew. Only quantities a deployed router
 can actually know go in: this request's MAS features and sizes, the *estimated* uplink bandwidth
 (harmonic mean of recently measured uploads, never the trace's true current rate), the last
-measured RTT, the edge queue, and the cloud calls in flight with their recently measured latency.
+measured RTT, the edge queue, the cloud calls in flight with their recently measured latency, and
+the user's trade-off (:class:`~mllm_offload.tradeoff.TradeOff`), so that one policy can serve
+every setting it was trained over.
 
 ============================  ===========  ==================================================
 feature (units in the name)   range        meaning
@@ -26,7 +28,12 @@ feature (units in the name)   range        meaning
 ``edge_queue_s``              [0, 600]     expected edge wait, seconds
 ``cloud_inflight_n``          [0, 1000]    this device's cloud calls outstanding
 ``cloud_latency_recent_s``    [0, 600]     moving average of measured cloud response times
+``latency_price_log``         [-7, 5]      ln(latency price, score per SLO); 0 counts as 1e-3
+``cost_price_log``            [-7, 10]     ln(cost price, score per USD per 1k requests)
 ============================  ===========  ==================================================
+
+Version 2 of the spec added the two trade-off features at the end; an exported policy of
+version 1 (the first 17 features) still loads and reads only those.
 
 Values are clipped into their range, so an observation always lies in :data:`OBSERVATION_SPEC`'s
 box.
@@ -40,8 +47,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tradeoff import TradeOff
+
 __all__ = [
     "MAS_FEATURES",
+    "N_FEATURES_V1",
     "OBSERVATION_SPEC",
     "Feature",
     "ObservationSpec",
@@ -115,7 +125,10 @@ OBSERVATION_SPEC = ObservationSpec(
         Feature("edge_queue_s", 0.0, 600.0, "expected edge wait, seconds"),
         Feature("cloud_inflight_n", 0.0, 1000.0, "cloud calls of this device outstanding"),
         Feature("cloud_latency_recent_s", 0.0, 600.0, "moving average of cloud response time, s"),
-    )
+        Feature("latency_price_log", -7.0, 5.0, "ln(latency price, score per SLO of latency)"),
+        Feature("cost_price_log", -7.0, 10.0, "ln(cost price, score per USD per 1k requests)"),
+    ),
+    version=2,
 )
 
 _LOW_L = [f.low for f in OBSERVATION_SPEC.features]
@@ -123,12 +136,15 @@ _HIGH_L = [f.high for f in OBSERVATION_SPEC.features]
 _N_STATIC = 9  # request features come first; the system features follow
 if OBSERVATION_SPEC.names[_N_STATIC:] != (
     "bw_est_mbps_log", "upload_est_s_log1p", "rtt_s", "uplink_queue_s", "edge_queue_n",
-    "edge_queue_s", "cloud_inflight_n", "cloud_latency_recent_s",
+    "edge_queue_s", "cloud_inflight_n", "cloud_latency_recent_s", "latency_price_log", "cost_price_log",
 ):  # pragma: no cover - guards build_observation's fixed positions
     raise RuntimeError("OBSERVATION_SPEC order changed: update build_observation")
 (_BW_LO, _UP_HI, _RTT_HI, _UQ_HI, _EN_HI, _ES_HI, _CN_HI, _CL_HI) = (
     _LOW_L[9], _HIGH_L[10], _HIGH_L[11], _HIGH_L[12], _HIGH_L[13], _HIGH_L[14], _HIGH_L[15], _HIGH_L[16]
 )
+(_LP_LO, _LP_HI, _CP_LO, _CP_HI) = (_LOW_L[17], _HIGH_L[17], _LOW_L[18], _HIGH_L[18])
+#: features of observation spec version 1 (an artifact of version 1 reads only these)
+N_FEATURES_V1 = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,15 +236,21 @@ def request_features_batch(
     return out
 
 
-def build_observation(request: RequestFeatures, state: SystemState) -> np.ndarray:
-    """The observation vector (float32, order of :data:`OBSERVATION_SPEC`) for one request."""
+def build_observation(request: RequestFeatures, state: SystemState, tradeoff: TradeOff) -> np.ndarray:
+    """The observation vector (float32, order of :data:`OBSERVATION_SPEC`) for one request under
+    the user's ``tradeoff``."""
     bw = max(state.bw_est_mbps, 1e-3)
     bytes_per_s = bw * 125_000.0  # Mbps -> bytes/s
     rtt = state.rtt_s
     upload_s = request.payload_bytes / bytes_per_s + rtt
     # system features, clipped to their ranges (all are >= 0 except the log bandwidth)
-    values = (*request._static, min(max(math.log(bw), _BW_LO), _HIGH_L[9]), min(math.log1p(upload_s), _UP_HI), min(max(rtt, 0.0), _RTT_HI), min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI), min(max(state.edge_queue_n, 0), _EN_HI), min(max(state.edge_queue_s, 0.0), _ES_HI), min(max(state.cloud_inflight_n, 0), _CN_HI), min(max(state.cloud_latency_recent_s, 0.0), _CL_HI))
+    values = (*request._static, min(max(math.log(bw), _BW_LO), _HIGH_L[9]), min(math.log1p(upload_s), _UP_HI), min(max(rtt, 0.0), _RTT_HI), min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI), min(max(state.edge_queue_n, 0), _EN_HI), min(max(state.edge_queue_s, 0.0), _ES_HI), min(max(state.cloud_inflight_n, 0), _CN_HI), min(max(state.cloud_latency_recent_s, 0.0), _CL_HI), *_tradeoff_features(tradeoff))
     return np.array(values, dtype=np.float32)
+
+
+def _tradeoff_features(t: TradeOff) -> tuple[float, float]:
+    lp, cp = t.features()
+    return (min(max(lp, _LP_LO), _LP_HI), min(max(cp, _CP_LO), _CP_HI))
 
 
 class RunningEstimates:

@@ -23,12 +23,17 @@ field              meaning
 ``reward``         :class:`~mllm_offload.config.RewardWeights`
 ``episode``        :class:`~mllm_offload.config.EpisodeConfig` (requests per episode, ...)
 ``synthetic_...``  ``synthetic_requests``: size of each split's synthetic request trace (no ``trace``)
+``tradeoff``       :class:`~mllm_offload.tradeoff.TradeOff` of every episode (default: the one
+                   ``reward`` expresses) and its budgets
+``tradeoff_range`` :class:`~mllm_offload.tradeoff.TradeOffRange` to draw one trade-off per
+                   episode from (training a conditioned policy), or ``None``
 =================  =========================================================================
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ from .splits import check_split, evaluation_seeds
 from .trace_format import RequestTrace, load_trace
 from .traces.bandwidth import bandwidth_source
 from .traces.synth import get_profile
+from .tradeoff import TradeOff, TradeOffRange
 
 __all__ = ["Scenario"]
 
@@ -57,6 +63,22 @@ class Scenario:
     trace: RequestTrace | None = None
     trace_source: str | None = None
     synthetic_requests: int = 20_000
+    tradeoff: TradeOff | None = None
+    tradeoff_range: TradeOffRange | None = None
+
+    def __post_init__(self) -> None:
+        if self.tradeoff is None:
+            object.__setattr__(self, "tradeoff", TradeOff.from_weights(self.reward))
+
+    @property
+    def trade(self) -> TradeOff:
+        """The fixed trade-off (never ``None`` after construction)."""
+        assert self.tradeoff is not None
+        return self.tradeoff
+
+    def with_tradeoff(self, tradeoff: TradeOff | None = None, tradeoff_range: TradeOffRange | None = None) -> Scenario:
+        """The same scenario with another fixed trade-off and/or a range to draw from per episode."""
+        return dataclasses.replace(self, tradeoff=tradeoff or self.trade, tradeoff_range=tradeoff_range)
 
     @classmethod
     def build(
@@ -102,7 +124,8 @@ class Scenario:
     def make_env(self, split: str) -> OffloadEnv:
         """An :class:`~mllm_offload.envs.OffloadEnv` on ``split`` (``train``, ``val``, ``test``, ``all``)."""
         return OffloadEnv(profile=self.profile, trace=self.trace, bandwidth=self.bandwidth, split=check_split(split),
-                          system=self.system, reward=self.reward, episode=self.episode, synthetic_requests=self.synthetic_requests)
+                          system=self.system, reward=self.reward, episode=self.episode, synthetic_requests=self.synthetic_requests,
+                          tradeoff=self.tradeoff, tradeoff_range=self.tradeoff_range)
 
     def evaluation_seeds(self, requests: int, seed: int = 0) -> list[int]:
         """The episodes every policy is evaluated on (:func:`mllm_offload.splits.evaluation_seeds`)."""
@@ -133,4 +156,6 @@ class Scenario:
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for run records and reports."""
         return {"profile": self.profile, "trace": self.trace_source, "bandwidth": self.bandwidth,
-                "system": self.system.model_dump(), "reward": self.reward.model_dump(), "episode": self.episode.model_dump()}
+                "system": self.system.model_dump(), "reward": self.reward.model_dump(), "episode": self.episode.model_dump(),
+                "tradeoff": self.trade.model_dump(),
+                "tradeoff_range": None if self.tradeoff_range is None else self.tradeoff_range.describe()}

@@ -23,14 +23,41 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
     g.add_argument("--config", type=Path, help="YAML overrides with sections system, reward, episode")
     g.add_argument("--seed", type=int, default=0, help=seed_help)
     g.add_argument("--episode-len", type=positive_int, default=100, help="requests per episode [100]")
+    g.add_argument("--latency-price", type=price, metavar="X",
+                   help="score lost per SLO of latency (or quality-first, balanced, latency-first) [the config's reward.latency: 0.2]")
+    g.add_argument("--cost-price", type=price, metavar="Y",
+                   help="score lost per USD per 1k requests [the config's reward.cost_per_usd / 1000: 0.1]")
+
+
+def price(text: str) -> float:
+    """A trade-off price: a number in [0, 100] or a preset name of :data:`~mllm_offload.tradeoff.PRESETS`."""
+    from ..tradeoff import PRESETS, parse_prices
+
+    if text in PRESETS:
+        return PRESETS[text]
+    try:
+        values = parse_prices(text, "price")
+    except Exception as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("price: ")) from None
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"one price, got {text!r}")
+    return values[0]
 
 
 def scenario(args: argparse.Namespace) -> Scenario:
     """The validated :class:`Scenario` of the scenario options (episodes no longer than ``--requests``)."""
     from ..scenario import Scenario
 
-    return Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, config=args.config,
-                          episode_len=args.episode_len, requests=getattr(args, "requests", None))
+    scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, config=args.config,
+                         episode_len=args.episode_len, requests=getattr(args, "requests", None))
+    lp, cp = getattr(args, "latency_price", None), getattr(args, "cost_price", None)
+    if lp is None and cp is None:
+        return scn
+    from ..tradeoff import TradeOff
+
+    t = scn.trade
+    return scn.with_tradeoff(TradeOff(latency_price=t.latency_price if lp is None else lp,
+                                      cost_price=t.cost_price if cp is None else cp, budgets=t.budgets))
 
 
 def progress(desc: str, quiet: bool) -> Callable[[Iterable[Any]], Iterable[Any]] | None:

@@ -17,6 +17,7 @@ from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
 from ..splits import SYNTHETIC_TRACE_SEED, check_split
 from ..trace_format import RequestTrace, load_trace
+from ..tradeoff import TradeOff, TradeOffRange
 from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
@@ -65,21 +66,30 @@ class OffloadEnv(gym.Env):
     | 2   | a2      | ``tau_conf = a2`` (edge confidence to accept)    |
 
     ## Observation Space
-    ``Box(low, high, (17,), float32)`` in the order of
+    ``Box(low, high, (19,), float32)`` in the order of
     :data:`mllm_offload.observation.OBSERVATION_SPEC` (its docstring has the table): MAS
     features and sizes of the request about to be routed, the estimated uplink bandwidth, last
     RTT, uplink backlog, edge queue and expected wait, cloud calls in flight and recent cloud
-    latency. Nothing the router could not measure (no true current bandwidth).
+    latency, and the episode's trade-off (log latency and cost prices). Nothing the router could
+    not measure (no true current bandwidth).
 
     ## Rewards
-    Per request, with :class:`~mllm_offload.config.RewardWeights` ``w`` and the SLO in seconds:
-    ``w.quality*score - w.latency*latency/SLO - w.slo_violation*[latency > SLO]
-    - w.cost_per_usd*cloud_cost_usd - w.energy_per_kj*energy_kJ``.
+    Per request, with the episode's :class:`~mllm_offload.tradeoff.TradeOff` ``t``, the other
+    :class:`~mllm_offload.config.RewardWeights` ``w`` and the SLO in seconds:
+    ``w.quality*score - t.latency_price*latency/SLO - w.slo_violation*[latency > SLO]
+    - t.cost_price*1000*cloud_cost_usd - w.energy_per_kj*energy_kJ``.
+
+    | trade-off of an episode           | when                                                |
+    |-----------------------------------|-----------------------------------------------------|
+    | ``options["tradeoff"]``           | given to ``reset`` (a ``TradeOff``)                 |
+    | drawn from ``tradeoff_range``     | the env has a range (training a conditioned policy) |
+    | ``tradeoff``                      | otherwise (default: the one ``reward`` expresses)   |
 
     ## Starting State
     Empty queues, the bandwidth prior of the system config, a window of ``n_requests`` requests
     starting at a uniformly drawn index, a uniformly drawn bandwidth trace and offset, and
-    (optionally) an arrival-rate scale and edge speed drawn from ``EpisodeConfig`` ranges.
+    (optionally) an arrival-rate scale and edge speed drawn from ``EpisodeConfig`` ranges. The
+    trade-off is drawn last, so the same seed gives the same requests at every trade-off.
 
     ## Episode End
     Terminates after ``n_requests`` requests; never truncated by the env itself.
@@ -90,10 +100,12 @@ class OffloadEnv(gym.Env):
     ``bandwidth`` (a spec for :func:`~mllm_offload.traces.bandwidth.bandwidth_source` or a list
     of traces), ``split`` (``train``/``val``/``test``/``all``: which part of the requests and of
     the bandwidth folder), ``system``, ``reward``, ``episode`` (configs or dicts),
-    ``synthetic_requests`` (size of the synthetic request pool).
+    ``synthetic_requests`` (size of the synthetic request pool), ``tradeoff`` (the fixed
+    trade-off, default ``TradeOff.from_weights(reward)``), ``tradeoff_range`` (draw one per
+    episode instead).
 
-    ``reset(options=...)`` accepts ``rate_scale`` and ``edge_speed`` to fix those factors, and
-    ``bandwidth_index`` to fix the bandwidth trace.
+    ``reset(options=...)`` accepts ``rate_scale`` and ``edge_speed`` to fix those factors,
+    ``bandwidth_index`` to fix the bandwidth trace, and ``tradeoff`` to fix the trade-off.
 
     ``info`` of each step holds ``outcome`` (:class:`~mllm_offload.envs.system.Outcome`) and
     ``thresholds``.
@@ -112,6 +124,8 @@ class OffloadEnv(gym.Env):
         episode: EpisodeConfig | dict | None = None,
         synthetic_requests: int = 20_000,
         render_mode: str | None = None,
+        tradeoff: TradeOff | None = None,
+        tradeoff_range: TradeOffRange | None = None,
     ) -> None:
         super().__init__()
         check_split(split)
@@ -140,8 +154,9 @@ class OffloadEnv(gym.Env):
         self.observation_space = spaces.Box(OBSERVATION_SPEC.low, OBSERVATION_SPEC.high, dtype=np.float32)
         self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
         self.slo_s = self.system_cfg.slo_s
-        w = self.weights
-        self._w = (w.quality, w.latency / self.slo_s, w.slo_violation, w.cost_per_usd, w.energy_per_kj * 1e-3)
+        self.tradeoff = tradeoff if tradeoff is not None else TradeOff.from_weights(self.weights)
+        self.tradeoff_range = tradeoff_range
+        self._set_episode_tradeoff(self.tradeoff)
         cloud_mean = float(np.mean(self.trace.cloud_latency_s)) / self.system_cfg.cloud_speed
         rho, c = self.system_cfg.cloud_background_load, self.system_cfg.cloud_servers
         self._bg_wait_p = erlang_c(c, rho)
@@ -191,14 +206,30 @@ class OffloadEnv(gym.Env):
         self.sim = EdgeCloudSystem(cfg, bw, offset, req)
         self._features = t.all_request_features()[start:start + n]
         self._i = 0
+        t = opts.get("tradeoff")
+        if t is None:  # drawn last: the requests of a seed do not depend on the trade-off
+            t = self.tradeoff_range.sample(rng, self.tradeoff.budgets) if self.tradeoff_range is not None else self.tradeoff
+        elif not isinstance(t, TradeOff):
+            raise UserInputError(f"reset options: tradeoff must be a TradeOff, got {type(t).__name__}")
+        self._set_episode_tradeoff(t)
         self.episode_info = {"start": start, "bandwidth": bw.name, "bandwidth_offset_s": offset,
-                             "rate_scale": rate, "edge_speed": speed}
+                             "rate_scale": rate, "edge_speed": speed, "latency_price": t.latency_price,
+                             "cost_price": t.cost_price}
         return self._observe(), dict(self.episode_info)
+
+    def set_tradeoff(self, tradeoff: TradeOff) -> None:
+        """Fix the trade-off of the following episodes (and stop drawing one from a range)."""
+        self.tradeoff, self.tradeoff_range = tradeoff, None
+
+    def _set_episode_tradeoff(self, t: TradeOff) -> None:
+        self.episode_tradeoff = t
+        self.episode_weights = w = t.weights(self.weights)
+        self._w = (w.quality, w.latency / self.slo_s, w.slo_violation, w.cost_per_usd, w.energy_per_kj * 1e-3)
 
     def _observe(self) -> np.ndarray:
         assert self.sim is not None
         i = min(self._i, self.n_requests - 1)
-        return build_observation(self._features[i], self.sim.observe(i))
+        return build_observation(self._features[i], self.sim.observe(i), self.episode_tradeoff)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         th = action if isinstance(action, Thresholds) else Thresholds.from_action(action)
@@ -225,4 +256,4 @@ class OffloadEnv(gym.Env):
         """Reward the current request would get under each candidate (state unchanged)."""
         if self.sim is None or self._i >= self.n_requests:
             raise RuntimeError("no current request")
-        return [reward_of(self.sim.plan(self._i, th).outcome, self.weights, self.slo_s) for th in candidates]
+        return [reward_of(self.sim.plan(self._i, th).outcome, self.episode_weights, self.slo_s) for th in candidates]

@@ -1,0 +1,182 @@
+"""The user's trade-off between quality, latency and cost (a contract, imports only contracts).
+
+A :class:`TradeOff` says what one SLO of latency and one dollar per 1k requests are worth, in
+*score units* (the task score is in [0, 1], so 0.01 is one score point):
+
+================  =============================  ===========================================
+field             unit                           meaning
+================  =============================  ===========================================
+``latency_price`` score per SLO of latency       a request that takes one SLO loses this much
+``cost_price``    score per (USD per 1k req.)    one dollar per thousand requests costs this
+``budgets``       seconds, USD per 1k requests   optional hard limits: p95 latency, cost
+================  =============================  ===========================================
+
+The per-request reward is ``score - latency_price * latency / SLO - cost_price * 1000 * cost_usd
+- slo_violation * [latency > SLO] - energy_per_kj * energy_kJ`` (the last two terms keep the
+weights of :class:`~mllm_offload.config.RewardWeights`). The package's earlier fixed weights
+(``latency: 0.2``, ``cost_per_usd: 100``) are the setting ``TradeOff(0.2, 0.1)``, named
+``balanced``. Budgets are constraints: training holds them with a Lagrange multiplier each
+(:mod:`mllm_offload.agents.ppo.constraints`); a p95 budget ``B`` is the constraint
+``P(latency > B) <= 0.05``.
+
+A policy trained over a :class:`TradeOffRange` takes the trade-off as input (the observation
+features ``latency_price_log`` and ``cost_price_log``), so one exported artifact serves every
+setting inside its range; :meth:`TradeOffRange.check` refuses one outside with a clear line.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .config import RewardWeights, StrictModel
+from .errors import UserInputError
+
+__all__ = [
+    "DEFAULT_RANGE",
+    "PRESETS",
+    "Budgets",
+    "TradeOff",
+    "TradeOffRange",
+    "parse_prices",
+]
+
+#: USD per request -> USD per 1k requests
+PER_1K = 1000.0
+#: highest latency price a trade-off may name (score per SLO)
+MAX_LATENCY_PRICE = 100.0
+#: highest cost price (score per USD per 1k requests)
+MAX_COST_PRICE = 1e4
+
+
+class Budgets(StrictModel):
+    """Optional hard limits a trained policy must hold (``None``: no limit)."""
+
+    p95_latency_s: float | None = Field(None, gt=0.0, le=3600.0, description="95th-percentile latency, seconds")
+    cost_usd_per_1k: float | None = Field(None, ge=0.0, le=1e6, description="mean cloud cost, USD per 1k requests")
+
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        return self.p95_latency_s is not None or self.cost_usd_per_1k is not None
+
+
+class TradeOff(StrictModel):
+    """What latency and cost are worth in score units; see the module docstring."""
+
+    latency_price: float = Field(0.2, ge=0.0, le=MAX_LATENCY_PRICE, description="score per SLO of latency")
+    cost_price: float = Field(0.1, ge=0.0, le=MAX_COST_PRICE, description="score per USD per 1k requests")
+    budgets: Budgets = Budgets()
+
+    def weights(self, base: RewardWeights) -> RewardWeights:
+        """``base`` with its latency and cost weights set from this trade-off."""
+        return base.model_copy(update={"latency": self.latency_price, "cost_per_usd": self.cost_price * PER_1K})
+
+    @classmethod
+    def from_weights(cls, w: RewardWeights, budgets: Budgets | None = None) -> TradeOff:
+        """The trade-off that :class:`RewardWeights` ``w`` express (``latency``, ``cost_per_usd / 1000``)."""
+        return cls(latency_price=w.latency, cost_price=w.cost_per_usd / PER_1K, budgets=budgets or Budgets())
+
+    def features(self) -> tuple[float, float]:
+        """The observation features ``(latency_price_log, cost_price_log)``: natural logs, a
+        price of 0 counting as ``1e-3`` (clipped into the observation range by the caller)."""
+        return (math.log(max(self.latency_price, 1e-3)), math.log(max(self.cost_price, 1e-3)))
+
+    def label(self) -> str:
+        """Short text such as ``latency 0.2/SLO, cost 0.1 per $/1k``."""
+        return f"latency {self.latency_price:g}/SLO, cost {self.cost_price:g} per $/1k"
+
+
+class TradeOffRange(StrictModel):
+    """The trade-offs a conditioned policy was trained on (and so may be asked for at serve time).
+
+    Training draws ``latency_price`` (and ``cost_price``) log-uniformly from ``[lo, hi]`` once
+    per episode; ``lo == hi`` is a policy trained at one setting only.
+    """
+
+    latency_price: tuple[float, float] = (0.02, 1.0)
+    cost_price: tuple[float, float] = (0.1, 0.1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TradeOffRange:
+        for name, (lo, hi), top in (("latency_price", self.latency_price, MAX_LATENCY_PRICE),
+                                    ("cost_price", self.cost_price, MAX_COST_PRICE)):
+            if not (0.0 < lo <= hi <= top):
+                raise ValueError(f"{name}: need 0 < lo <= hi <= {top:g}, got ({lo:g}, {hi:g})")
+        return self
+
+    @classmethod
+    def single(cls, t: TradeOff) -> TradeOffRange:
+        """The range of a policy trained at ``t`` only (prices of 0 become 1e-3 for the log scale)."""
+        lp, cp = max(t.latency_price, 1e-3), max(t.cost_price, 1e-3)
+        return cls(latency_price=(lp, lp), cost_price=(cp, cp))
+
+    def sample(self, rng: np.random.Generator, budgets: Budgets | None = None) -> TradeOff:
+        """One trade-off, each price log-uniform in its range (one draw per price, always)."""
+        u = rng.random(2)
+        (a, b), (c, d) = self.latency_price, self.cost_price
+        lp = math.exp(math.log(a) + u[0] * (math.log(b) - math.log(a)))
+        cp = math.exp(math.log(c) + u[1] * (math.log(d) - math.log(c)))
+        return TradeOff(latency_price=lp, cost_price=cp, budgets=budgets or Budgets())
+
+    def default(self) -> TradeOff:
+        """The setting used when none is asked for: ``balanced`` (0.2) if inside the range, else
+        the geometric middle of each price range."""
+        def mid(r: tuple[float, float], pref: float) -> float:
+            return pref if r[0] <= pref <= r[1] else math.sqrt(r[0] * r[1])
+
+        return TradeOff(latency_price=mid(self.latency_price, 0.2), cost_price=mid(self.cost_price, 0.1))
+
+    def contains(self, t: TradeOff, rtol: float = 1e-6) -> bool:
+        """Whether ``t``'s prices lie in the range (with a relative tolerance)."""
+        (a, b), (c, d) = self.latency_price, self.cost_price
+        return a * (1 - rtol) <= t.latency_price <= b * (1 + rtol) and c * (1 - rtol) <= t.cost_price <= d * (1 + rtol)
+
+    def check(self, t: TradeOff, source: str = "trade-off") -> TradeOff:
+        """``t`` if inside the range, else a one-line :class:`UserInputError` naming the range."""
+        if not self.contains(t):
+            (a, b), (c, d) = self.latency_price, self.cost_price
+            raise UserInputError(
+                f"{source}: latency price {t.latency_price:g} / cost price {t.cost_price:g} lies outside the policy's "
+                f"trained range (latency price {_span(a, b)}, cost price {_span(c, d)})")
+        return t
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready form (what ``policy.json`` records under ``tradeoff_range``)."""
+        return {"latency_price": list(self.latency_price), "cost_price": list(self.cost_price)}
+
+
+def _span(lo: float, hi: float) -> str:
+    return f"{lo:g} only" if lo == hi else f"[{lo:g}, {hi:g}]"
+
+
+#: Named settings of the latency price (score per SLO), from quality-first to latency-first.
+PRESETS: dict[str, float] = {"quality-first": 0.05, "balanced": 0.2, "latency-first": 1.0}
+
+#: What ``train`` conditions on by default: a 50x range of latency prices.
+DEFAULT_RANGE = TradeOffRange()
+
+
+def parse_prices(text: str, flag: str = "--latency-prices") -> list[float]:
+    """``0.05,0.2,1.0`` (or preset names) -> prices, each finite, >= 0 and <= the maximum."""
+    out: list[float] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        if part in PRESETS:
+            out.append(PRESETS[part])
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserInputError(f"{flag}: {part!r} is not a number (or one of {', '.join(PRESETS)})") from None
+        if not (math.isfinite(v) and 0.0 <= v <= MAX_LATENCY_PRICE):
+            raise UserInputError(f"{flag}: {part} must be a number in [0, {MAX_LATENCY_PRICE:g}]")
+        out.append(v)
+    if not out:
+        raise UserInputError(f"{flag}: no price given")
+    if len(out) > 64:
+        raise UserInputError(f"{flag}: at most 64 prices, got {len(out)}")
+    return sorted(set(out))
