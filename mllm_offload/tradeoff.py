@@ -11,11 +11,16 @@ field             unit                           meaning
 ``budgets``       seconds, USD per 1k requests   optional hard limits: p95 latency, cost
 ================  =============================  ===========================================
 
-The per-request reward is ``score - latency_price * latency / SLO - cost_price * 1000 * cost_usd
-- slo_violation * [latency > SLO] - energy_per_kj * energy_kJ`` (the last two terms keep the
-weights of :class:`~mllm_offload.config.RewardWeights`). The package's earlier fixed weights
-(``latency: 0.2``, ``cost_per_usd: 100``) are the setting ``TradeOff(0.2, 0.1)``, named
-``balanced``. Budgets are constraints: training holds them with a Lagrange multiplier each
+The per-request reward is
+
+    ``score - latency_price * (latency / SLO + k * [latency > SLO]) - cost_price * 1000 * cost_usd
+    - energy_per_kj * energy_kJ``
+
+where ``k = slo_violation / latency`` of the base :class:`~mllm_offload.config.RewardWeights`
+(2.5 with the defaults: an SLO miss costs as much as 2.5 SLOs of latency), so that the one
+latency price moves every latency term together. The package's earlier fixed weights
+(``latency: 0.2``, ``slo_violation: 0.5``, ``cost_per_usd: 100``) are the setting
+``TradeOff(0.2, 0.1)``, named ``balanced``. Budgets are constraints: training holds them with a Lagrange multiplier each
 (:mod:`mllm_offload.agents.ppo.constraints`); a p95 budget ``B`` is the constraint
 ``P(latency > B) <= 0.05``.
 
@@ -71,8 +76,10 @@ class TradeOff(StrictModel):
     budgets: Budgets = Budgets()
 
     def weights(self, base: RewardWeights) -> RewardWeights:
-        """``base`` with its latency and cost weights set from this trade-off."""
-        return base.model_copy(update={"latency": self.latency_price, "cost_per_usd": self.cost_price * PER_1K})
+        """``base`` with its latency, SLO-miss and cost weights set from this trade-off (the SLO-miss
+        penalty keeps its ratio to the latency weight; unchanged when ``base.latency`` is 0)."""
+        miss = base.slo_violation * self.latency_price / base.latency if base.latency > 0 else base.slo_violation
+        return base.model_copy(update={"latency": self.latency_price, "slo_violation": miss, "cost_per_usd": self.cost_price * PER_1K})
 
     @classmethod
     def from_weights(cls, w: RewardWeights, budgets: Budgets | None = None) -> TradeOff:

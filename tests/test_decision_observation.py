@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from mllm_offload.decision import Mode, Thresholds, accept_edge, decide
 from mllm_offload.observation import OBSERVATION_SPEC, RequestFeatures, SystemState, build_observation
+from mllm_offload.tradeoff import TradeOff
 
 unit = st.floats(min_value=-0.5, max_value=1.5, allow_nan=False)
 
@@ -48,7 +49,7 @@ def test_observation_order_units_and_clipping():
     assert names[0] == "mas_score" and "bw_est_mbps_log" in names
     req = RequestFeatures({"score": 0.4, "spatial": 0.5}, payload_bytes=250_000, input_tokens=400)
     state = SystemState(bw_est_mbps=2.0, rtt_s=0.05, uplink_queue_bytes=500_000, edge_queue_n=2, edge_queue_s=1.0)
-    obs = build_observation(req, state)
+    obs = build_observation(req, state, TradeOff())
     assert obs.dtype == np.float32 and obs.shape == (len(OBSERVATION_SPEC),)
     ix = OBSERVATION_SPEC.index
     assert obs[ix("bw_est_mbps_log")] == pytest.approx(math.log(2.0))
@@ -56,8 +57,8 @@ def test_observation_order_units_and_clipping():
     assert obs[ix("upload_est_s_log1p")] == pytest.approx(math.log1p(1.0 + 0.05))
     assert obs[ix("mas_temporal")] == 0.0
     # identical inputs give the identical vector (simulator and runtime share this function)
-    assert np.array_equal(obs, build_observation(req, SystemState(2.0, 0.05, 500_000, 2, 1.0)))
-    huge = build_observation(req, SystemState(bw_est_mbps=1e-9, rtt_s=99.0, edge_queue_n=10**6))
+    assert np.array_equal(obs, build_observation(req, SystemState(2.0, 0.05, 500_000, 2, 1.0), TradeOff()))
+    huge = build_observation(req, SystemState(bw_est_mbps=1e-9, rtt_s=99.0, edge_queue_n=10**6), TradeOff())
     assert np.all(huge >= OBSERVATION_SPEC.low) and np.all(huge <= OBSERVATION_SPEC.high)
     with pytest.raises(KeyError):
         ix("nope")
@@ -72,5 +73,5 @@ def test_batch_request_features_match_single():
     state = SystemState(1.3, 0.06, 1e5, 1, 0.4, 2, 0.8)
     for i in range(0, 2000, 7):
         one = tr.request_features(i)
-        assert np.allclose(build_observation(batch[i], state), build_observation(one, state), rtol=1e-6, atol=0)
+        assert np.allclose(build_observation(batch[i], state, TradeOff()), build_observation(one, state, TradeOff()), rtol=1e-6, atol=0)
         assert batch[i].mas == one.mas and batch[i].has_video == one.has_video

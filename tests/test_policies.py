@@ -6,10 +6,11 @@ from mllm_offload.decision import Thresholds
 from mllm_offload.evaluation import evaluate, markdown_table, run_episodes
 from mllm_offload.observation import OBSERVATION_SPEC, RequestFeatures, SystemState, build_observation
 from mllm_offload.scenario import Scenario
+from mllm_offload.tradeoff import TradeOff
 
 
 def _obs(bw, edge_wait=0.0):
-    return build_observation(RequestFeatures({"score": 0.5}, 200_000, 400), SystemState(bw, 0.05, edge_queue_s=edge_wait, edge_queue_n=int(edge_wait > 0)))
+    return build_observation(RequestFeatures({"score": 0.5}, 200_000, 400), SystemState(bw, 0.05, edge_queue_s=edge_wait, edge_queue_n=int(edge_wait > 0)), TradeOff())
 
 
 def test_msao_moves_thresholds_with_bandwidth_and_load():

@@ -28,6 +28,7 @@ from ..artifact import MLPActor, Network, Normalization, write_artifact
 from ..config import format_validation_error
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC
+from ..tradeoff import TradeOffRange
 
 __all__ = ["actor_layers", "check_observations", "export_model", "export_run", "onnx_bytes", "parity"]
 
@@ -146,9 +147,11 @@ def export_model(
     with_onnx: bool = True,
     tolerance: float = 1e-5,
     key: str | bytes | None = None,
+    tradeoff_range: TradeOffRange | None = None,
 ) -> Path:
     """Export an SB3 PPO model (and its ``VecNormalize`` statistics) to an artifact directory
-    (``key``: an HMAC key for ``policy.json``, see :func:`~mllm_offload.artifact.write_artifact`)."""
+    (``key``: an HMAC key for ``policy.json``, see :func:`~mllm_offload.artifact.write_artifact`;
+    ``tradeoff_range``: the trade-offs the policy was trained over, which it serves)."""
     norm = None
     if obs_mean is not None and obs_var is not None:
         n = len(OBSERVATION_SPEC)
@@ -174,7 +177,7 @@ def export_model(
     meta["parity_max_abs_diff"] = diffs
     return write_artifact(
         out_dir, kind="mlp", name=name, arrays=arrays, onnx_bytes=onnx, normalization=norm,
-        network=Network(layers=layers, activation=act), training=meta, key=key,
+        network=Network(layers=layers, activation=act), training=meta, key=key, tradeoff_range=tradeoff_range,
     )
 
 
@@ -220,4 +223,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     info = sub / "info.json"
     if info.exists():
         meta["checkpoint_info"] = read_json_object(info)
-    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key)
+    trange = None
+    if meta.get("tradeoff_range") is not None:
+        try:
+            trange = TradeOffRange.model_validate(meta.pop("tradeoff_range"))
+        except ValidationError as e:
+            raise UserInputError(format_validation_error(f"{run_json}: export_meta.tradeoff_range", e)) from None
+    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key,
+                        tradeoff_range=trange)

@@ -111,3 +111,22 @@ def int_at_least(lo: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+
+
+def float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (lo < v <= hi if open_lo else lo <= v <= hi):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if open_lo else '['}{lo:g}, {hi:g}], got {text}")
+        return v
+
+    return parse
+
+
+positive_float = float_in(0.0, 1e9, open_lo=True)
+nonnegative_float = float_in(0.0, 1e9)

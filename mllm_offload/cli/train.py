@@ -10,11 +10,12 @@ from typing import Any
 
 from ..errors import UserInputError
 from ._common import add_scenario_args, progress, scenario
-from ._parser import positive_int
+from ._parser import nonnegative_float, positive_float, positive_int
 
 #: The parser's defaults of the arguments ``--resume`` restores (to tell a given flag from a default).
 _DEFAULTS: dict[str, Any] = {"profile": "mobile-3g", "trace": None, "bandwidth": None, "config": None, "seed": 0, "episode_len": 100,
-                             "score_floor": "none", "hyperparams": None}
+                             "score_floor": "none", "hyperparams": None, "latency_price": None, "cost_price": None,
+                             "latency_price_range": None, "p95_budget": None, "cost_budget": None}
 
 
 def add_parser(sub: Any) -> None:
@@ -31,6 +32,13 @@ def add_parser(sub: Any) -> None:
                     help="rl-zoo style YAML of PPO hyperparameters; section = profile name over 'default' [the shipped configs/ppo.yaml]")
     tr.add_argument("--score-floor", default="none",
                     help="constrain the mean score: 'none' (plain reward), 'msao' (MSAO's score on training episodes) or a number in [0,1] [none]")
+    tr.add_argument("--latency-price-range", metavar="LO,HI",
+                    help="without --latency-price: train ONE policy conditioned on the latency price, drawn log-uniformly per "
+                    "episode from [LO, HI]; it serves any price in the range at deploy time [0.02,1.0]")
+    tr.add_argument("--p95-budget", type=positive_float, metavar="SECONDS",
+                    help="hold the 95th-percentile latency at or below SECONDS (a Lagrange multiplier in training) [none]")
+    tr.add_argument("--cost-budget", type=nonnegative_float, metavar="USD_PER_1K",
+                    help="hold the cloud cost at or below USD_PER_1K dollars per 1000 requests [none]")
     tr.add_argument("--out", type=Path, default=Path("runs/ppo"), help="run folder, new or empty [runs/ppo]")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a folder holding run.json)")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",

@@ -69,17 +69,20 @@ class ValidationCallback(EvalCallback):
     ``eval/slo_attainment``, ``eval/cloud_share``, ``eval/tau_{low,high,conf}_mean`` and the
     MSAO heuristic's ``eval/msao_reward``, ``eval/msao_score``, ``eval/msao_latency_p95_s`` on
     the same episodes. ``RUN_DIR/best/`` keeps the model with the highest validation reward among
-    evaluations that meet ``score_floor`` (all of them when it is None). ``eval_freq`` counts env
+    evaluations that meet ``score_floor`` and the ``budgets`` (p95 latency, cost per 1k requests;
+    all evaluations when there are none). ``eval_freq`` counts env
     steps summed over the ``n_envs`` training environments (SB3's own counts callback calls).
     """
 
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
-                 score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None) -> None:
+                 score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
+                 budgets: Any = None) -> None:
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
                          best_model_save_path=str(run_dir / "best"), deterministic=True, warn=False)
         self.val_env, self.seeds = val_env, list(seeds)
         self._next = eval_freq
         self.run_dir, self.msao, self.score_floor, self.log = run_dir, msao, score_floor, log
+        self.budgets = budgets
         self.best: dict[str, Any] = best or {}
         self.history: list[dict[str, float]] = []
 
@@ -94,9 +97,18 @@ class ValidationCallback(EvalCallback):
             self.evaluate()
         return True
 
-    def _key(self, m: dict[str, float]) -> tuple[bool, float]:
+    def feasible(self, m: dict[str, float]) -> bool:
+        """Whether validation metrics ``m`` meet the score floor and the budgets."""
         ok = self.score_floor is None or m["score_mean"] >= self.score_floor
-        return ok, m["reward_mean"]
+        b = self.budgets
+        if b is not None and b.p95_latency_s is not None:
+            ok = ok and m["latency_p95_s"] <= b.p95_latency_s
+        if b is not None and b.cost_usd_per_1k is not None:
+            ok = ok and m["cloud_cost_usd_per_1k"] <= b.cost_usd_per_1k
+        return ok
+
+    def _key(self, m: dict[str, float]) -> tuple[bool, float]:
+        return self.feasible(m), m["reward_mean"]
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate now; save ``best/`` if this is the best feasible evaluation so far."""

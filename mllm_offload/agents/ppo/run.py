@@ -19,11 +19,14 @@ from ..._io import atomic_write_json
 from ...config import PPOHyperparams, default_hyperparams_path, format_validation_error, load_hyperparams
 from ...errors import UserInputError
 from ...splits import SCORE_FLOOR_SEEDS
+from ...tradeoff import DEFAULT_RANGE, Budgets, TradeOffRange, parse_prices
 
-__all__ = ["RUN_ARGS", "TrainingRun", "final_comparison", "hyperparams", "read_run_args", "score_floor", "train_and_export", "write_run_record"]
+__all__ = ["RUN_ARGS", "TrainingRun", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor", "train_and_export",
+           "training_tradeoffs", "write_run_record"]
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
-RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams")
+RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams",
+            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget")
 _PATH_ARGS = ("trace", "config", "hyperparams")
 
 
@@ -73,6 +76,8 @@ def read_run_args(run: Path) -> dict[str, Any]:
 _ARG_TYPES: dict[str, type | tuple[type, ...]] = {
     "profile": str, "trace": str, "bandwidth": str, "config": str, "seed": int, "episode_len": int,
     "score_floor": (str, int, float), "hyperparams": str, "timesteps": int,
+    "latency_price": (int, float), "cost_price": (int, float), "latency_price_range": str,
+    "p95_budget": (int, float), "cost_budget": (int, float),
 }
 _REQUIRED_ARGS = ("profile", "seed", "episode_len")
 
@@ -105,6 +110,38 @@ def score_floor(text: str, scenario: Any) -> float | None:
     return v
 
 
+def parse_range(text: str | None, flag: str = "--latency-price-range") -> tuple[float, float]:
+    """``LO,HI`` (or preset names) -> a latency-price range with ``0 < LO <= HI``."""
+    if text is None:
+        return DEFAULT_RANGE.latency_price
+    values = parse_prices(text, flag)
+    lo, hi = min(values), max(values)
+    if lo <= 0:
+        raise UserInputError(f"{flag}: prices must be > 0 (a log-uniform range), got {lo:g}")
+    return lo, hi
+
+
+def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> tuple[Any, Any, TradeOffRange]:
+    """(scenario to train on, scenario at one fixed trade-off for baselines and tests, the range
+    the policy will serve). Without ``latency_price`` the policy is conditioned: training draws
+    a latency price per episode from ``latency_price_range``; with it, one setting only.
+    ``p95_budget``/``cost_budget`` become the trade-off's budgets."""
+    t = scenario.trade
+    try:
+        budgets = Budgets(p95_latency_s=args.get("p95_budget"), cost_usd_per_1k=args.get("cost_budget"))
+    except ValidationError as e:
+        raise UserInputError(format_validation_error("budgets", e).replace("p95_latency_s", "--p95-budget").replace("cost_usd_per_1k", "--cost-budget")) from None
+    fixed = scenario.with_tradeoff(t.model_copy(update={"budgets": budgets}), None)
+    if args.get("latency_price") is not None:
+        return fixed, fixed, TradeOffRange.single(fixed.trade)
+    cp = max(t.cost_price, 1e-3)
+    try:
+        rng = TradeOffRange(latency_price=parse_range(args.get("latency_price_range")), cost_price=(cp, cp))
+    except ValidationError as e:
+        raise UserInputError(format_validation_error("--latency-price-range", e)) from None
+    return fixed.with_tradeoff(fixed.trade, rng), fixed, rng
+
+
 @dataclass
 class TrainingRun:
     """What :func:`train_and_export` did: the training result, the exported folder, the floor."""
@@ -126,17 +163,24 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     from ..export import export_run
     from .training import train
 
-    floor = score_floor(floor_spec, scenario)
-    scenario.make_env("train")
-    scenario.make_env("val")
+    train_scn, fixed, trange = training_tradeoffs(scenario, args)
+    floor = score_floor(floor_spec, fixed)
+    train_scn.make_env("train")
+    train_scn.make_env("val")
+    budgets = fixed.trade.budgets
     export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
                    "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,
-                   "hyperparams": hp.model_dump(), "slo_s": scenario.slo_s, "system": scenario.system.model_dump()}
+                   "hyperparams": hp.model_dump(), "slo_s": scenario.slo_s, "system": scenario.system.model_dump(),
+                   "reward": scenario.reward.model_dump(), "tradeoff_range": trange.describe(),
+                   "budgets": budgets.model_dump()}
     write_run_record(run_dir, {**args, "timesteps": hp.n_timesteps}, hp, hp_source, floor, export_meta)
+    (lo, hi) = trange.latency_price
+    prices = f"latency price {lo:g}" if lo == hi else f"latency price drawn per episode in [{lo:g}, {hi:g}] (conditioned)"
+    limits = ", ".join(f"{k} {v:g}" for k, v in budgets.model_dump().items() if v is not None) or "none"
     log(f"training PPO on {scenario.profile} | bandwidth {scenario.bandwidth} | {hp.n_timesteps} steps, {hp.n_envs} envs | "
-        f"hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
-    res = train(scenario.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
-                floor_from_msao=floor_spec == "msao", log=log)
+        f"{prices} | budgets: {limits} | hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
+    res = train(train_scn.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
+                floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None)
     from ...evaluation.plots import write_validation_curve
 
     write_validation_curve(run_dir / "validation.png", res.history, res.msao_validation, scenario.label("val"))

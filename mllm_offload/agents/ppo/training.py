@@ -38,6 +38,7 @@ from ..._io import read_json_object
 from ...config import PPOHyperparams
 from ...errors import UserInputError
 from ...rules import MSAORule
+from ...tradeoff import Budgets
 from ...splits import validation_seeds, vec_env_seed
 
 __all__ = ["TrainResult", "msao_reference", "train"]
@@ -73,6 +74,7 @@ def train(
     score_floor: float | None = None,
     floor_from_msao: bool = False,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    budgets: Budgets | None = None,
 ) -> TrainResult:
     """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
 
@@ -81,6 +83,8 @@ def train(
     picklable by cloudpickle (closures are fine). ``score_floor``: see the module docstring;
     the best validated model must meet it too: the number itself, or, when ``floor_from_msao``
     (the floor is MSAO's training score), MSAO's score on the validation episodes minus 0.005.
+    ``budgets`` (p95 latency, cost per 1k requests) are held the same way: a Lagrange multiplier
+    each in training (:mod:`.constraints`), and the best validated model must meet them.
     """
     import time
 
@@ -92,7 +96,7 @@ def train(
         from stable_baselines3.common.logger import configure
 
         from .callbacks import RunCheckpointCallback, ValidationCallback, save_model_dir
-        from .constraints import DualAscentCallback, ScoreLagrangian
+        from .constraints import DualAscentCallback, Lagrangian, constraints_for
     except ImportError as e:  # pragma: no cover - depends on the install
         raise UserInputError(f"train: needs the 'train' extra (pip install 'mllm-offload[train]'): {e}") from None
 
@@ -115,8 +119,12 @@ def train(
         lambda: make_env("train"), n_envs=hp.n_envs, seed=vec_env_seed(seed, int(state["num_timesteps"])),
         vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
     )
-    if score_floor is not None:
-        venv = ScoreLagrangian(venv, score_floor, float(state["lam"]), hp.lagrange_lr)
+    saved_lams = dict(state.get("lams") or {})
+    if "score_floor" not in saved_lams and resume:
+        saved_lams["score_floor"] = float(state["lam"])
+    cons = constraints_for(score_floor, budgets, hp.lagrange_init, saved_lams)
+    if cons:
+        venv = Lagrangian(venv, cons, hp.lagrange_lr)
     norm = hp.normalize
     if resume and (ckpt / "vecnormalize.pkl").exists():
         try:
@@ -147,9 +155,10 @@ def train(
     best_prev: dict[str, Any] = {}
     if resume and (run / "best" / "info.json").exists():
         v = _best_validation(run / "best" / "info.json")
-        ok = val_floor is None or v["score_mean"] >= val_floor
+        ok = (val_floor is None or v["score_mean"] >= val_floor) and (
+            budgets is None or budgets.p95_latency_s is None or v.get("latency_p95_s", 0.0) <= budgets.p95_latency_s)
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
-    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev)
+    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
     t0 = time.perf_counter()
@@ -183,6 +192,9 @@ def _checkpoint_state(path: Path) -> dict[str, Any]:
     lam = state.get("lam", 0.0)
     if not _is_number(lam) or lam < 0:
         raise UserInputError(f"{path}: lam: expected a finite number >= 0, got {str(lam)[:40]!r}")
+    lams = state.get("lams", {})
+    if not isinstance(lams, dict) or not all(isinstance(k, str) and _is_number(v) and v >= 0 for k, v in lams.items()):
+        raise UserInputError(f"{path}: lams: expected an object of finite numbers >= 0 by constraint name")
     return state
 
 

@@ -1,0 +1,186 @@
+"""The trade-off contract: prices, ranges, the env's per-episode trade-off, artifacts, budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mllm_offload.artifact import ArtifactPolicy, Network, write_artifact
+from mllm_offload.config import RewardWeights
+from mllm_offload.decision import Thresholds
+from mllm_offload.envs.offload_env import reward_of
+from mllm_offload.errors import UserInputError
+from mllm_offload.observation import N_FEATURES_V1, OBSERVATION_SPEC
+from mllm_offload.scenario import Scenario
+from mllm_offload.tradeoff import DEFAULT_RANGE, PRESETS, Budgets, TradeOff, TradeOffRange, parse_prices
+
+LP = OBSERVATION_SPEC.index("latency_price_log")
+
+
+def test_default_tradeoff_is_the_default_reward_weights():
+    w = RewardWeights()
+    t = TradeOff.from_weights(w)
+    assert (t.latency_price, t.cost_price) == (0.2, 0.1)
+    assert t.weights(w) == w
+    w2 = TradeOff(latency_price=1.0, cost_price=0.5).weights(w)
+    assert (w2.latency, w2.cost_per_usd, w2.quality) == (1.0, 500.0, w.quality)
+    assert w2.slo_violation == pytest.approx(w.slo_violation * 5)  # an SLO miss keeps costing 2.5 SLOs of latency
+    assert PRESETS["balanced"] == t.latency_price
+
+
+def test_range_sampling_checks_and_default():
+    r = TradeOffRange(latency_price=(0.02, 1.0))
+    rng = np.random.default_rng(0)
+    lps = np.array([r.sample(rng).latency_price for _ in range(4000)])
+    assert lps.min() >= 0.02 and lps.max() <= 1.0
+    # log-uniform: the median is the geometric middle
+    assert abs(np.median(np.log(lps)) - np.log(np.sqrt(0.02))) < 0.1
+    assert r.default().latency_price == 0.2
+    assert TradeOffRange(latency_price=(0.5, 2.0)).default().latency_price == pytest.approx(1.0)
+    r.check(TradeOff(latency_price=1.0))
+    with pytest.raises(UserInputError, match=r"latency price 2 .*outside.*\[0.02, 1\]"):
+        r.check(TradeOff(latency_price=2.0))
+    single = TradeOffRange.single(TradeOff(latency_price=0.3))
+    with pytest.raises(UserInputError, match="0.3 only"):
+        single.check(TradeOff(latency_price=0.2))
+    with pytest.raises(ValueError):
+        TradeOffRange(latency_price=(1.0, 0.5))
+    assert DEFAULT_RANGE.latency_price[1] / DEFAULT_RANGE.latency_price[0] >= 40
+
+
+@pytest.mark.parametrize("text,msg", [("a", "not a number"), ("", "no price"), ("-1", "must be a number"), ("nan", "must be"), ("1e9", "must be")])
+def test_parse_prices_errors(text, msg):
+    with pytest.raises(UserInputError, match=msg):
+        parse_prices(text)
+
+
+def test_parse_prices_presets_sorted():
+    assert parse_prices("latency-first,0.05,balanced") == [0.05, 0.2, 1.0]
+
+
+@pytest.fixture(scope="module")
+def scn():
+    return Scenario.build(profile="mobile-3g", bandwidth="markov:mobile-3g", episode_len=40)
+
+
+def test_same_seed_same_requests_at_every_tradeoff(scn):
+    outs = {}
+    for lp in (0.05, 1.0):
+        env = scn.with_tradeoff(TradeOff(latency_price=lp)).make_env("test")
+        obs, info = env.reset(seed=3)
+        assert obs[LP] == pytest.approx(np.log(lp), abs=1e-6)
+        lat, rew, score = [], [], []
+        done = False
+        while not done:
+            obs, r, done, _, inf = env.step_thresholds(Thresholds(0.3, 0.6, 0.7))
+            o = inf["outcome"]
+            lat.append(o.latency_s), rew.append(r), score.append(o.score)
+            # the reward is the trade-off's: score - price * latency / SLO - ...
+            w = env.episode_weights
+            expect = o.score - lp * (o.latency_s / env.slo_s + (2.5 if o.latency_s > env.slo_s else 0)) \
+                - 1000 * 0.1 * o.cloud_cost_usd - w.energy_per_kj * o.energy_j * 1e-3
+            assert r == pytest.approx(expect, abs=1e-9)
+        outs[lp] = (info["start"], lat, score, rew)
+    assert outs[0.05][:3] == outs[1.0][:3]  # same requests and outcomes ...
+    assert outs[0.05][3] != outs[1.0][3]    # ... priced differently
+
+
+def test_range_env_draws_a_tradeoff_per_episode_and_options_fix_it(scn):
+    env = scn.with_tradeoff(tradeoff_range=TradeOffRange(latency_price=(0.02, 1.0))).make_env("train")
+    fixed = scn.make_env("train")
+    prices = set()
+    for s in range(6):
+        obs, info = env.reset(seed=s)
+        _, info_fixed = fixed.reset(seed=s)
+        assert info["start"] == info_fixed["start"] and info["bandwidth_offset_s"] == info_fixed["bandwidth_offset_s"]
+        assert 0.02 <= info["latency_price"] <= 1.0 and obs[LP] == pytest.approx(np.log(info["latency_price"]), abs=1e-5)
+        prices.add(round(info["latency_price"], 6))
+    assert len(prices) == 6
+    obs, info = env.reset(seed=0, options={"tradeoff": TradeOff(latency_price=0.5)})
+    assert info["latency_price"] == 0.5
+    with pytest.raises(UserInputError, match="TradeOff"):
+        env.reset(seed=0, options={"tradeoff": 0.5})
+    env.set_tradeoff(TradeOff(latency_price=0.07))
+    assert env.reset(seed=1)[1]["latency_price"] == 0.07
+
+
+def _mlp(tmp_path, n_in, trange=None, name="p"):
+    rng = np.random.default_rng(0)
+    arrays = {"w0": rng.normal(size=(4, n_in)).astype(np.float32), "b0": np.zeros(4, np.float32),
+              "w1": rng.normal(size=(3, 4)).astype(np.float32), "b1": np.full(3, 0.5, np.float32)}
+    d = write_artifact(tmp_path / name, kind="mlp", name=name, arrays=arrays, network=Network(layers=[n_in, 4, 3]),
+                       tradeoff_range=trange)
+    if n_in != len(OBSERVATION_SPEC):  # an artifact of an older build: fewer observation names
+        m = json.loads((d / "policy.json").read_text())
+        m["observation"] = m["observation"][:n_in]
+        from mllm_offload.artifact import manifest_digest
+        m.pop("digest")
+        m["digest"] = manifest_digest(m)
+        (d / "policy.json").write_text(json.dumps(m))
+    return d
+
+
+def test_version1_artifact_loads_and_ignores_the_tradeoff(tmp_path):
+    with pytest.raises(UserInputError, match="network.layers"):
+        _mlp(tmp_path, N_FEATURES_V1)  # the writer of this build records 19 names: a 17-input net is refused ...
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC), name="v2")
+    # ... but a manifest of version 1 (17 names, 17 inputs) loads and reads only its 17 features
+    m = json.loads((d / "policy.json").read_text())
+    w = np.load(d / "policy.npz")
+    arrays = {k: w[k] for k in w.files}
+    arrays["w0"] = arrays["w0"][:, :N_FEATURES_V1]
+    d1 = tmp_path / "v1"
+    d1.mkdir()
+    np.savez(d1 / "policy.npz", **arrays)
+    from mllm_offload.artifact import manifest_digest, sha256_file
+    m["observation"] = m["observation"][:N_FEATURES_V1]
+    m["network"]["layers"][0] = N_FEATURES_V1
+    m["files"] = {"policy.npz": {"sha256": sha256_file(d1 / "policy.npz"), "bytes": (d1 / "policy.npz").stat().st_size}}
+    m.pop("digest")
+    m["digest"] = manifest_digest(m)
+    (d1 / "policy.json").write_text(json.dumps(m))
+    pol = ArtifactPolicy.load(d1)
+    assert pol.tradeoff_range is None
+    obs = np.zeros(len(OBSERVATION_SPEC), np.float32)
+    a = pol.actions(obs)
+    obs[LP] = 3.0  # the trade-off features are not read
+    assert np.array_equal(a, pol.actions(obs))
+    assert pol.check_tradeoff(TradeOff(latency_price=50.0)).latency_price == 50.0
+
+
+def test_artifact_records_and_checks_its_range(tmp_path):
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC), TradeOffRange(latency_price=(0.05, 0.5)))
+    pol = ArtifactPolicy.load(d)
+    assert pol.tradeoff_range is not None and pol.tradeoff_range.latency_price == (0.05, 0.5)
+    assert json.loads((d / "policy.json").read_text())["tradeoff_range"]["latency_price"] == [0.05, 0.5]
+    with pytest.raises(UserInputError, match="outside the policy's trained range"):
+        pol.check_tradeoff(TradeOff(latency_price=1.0))
+
+
+def test_lagrangian_raises_the_multiplier_of_a_violated_p95_budget(scn):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from mllm_offload.agents.ppo.constraints import Lagrangian, constraints_for
+
+    cons = constraints_for(None, Budgets(p95_latency_s=0.01), lam_init=0.0)
+    assert [c.name for c in cons] == ["p95_latency"]
+    venv = Lagrangian(DummyVecEnv([lambda: scn.make_env("train")]), cons, lam_lr=1.0)
+    venv.reset()
+    for _ in range(20):
+        venv.step(np.array([[0.0, 0.0, 1.0]], np.float32))  # cloud only: always slower than 10 ms
+    means = venv.update()
+    assert means["p95_latency"] == 1.0 and cons[0].lam == pytest.approx(0.95)
+    _, r, _, infos = venv.step(np.array([[0.0, 0.0, 1.0]], np.float32))
+    env = venv.venv.envs[0]
+    raw = reward_of(infos[0]["outcome"], env.episode_weights, env.slo_s)
+    assert r[0] == pytest.approx(raw - 0.95 * (1.0 - 0.05), abs=1e-5)  # r - lam * (g - limit)
+    cons_cost = constraints_for(0.5, Budgets(cost_usd_per_1k=0.1), lam_init=0.3, lams={"cost": 2.0})
+    assert [(c.name, c.lam) for c in cons_cost] == [("score_floor", 0.3), ("cost", 2.0)]
+
+
+def test_budgets_validate():
+    with pytest.raises(ValueError):
+        Budgets(p95_latency_s=0.0)
+    assert not Budgets().active() and Budgets(cost_usd_per_1k=0.0).active()
