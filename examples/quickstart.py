@@ -21,6 +21,7 @@ from mllm_offload.evaluation import evaluate, markdown_table, verdict
 from mllm_offload.observation import RequestFeatures, SystemState, build_observation
 from mllm_offload.runtime import OffloadPolicy
 from mllm_offload.scenario import Scenario
+from mllm_offload.tradeoff import TradeOff
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     policy = OffloadPolicy.load(policy_dir)
     request = RequestFeatures(mas={"score": 0.6, "spatial": 0.5}, payload_bytes=180_000, input_tokens=900)
     state = SystemState(bw_est_mbps=1.5, rtt_s=0.08, edge_queue_n=1, edge_queue_s=0.4, cloud_latency_recent_s=1.2)
-    print("thresholds for one request:", policy.thresholds(build_observation(request, state)))
+    # the user's trade-off is an input too: what `route` uses unless a request names its own
+    trained = getattr(policy, "tradeoff_range", None)
+    tradeoff = trained.default() if trained is not None else TradeOff()
+    print(f"thresholds for one request ({tradeoff.label()}):", policy.thresholds(build_observation(request, state, tradeoff)))
     return 0
 
 

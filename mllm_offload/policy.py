@@ -15,11 +15,13 @@ name           what it builds                                             needs
 ``msao``       the MSAO heuristic (:class:`~mllm_offload.rules.MSAORule`)  the SLO
 ``tuned``      best fixed thresholds by grid search on training episodes  a scenario
 ``oracle``     per request the best mode in hindsight (an upper bound)    the simulator
+``oracle-``    per request the best mode by expected score given the      the simulator
+``expected``   latent difficulty (synthetic profiles; a fairer ceiling)
 a folder       an exported policy (``policy.json`` + ``.npz`` / ``.onnx``)   --
 =============  =========================================================  ================
 
 ``edge``, ``cloud``, ``random``, ``static`` and ``msao`` are registered by
-:mod:`mllm_offload.rules` (deployable, no simulator); ``tuned`` and ``oracle`` by
+:mod:`mllm_offload.rules` (deployable, no simulator); ``tuned``, ``oracle`` and ``oracle-expected`` by
 :mod:`mllm_offload.agents` when it is imported (they need episodes to fit on or realised
 outcomes, so a deployed router never has them).
 """
@@ -209,3 +211,5 @@ from . import rules as _rules  # noqa: E402,F401  (registers the deployable rule
 # Placeholders, replaced when mllm_offload.agents is imported: the registry always lists every name.
 register("tuned", "TunedStatic: best fixed thresholds by grid search on the training split", _needs_agents("tuned"), needs="scenario")
 register("oracle", "HindsightOracle: best mode per request in hindsight (an upper bound)", _needs_agents("oracle"), needs="simulator")
+register("oracle-expected", "ExpectedOracle: best mode per request by expected score given the latent difficulty "
+         "(synthetic profiles; a more honest ceiling than oracle)", _needs_agents("oracle-expected"), needs="simulator")

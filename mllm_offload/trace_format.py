@@ -26,8 +26,14 @@ field                  meaning (units)
                        ``null`` when not observed (deployment logs, see below)
 ``cloud``              cloud outcome: ``latency_s`` (server-side compute + queue at record
                        time), ``ttft_s``, ``out_tokens``, ``score``; ``null`` when not observed
+``*.expected_score``   optional, synthetic traces only: the probability of a correct answer
+                       implied by the request's latent difficulty (``score`` is one coin flip
+                       of it); ``edge.expected_score_given_confidence`` also conditions on
+                       the edge answer's confidence. Never in recordings (nobody knows it)
 ``route``              optional: what a deployed router decided and measured (observation,
-                       thresholds, mode, answer used, end-to-end latency, bytes sent, ...)
+                       thresholds, mode, answer used, end-to-end latency, bytes sent, ...);
+                       ``route.tradeoff`` (optional, absent in logs that predate it): the
+                       ``latency_price`` and ``cost_price`` the policy was asked for
 ``cloud_subsets``      optional: cloud outcomes when only a subset of modalities is sent,
                        keyed by ``+``-joined sorted modality names (e.g. ``"image+text"``)
 =====================  ===================================================================
@@ -74,9 +80,11 @@ from .config import format_validation_error
 from .errors import UserInputError
 from .observation import MAS_FEATURES, RequestFeatures, request_features_batch
 from .splits import split_slice
+from .tradeoff import MAX_COST_PRICE, MAX_LATENCY_PRICE
 
 __all__ = [
     "EMBEDDED_TRACES",
+    "EXPECTED_COLUMNS",
     "MAX_TRACE_BYTES",
     "MODALITIES",
     "TRACE_FORMAT",
@@ -141,6 +149,9 @@ class Outcome(_Strict):
     ttft_s: float = Field(ge=0.0, le=_MAX_SECONDS, allow_inf_nan=False, description="time to first token, s")
     out_tokens: int = Field(ge=0, le=_MAX_TOKENS)
     score: float | None = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="None: unknown (no label)")
+    #: synthetic traces only: P(correct) implied by the latent difficulty (``score`` is a draw of it)
+    expected_score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                         description="synthetic only: P(correct) given the latent difficulty")
 
     @model_validator(mode="after")
     def _ttft(self) -> Outcome:
@@ -153,6 +164,9 @@ class EdgeOutcome(Outcome):
     """Edge outcome: also the answer's confidence in [0, 1]."""
 
     confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    #: synthetic traces only: P(correct) given the latent difficulty *and* this confidence
+    expected_score_given_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, allow_inf_nan=False, description="synthetic only: P(correct) given the difficulty and the confidence")
 
 
 class TraceRecord(_Strict):
@@ -196,6 +210,20 @@ class TraceRecord(_Strict):
                 raise ValueError(f"{k}: must be in [0, 1], got {x}")
         return v
 
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        t = (v or {}).get("tradeoff")
+        if t is None:  # optional: logs written before the trade-off existed have none
+            return v
+        if not isinstance(t, dict) or set(t) != {"latency_price", "cost_price"}:
+            raise ValueError("tradeoff: must be {\"latency_price\": X, \"cost_price\": Y}")
+        for k, top in (("latency_price", MAX_LATENCY_PRICE), ("cost_price", MAX_COST_PRICE)):
+            x = t[k]
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= top:
+                raise ValueError(f"tradeoff.{k}: must be a number in [0, {top:g}], got {x!r}")
+        return v
+
     @field_validator("cloud_subsets")
     @classmethod
     def _subsets(cls, v: dict[str, Outcome] | None) -> dict[str, Outcome] | None:
@@ -216,6 +244,14 @@ _COLUMNS = (
     "edge_latency_s edge_ttft_s edge_out_tokens edge_confidence edge_score "
     "cloud_latency_s cloud_ttft_s cloud_out_tokens cloud_score"
 ).split()
+
+#: optional columns (``None`` when the trace has none): the expected scores of a synthetic trace,
+#: with the record field each is read from (``side``, ``attribute``)
+EXPECTED_COLUMNS: dict[str, tuple[str, str]] = {
+    "edge_score_expected": ("edge", "expected_score"),
+    "cloud_score_expected": ("cloud", "expected_score"),
+    "edge_score_expected_given_conf": ("edge", "expected_score_given_confidence"),
+}
 
 
 def hardware_info() -> dict[str, Any]:
@@ -241,12 +277,30 @@ def _mas_value(r: TraceRecord, key: str) -> float:
     return float(r.mas.get(key, 0.0))
 
 
+def _expected_column(recs: list[TraceRecord], side: str, attr: str) -> np.ndarray | None:
+    """An expected-score column, or ``None`` unless every record has the value (synthetic traces)."""
+    vals = []
+    for r in recs:
+        o = getattr(r, side)
+        v = None if o is None else getattr(o, attr, None)
+        if v is None:
+            return None
+        vals.append(v)
+    return np.asarray(vals, dtype=np.float64)
+
+
 @dataclass
 class RequestTrace:
     """A request trace in columnar form (numpy arrays of equal length, one entry per request).
 
     ``mas`` maps every MAS feature name found in the trace to its column; the names of
     :data:`~mllm_offload.observation.MAS_FEATURES` are always present (0 where absent).
+
+    The expected-score columns (:data:`EXPECTED_COLUMNS`) exist only for synthetic traces (``None``
+    otherwise): ``edge_score_expected`` / ``cloud_score_expected`` are each model's probability of
+    a correct answer given the request's latent difficulty (``edge_score`` / ``cloud_score`` are
+    coin flips of them), ``edge_score_expected_given_conf`` the edge's given the difficulty and
+    the realised edge confidence (what an answer accepted on its confidence is worth).
     """
 
     ids: list[str]
@@ -269,9 +323,27 @@ class RequestTrace:
     records: list[TraceRecord] | None = None
     #: columns outside the file format (e.g. a synthetic trace's latent difficulty); not written
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    edge_score_expected: np.ndarray | None = None
+    cloud_score_expected: np.ndarray | None = None
+    edge_score_expected_given_conf: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def has_expected_scores(self) -> bool:
+        """Whether the trace knows its expected scores (synthetic traces: yes; recordings: no)."""
+        return all(getattr(self, c) is not None for c in EXPECTED_COLUMNS)
+
+    def expected_scores(self, name: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(edge_score_expected, cloud_score_expected, edge_score_expected_given_conf)``;
+        ``UserInputError`` naming the trace (``name``, else its path or source) when it has none."""
+        e, c, g = self.edge_score_expected, self.cloud_score_expected, self.edge_score_expected_given_conf
+        if e is None or c is None or g is None:
+            name = name or self.meta.get("path") or self.meta.get("source") or "in memory"
+            raise UserInputError(f"the expected-outcome oracle needs a synthetic profile (expected scores); trace {name} has none "
+                                 "(evaluate on a --profile without --trace, or use the hindsight 'oracle')")
+        return e, c, g
 
     @property
     def mas_score(self) -> np.ndarray:
@@ -299,6 +371,9 @@ class RequestTrace:
         """The requests at ``index`` (arrival times kept as they are)."""
         idx = np.arange(len(self))[index]
         cols = {c: getattr(self, c)[idx] for c in _COLUMNS}
+        for c in EXPECTED_COLUMNS:
+            v = getattr(self, c)
+            cols[c] = None if v is None else v[idx]
         recs = [self.records[i] for i in idx] if self.records is not None else None
         return RequestTrace(
             ids=[self.ids[i] for i in idx],
@@ -358,6 +433,9 @@ class RequestTrace:
             cloud_score=side("cloud", "score"),
             meta=dict(meta or {}),
             records=recs,
+            edge_score_expected=_expected_column(recs, *EXPECTED_COLUMNS["edge_score_expected"]),
+            cloud_score_expected=_expected_column(recs, *EXPECTED_COLUMNS["cloud_score_expected"]),
+            edge_score_expected_given_conf=_expected_column(recs, *EXPECTED_COLUMNS["edge_score_expected_given_conf"]),
         )._impute()
 
     def _impute(self) -> RequestTrace:

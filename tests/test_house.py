@@ -54,11 +54,11 @@ def test_simulation_only_names_are_listed_but_never_deployed(tmp_path):
             "print(policy_names())\n"
             "try:\n    resolve('oracle')\nexcept Exception as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "['edge', 'cloud', 'random', 'static', 'msao', 'tuned', 'oracle']"
+    assert out[0] == "['edge', 'cloud', 'random', 'static', 'msao', 'tuned', 'oracle', 'oracle-expected']"
     assert "import mllm_offload.agents first" in out[1]
     from mllm_offload.runtime import OffloadPolicy
 
-    for name in ("tuned", "oracle"):
+    for name in ("tuned", "oracle", "oracle-expected"):
         with pytest.raises(UserInputError, match="not deployable"):
             OffloadPolicy.load(name)
     with pytest.raises(UserInputError, match="empty list"):

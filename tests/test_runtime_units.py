@@ -72,7 +72,7 @@ def test_runtime_estimators_build_the_simulators_observations():
                 _, up, en, cn = call
                 rt.uplink_queue_bytes, rt.edge_queue_n, rt.cloud_inflight_n = up, en, cn
         rec.calls.clear()
-        np.testing.assert_allclose(build_observation(env._features[i + 1], rt.state()), obs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(build_observation(env._features[i + 1], rt.state(), env.episode_tradeoff), obs, rtol=1e-5, atol=1e-6)
     assert {"upload", "cloud", "edge", "state"} <= kinds
 
 

@@ -43,7 +43,7 @@ def test_range_sampling_checks_and_default():
     with pytest.raises(UserInputError, match=r"latency price 2 .*outside.*\[0.02, 1\]"):
         r.check(TradeOff(latency_price=2.0))
     single = TradeOffRange.single(TradeOff(latency_price=0.3))
-    with pytest.raises(UserInputError, match="0.3 only"):
+    with pytest.raises(UserInputError, match=r"0\.3 only"):
         single.check(TradeOff(latency_price=0.2))
     with pytest.raises(ValueError):
         TradeOffRange(latency_price=(1.0, 0.5))
@@ -123,7 +123,7 @@ def _mlp(tmp_path, n_in, trange=None, name="p"):
 
 
 def test_version1_artifact_loads_and_ignores_the_tradeoff(tmp_path):
-    with pytest.raises(UserInputError, match="network.layers"):
+    with pytest.raises(UserInputError, match=r"network\.layers"):
         _mlp(tmp_path, N_FEATURES_V1)  # the writer of this build records 19 names: a 17-input net is refused ...
     d = _mlp(tmp_path, len(OBSERVATION_SPEC), name="v2")
     # ... but a manifest of version 1 (17 names, 17 inputs) loads and reads only its 17 features

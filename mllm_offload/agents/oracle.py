@@ -1,8 +1,17 @@
-"""The hindsight oracle: per request, the mode whose *realised* outcome earns the most reward.
+"""Oracles: per request, the mode whose outcome earns the most reward.
 
-It is an upper bound, not a deployable policy: it reads the simulator's counterfactual outcomes
-(``env.counterfactual_rewards``), which it is handed by ``reset(seed, env=...)`` at the start of
-every episode. Importing this module registers ``oracle`` in
+* :class:`HindsightOracle` (``oracle``) ranks the modes by their *realised* outcomes, coin flips of
+  correctness included: an upper bound no causal policy can reach, since none can know whether
+  this particular answer will be right.
+* :class:`ExpectedOracle` (``oracle-expected``) ranks them by their *expected* score given the
+  request's latent difficulty (the probability of a correct answer of each model, not the coin
+  flip) and the realised system (latency, cost and energy of the simulator's plan for each
+  mode): a more honest ceiling. It needs a synthetic trace (only a profile knows the difficulty).
+
+Neither is a deployable policy: both read the simulator's counterfactual outcomes
+(``env.counterfactual_rewards``), handed to them by ``reset(seed, env=...)`` at the start of every
+episode. What they *earn* in an evaluation is, like every policy's, the realised outcome of the
+mode they pick. Importing this module registers ``oracle`` and ``oracle-expected`` in
 :data:`mllm_offload.policy.REGISTRY`.
 """
 
@@ -16,7 +25,7 @@ from ..decision import Thresholds
 from ..errors import UserInputError
 from ..policy import PolicyContext, register
 
-__all__ = ["HindsightOracle"]
+__all__ = ["ExpectedOracle", "HindsightOracle"]
 
 
 class HindsightOracle:
@@ -30,6 +39,9 @@ class HindsightOracle:
         Thresholds(1.0, 1.0, 1.0),  # edge first, always escalate
     )
 
+    #: rank the candidates by expected instead of realised scores (see ``env.counterfactual_rewards``)
+    expected = False
+
     def __init__(self, name: str = "oracle") -> None:
         self.name = name
         self._env: Any = None
@@ -40,9 +52,20 @@ class HindsightOracle:
 
     def thresholds(self, obs: np.ndarray) -> Thresholds:
         if self._env is None:
-            raise TypeError("HindsightOracle needs realised outcomes: reset(seed, env=env) binds the simulator first")
-        rewards = self._env.counterfactual_rewards(self.CANDIDATES)
+            raise TypeError(f"{type(self).__name__} needs realised outcomes: reset(seed, env=env) binds the simulator first")
+        rewards = self._env.counterfactual_rewards(self.CANDIDATES, expected=True) if self.expected else self._env.counterfactual_rewards(self.CANDIDATES)
         return self.CANDIDATES[int(np.argmax(rewards))]
+
+
+class ExpectedOracle(HindsightOracle):
+    """Per request, the best of :attr:`HindsightOracle.CANDIDATES` by *expected* reward: the
+    expected score of whoever answers (given the latent difficulty, not the coin flip) with the
+    realised latency, cost and energy. Synthetic traces only."""
+
+    expected = True
+
+    def __init__(self, name: str = "oracle-expected") -> None:
+        super().__init__(name)
 
 
 def _oracle(ctx: PolicyContext, arg: str | None) -> HindsightOracle:
@@ -51,4 +74,15 @@ def _oracle(ctx: PolicyContext, arg: str | None) -> HindsightOracle:
     return HindsightOracle()
 
 
+def _oracle_expected(ctx: PolicyContext, arg: str | None) -> ExpectedOracle:
+    if arg is not None:
+        raise UserInputError(f"oracle-expected: takes no parameter, got oracle-expected:{arg}")
+    scn = ctx.scenario
+    if getattr(scn, "trace", None) is not None:  # a recording has no expected scores: fail before any episode runs
+        scn.trace.expected_scores(scn.trace_source)
+    return ExpectedOracle()
+
+
 register("oracle", "HindsightOracle: best mode per request in hindsight (an upper bound)", _oracle, needs="simulator")
+register("oracle-expected", "ExpectedOracle: best mode per request by expected score given the latent difficulty "
+         "(synthetic profiles; a more honest ceiling than oracle)", _oracle_expected, needs="simulator")

@@ -25,7 +25,12 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--policy", type=Path, action="append", default=[], metavar="DIR", help="an exported policy folder, evaluated as 'ppo' (repeatable)")
     ev.add_argument("--json", type=Path, help="write metrics as JSON")
     ev.add_argument("--csv", type=Path, help="write metrics as CSV")
-    ev.add_argument("--plots", type=Path, help="folder for PNG plots (latency CDF, score vs cloud share)")
+    ev.add_argument("--plots", type=Path, help="folder for PNG plots (latency CDF, score vs cloud share; frontier.png with --frontier)")
+    ev.add_argument("--frontier", action="store_true",
+                    help="also evaluate every policy family over its knob at each --latency-prices value (the --policy one per price "
+                    "inside its trained range, tuned and msao refitted per price, oracles per price, the rest once) and PPO's dominance")
+    ev.add_argument("--latency-prices", metavar="LIST",
+                    help="comma-separated latency prices (score per SLO) or preset names for --frontier [quality-first,balanced,latency-first: 0.05,0.2,1]")
     ev.add_argument("--no-throughput", action="store_true", help="skip the throughput search")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(handler=run)
@@ -36,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, write_csv, write_json, write_plots
     from ..evaluation.report import comparison_text
 
+    prices = _prices(args)
     scn = scenario(args)
     env = scn.make_env(args.split)
     exported = [scn.policy(d, "ppo" if k == 0 else f"ppo:{d}") for k, d in enumerate(_folders(args.policy))]
@@ -55,13 +61,39 @@ def run(args: argparse.Namespace) -> int:
           f"{meta['requests']} requests per policy | SLO {env.slo_s:g} s\n")
     text, v = comparison_text(results, logs, env.n_requests)
     print(text)
+    fr = None
+    if prices is not None:
+        from ..agents import threshold_grid
+        from ..evaluation import frontier, frontier_text
+
+        fr = frontier(scn, exported[0] if exported else None, args.policies, prices, args.requests, seed=args.seed,
+                      progress=progress("frontier", args.quiet), split=args.split, tuned_grid=threshold_grid(), others=exported[1:])
+        print(f"\n## Frontier over latency prices {', '.join(f'{p:g}' for p in fr.prices)} (cost price {fr.cost_price:g}; "
+              f"{fr.requests} requests per point, {fr.seconds:.0f} s)\n")
+        print(frontier_text(fr))
     if args.json:
-        write_json(args.json, results, meta, v)
+        write_json(args.json, results, meta, v, extra=fr.to_json() if fr is not None else None)
     if args.csv:
         write_csv(args.csv, results)
     if args.plots:
         write_plots(args.plots, results, logs, env.slo_s, scn.label(args.split))
+        if fr is not None:
+            from ..evaluation import write_frontier_plot
+
+            write_frontier_plot(args.plots / "frontier.png", fr, scn.label(args.split))
     return 0
+
+
+def _prices(args: argparse.Namespace) -> list[float] | None:
+    """The prices of ``--frontier`` (``--latency-prices``, default the presets), checked before any work."""
+    from ..errors import UserInputError
+    from ..tradeoff import PRESETS, parse_prices
+
+    if args.latency_prices is not None and not args.frontier:
+        raise UserInputError("--latency-prices: only with --frontier")
+    if not args.frontier:
+        return None
+    return parse_prices(args.latency_prices if args.latency_prices is not None else ",".join(PRESETS))
 
 
 def _folders(dirs: list[Path]) -> list[Path]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from ..mllm_backends.base import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_REQUEST_PIXELS
+from ._common import price
 from ._parser import positive_int
 from ._servers import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output
 
@@ -22,6 +23,13 @@ def add_parser(sub: Any) -> None:
     ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
     ro.add_argument("--policy-key-env", metavar="NAME",
                     help="require policy.json to carry an HMAC keyed by the environment variable NAME [MLLM_OFFLOAD_POLICY_KEY when set]")
+    ro.add_argument("--latency-price", type=price, metavar="X",
+                    help="default trade-off: score lost per SLO of latency, a number or quality-first (0.05), balanced (0.2), "
+                    "latency-first (1.0); a request may name its own (header x-offload-latency-price); must lie in the policy's "
+                    "trained range [the range's default: balanced if inside it; 0.2 for a policy without a range]")
+    ro.add_argument("--cost-price", type=cost_price, metavar="Y",
+                    help="default trade-off: score lost per USD per 1k requests (header x-offload-cost-price) "
+                    "[the range's default; 0.1 for a policy without a range]")
     ro.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs --api-key [127.0.0.1]")
     ro.add_argument("--port", type=int, default=8080, help="port [8080]")
     ro.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health (/metrics too, unless --public-metrics)")
@@ -69,16 +77,51 @@ def run(args: argparse.Namespace) -> int:
     system = _system(args.profile, getattr(policy, "manifest", None))
     if getattr(policy, "manifest", None) is None:  # a named rule: MSAO's thresholds move with the SLO
         policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s, key=key)
+    tradeoff = default_tradeoff(policy, args.latency_price, args.cost_price)
     sock = bind_port(args.host, args.port)  # a busy port is one line, before the models load or anything is announced
     try:
         with library_output(args.verbose):
-            _serve(args, policy, system, sock)
+            _serve(args, policy, system, sock, tradeoff)
     finally:
         sock.close()
     return 0
 
 
-def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any) -> None:
+def cost_price(text: str) -> float:
+    """A cost price: a finite number in [0, 10000] (score per USD per 1k requests)."""
+    import math
+
+    from ..tradeoff import MAX_COST_PRICE
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and 0.0 <= v <= MAX_COST_PRICE):
+        raise argparse.ArgumentTypeError(f"{text} must be a number in [0, {MAX_COST_PRICE:g}]")
+    return v
+
+
+def default_tradeoff(policy: Any, latency_price: float | None, cost_price: float | None) -> Any:
+    """The router's default :class:`~mllm_offload.tradeoff.TradeOff`: the policy's range default
+    (``TradeOff()`` without a range) with the prices given in place of its own, refused with one
+    line when outside the policy's trained range."""
+    from ..tradeoff import TradeOff
+
+    rng = getattr(policy, "tradeoff_range", None)
+    base = rng.default() if rng is not None else TradeOff()
+    t = TradeOff(latency_price=base.latency_price if latency_price is None else latency_price,
+                 cost_price=base.cost_price if cost_price is None else cost_price, budgets=base.budgets)
+    flags = " ".join(f for f, v in (("--latency-price", latency_price), ("--cost-price", cost_price)) if v is not None) or "trade-off"
+    check = getattr(policy, "check_tradeoff", None)
+    if callable(check):
+        return check(t, flags)
+    if rng is not None:
+        return rng.check(t, flags)
+    return t
+
+
+def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any, tradeoff: Any) -> None:
     from ..runtime.router import Router, RouterConfig
     from ..runtime.server import run_route_server
     from ..runtime.tracelog import TraceLog
@@ -93,10 +136,13 @@ def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any) -> Non
                        cloud_concurrency=args.cloud_concurrency, shadow_rate=args.shadow_rate, system=system,
                        max_prompt_chars=args.max_prompt_chars, max_image_pixels=args.max_image_pixels, max_request_pixels=args.max_request_pixels)
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
-                                  "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info()},
+                                  "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info(),
+                                  "tradeoff": {"latency_price": tradeoff.latency_price, "cost_price": tradeoff.cost_price}},
                    max_bytes=int(args.log_max_mb * 1024 * 1024))
-    router = Router(edge, cloud, policy, cfg, log)
-    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}); logs in {args.log_dir}", flush=True)
+    router = Router(edge, cloud, policy, cfg, log, tradeoff=tradeoff)
+    trade = tradeoff.label() if getattr(policy, "tradeoff_range", None) is not None else "no trade-off input"
+    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}, {trade}); "
+          f"logs in {args.log_dir}", flush=True)
     run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level, sock=sock, public_metrics=args.public_metrics)
 

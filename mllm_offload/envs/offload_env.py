@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -17,9 +18,9 @@ from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
 from ..splits import SYNTHETIC_TRACE_SEED, check_split
 from ..trace_format import RequestTrace, load_trace
-from ..tradeoff import TradeOff, TradeOffRange
 from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
+from ..tradeoff import TradeOff, TradeOffRange
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
 
 __all__ = ["OffloadEnv", "reward_of"]
@@ -206,15 +207,15 @@ class OffloadEnv(gym.Env):
         self.sim = EdgeCloudSystem(cfg, bw, offset, req)
         self._features = t.all_request_features()[start:start + n]
         self._i = 0
-        t = opts.get("tradeoff")
-        if t is None:  # drawn last: the requests of a seed do not depend on the trade-off
-            t = self.tradeoff_range.sample(rng, self.tradeoff.budgets) if self.tradeoff_range is not None else self.tradeoff
-        elif not isinstance(t, TradeOff):
-            raise UserInputError(f"reset options: tradeoff must be a TradeOff, got {type(t).__name__}")
-        self._set_episode_tradeoff(t)
+        trade = opts.get("tradeoff")
+        if trade is None:  # drawn last: the requests of a seed do not depend on the trade-off
+            trade = self.tradeoff_range.sample(rng, self.tradeoff.budgets) if self.tradeoff_range is not None else self.tradeoff
+        elif not isinstance(trade, TradeOff):
+            raise UserInputError(f"reset options: tradeoff must be a TradeOff, got {type(trade).__name__}")
+        self._set_episode_tradeoff(trade)
         self.episode_info = {"start": start, "bandwidth": bw.name, "bandwidth_offset_s": offset,
-                             "rate_scale": rate, "edge_speed": speed, "latency_price": t.latency_price,
-                             "cost_price": t.cost_price}
+                             "rate_scale": rate, "edge_speed": speed, "latency_price": trade.latency_price,
+                             "cost_price": trade.cost_price}
         return self._observe(), dict(self.episode_info)
 
     def set_tradeoff(self, tradeoff: TradeOff) -> None:
@@ -252,8 +253,21 @@ class OffloadEnv(gym.Env):
 
     # -- for the hindsight oracle (not for deployable policies) --------------------------------
 
-    def counterfactual_rewards(self, candidates: Sequence[Thresholds]) -> list[float]:
-        """Reward the current request would get under each candidate (state unchanged)."""
+    def counterfactual_rewards(self, candidates: Sequence[Thresholds], expected: bool = False) -> list[float]:
+        """Reward the current request would get under each candidate (state unchanged).
+
+        ``expected``: score each planned outcome with the *expected* score of whoever answers
+        (:data:`~mllm_offload.trace_format.EXPECTED_COLUMNS`: the cloud's or the edge's
+        ``P(correct | difficulty)``; an edge answer accepted on its confidence, ``tau_conf > 0``,
+        ``P(correct | difficulty, confidence)``) instead of the realised coin flip; latency, cost
+        and energy stay the realised ones. Synthetic traces only (``UserInputError`` otherwise).
+        """
         if self.sim is None or self._i >= self.n_requests:
             raise RuntimeError("no current request")
-        return [reward_of(self.sim.plan(self._i, th).outcome, self.episode_weights, self.slo_s) for th in candidates]
+        plans = [self.sim.plan(self._i, th).outcome for th in candidates]
+        if expected:
+            edge, cloud, edge_conf = self.trace.expected_scores()
+            k = self.episode_info["start"] + self._i
+            plans = [dataclasses.replace(o, score=float(cloud[k] if o.answered_by == "cloud" else edge_conf[k] if th.tau_conf > 0.0 else edge[k]))
+                     for th, o in zip(candidates, plans)]
+        return [reward_of(o, self.episode_weights, self.slo_s) for o in plans]

@@ -40,12 +40,19 @@ def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any], verdict: Mapping[str, Any] | None = None) -> None:
-    """``{"meta": ..., "policies": {name: metrics}, "verdict": ...}``, written atomically; always
-    valid JSON (a non-finite number, e.g. the reward under an infinite weight, is ``null``)."""
+def write_json(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any], verdict: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> None:
+    """``{"meta": ..., "policies": {name: metrics}, "verdict": ...}`` and the keys of ``extra``
+    (e.g. :meth:`Frontier.to_json <mllm_offload.evaluation.frontier.Frontier.to_json>`: ``frontier``,
+    ``dominance``, ``frontier_meta``), written atomically; always valid JSON (a non-finite number,
+    e.g. the reward under an infinite weight, is ``null``)."""
     doc: dict[str, Any] = {"meta": dict(meta), "policies": dict(results)}
     if verdict is not None:
         doc["verdict"] = dict(verdict)
+    for k, v in (extra or {}).items():
+        if k in doc:
+            raise ValueError(f"write_json: extra key {k!r} is taken")
+        doc[k] = v
     atomic_write_json(path, doc)
 
 
@@ -78,9 +85,12 @@ def gap_summary(results: Mapping[str, Mapping[str, float]]) -> str:
 
 def comparison_text(results: Mapping[str, Mapping[str, float]], logs: Mapping[str, Any], episode_len: int) -> tuple[str, dict[str, Any]]:
     """What ``evaluate`` and ``train`` print after a comparison: the table, the MSAO -> oracle gap
-    line (when PPO, MSAO and the oracle are there) and the verdict sentence; and the verdict."""
+    line (when PPO, MSAO and the oracle are there) and the verdict sentence; and the verdict (which
+    never names a policy registered with ``needs="simulator"``, ``oracle`` or ``oracle-expected``)."""
+    from ..policy import REGISTRY
     from .verdict import verdict
 
-    v = verdict(results, logs, episode_len)
+    hindsight = [n for n in results if (e := REGISTRY.get(n.partition(":")[0])) is not None and e.needs == "simulator"]
+    v = verdict(results, logs, episode_len, hindsight=hindsight or ("oracle",))
     parts = [markdown_table(results), gap_summary(results), v["sentence"]]
     return "\n\n".join(p for p in parts if p), v

@@ -5,6 +5,9 @@ One place for the wire format of both servers (modelled on vLLM's
 
 * request models: :class:`ChatRequest` (the honoured subset of the chat-completions body) and
   its parts :class:`Message`, :class:`ContentPart`, :class:`ImageURL`, :class:`StreamOptions`;
+  ``route``'s :class:`RouteChatRequest` adds the optional ``offload`` object
+  (:class:`OffloadOptions`: this request's latency and cost prices), which ``serve`` ignores
+  like any other unknown field;
 * response models: :class:`ChatCompletionResponse` (its :class:`ChatCompletionResponseChoice`,
   :class:`ChatMessage`, :class:`UsageInfo`), the streamed :class:`ChatCompletionStreamResponse`
   (:class:`ChatCompletionResponseStreamChoice`, :class:`DeltaMessage`), log-probabilities
@@ -45,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from ..errors import UserInputError
+from ..tradeoff import MAX_COST_PRICE, MAX_LATENCY_PRICE
 from .base import Generation, MMRequest
 
 __all__ = [
@@ -66,8 +70,10 @@ __all__ = [
     "Message",
     "ModelCard",
     "ModelList",
+    "OffloadOptions",
     "OpenAIBaseModel",
     "RequestGuard",
+    "RouteChatRequest",
     "StreamOptions",
     "TopLogprob",
     "UsageInfo",
@@ -80,6 +86,7 @@ __all__ = [
     "metrics_response",
     "new_completion_id",
     "parse_chat_request",
+    "parse_route_request",
     "sse_done",
     "sse_event",
     "to_mm_request",
@@ -177,6 +184,23 @@ class ChatRequest(OpenAIBaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+class OffloadOptions(BaseModel):
+    """The ``offload`` object of a ``route`` request: this request's trade-off (see
+    :class:`~mllm_offload.tradeoff.TradeOff`). Strict: finite JSON numbers within the bounds,
+    no other keys; a price left out (or ``null``) keeps the router's default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    latency_price: float | None = Field(None, ge=0.0, le=MAX_LATENCY_PRICE, description="score per SLO of latency")
+    cost_price: float | None = Field(None, ge=0.0, le=MAX_COST_PRICE, description="score per USD per 1k requests")
+
+
+class RouteChatRequest(ChatRequest):
+    """A chat-completions body for ``mllm-offload route``: :class:`ChatRequest` and ``offload``."""
+
+    offload: OffloadOptions | None = None
+
+
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     """``loc: msg`` of the first pydantic/FastAPI validation error (a leading ``body`` dropped)."""
     if not errors:
@@ -190,6 +214,14 @@ def parse_chat_request(raw: bytes | str) -> ChatRequest:
     """Validate a chat-completions body; a bad one raises one-line :class:`UserInputError`."""
     try:
         return ChatRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise UserInputError(validation_message(e.errors())) from None
+
+
+def parse_route_request(raw: bytes | str) -> RouteChatRequest:
+    """:func:`parse_chat_request` for ``route``: also validates the ``offload`` object."""
+    try:
+        return RouteChatRequest.model_validate_json(raw)
     except ValidationError as e:
         raise UserInputError(validation_message(e.errors())) from None
 

@@ -28,6 +28,16 @@ an image over ``max_image_pixels`` or a request's images over ``max_request_pixe
 :class:`~..mllm_backends.base.ImageTooLargeError`, found from the headers, never decoded. Media
 are checked and MAS computed in a worker thread, off the event loop.
 
+The user's trade-off (:class:`~mllm_offload.tradeoff.TradeOff`: what one SLO of latency and one
+dollar per 1k requests are worth) is part of the observation. The router has a default
+(``tradeoff=``; else the policy's ``tradeoff_range.default()`` when it was trained over a range,
+else ``TradeOff()``), and each call of :meth:`Router.generate` may pass its own
+(:meth:`Router.tradeoff_for` builds one from per-request prices). A trade-off outside the
+policy's trained range is refused with one-line :class:`~mllm_offload.errors.UserInputError`
+before anything runs; a policy without a range (a rule, a version-1 artifact) accepts any. The
+trade-off used is in :attr:`RoutedAnswer.tradeoff` and in the trace record
+(``route.tradeoff``).
+
 Pseudo-labels: deployment has no ground truth, so when both answers exist the cloud answer is the
 reference (cloud score 1, edge score 1 if the normalised answers agree, else 0); otherwise the
 score is logged as unknown (``null``).
@@ -70,6 +80,7 @@ from ..mllm_backends.base import (
 from ..observation import RequestFeatures, build_observation
 from ..policy import Policy
 from ..scoring import normalize_answer
+from ..tradeoff import TradeOff
 from .estimators import RuntimeEstimators
 from .tracelog import TraceLog
 
@@ -147,6 +158,7 @@ class RoutedAnswer:
         fallback: why the planned answer was not used (``cloud_error``, ``cloud_timeout``,
             ``edge_error`` ...), or ``None``.
         observation: the observation vector the policy saw.
+        tradeoff: the trade-off the policy was asked for (its prices are in the observation).
     """
 
     id: str
@@ -161,6 +173,7 @@ class RoutedAnswer:
     observation: list[float] = field(default_factory=list)
     #: seconds the server spent on this request besides the answering backend call (set by the server)
     router_overhead_s: float | None = None
+    tradeoff: TradeOff = field(default_factory=TradeOff)
 
 
 @dataclass
@@ -210,17 +223,63 @@ class Router:
             (:class:`~mllm_offload.runtime.OffloadPolicy`).
         config: :class:`RouterConfig`.
         log: where trace records go (``None``: not logged).
+        tradeoff: the trade-off of a request that names none (``None``: the policy's
+            ``tradeoff_range.default()`` when it has a range, else ``TradeOff()``); one outside
+            the policy's trained range raises :class:`~mllm_offload.errors.UserInputError`.
     """
 
-    def __init__(self, edge: Backend, cloud: Backend, policy: Policy, config: RouterConfig | None = None, log: TraceLog | None = None) -> None:
+    def __init__(self, edge: Backend, cloud: Backend, policy: Policy, config: RouterConfig | None = None, log: TraceLog | None = None,
+                 tradeoff: TradeOff | None = None) -> None:
         self.edge, self.cloud, self.policy = edge, cloud, policy
         self.cfg = config or RouterConfig()
         self.log = log
+        if tradeoff is None:
+            rng = self.tradeoff_range
+            tradeoff = rng.default() if rng is not None else TradeOff()
+        #: the trade-off of a request that names none
+        self.tradeoff: TradeOff = self.check_tradeoff(tradeoff, "router trade-off")
         self.est = RuntimeEstimators.from_config(self.cfg.system)
         self._rng = random.Random(self.cfg.seed)
         self._edge_sem: asyncio.Semaphore | None = None
         self._cloud_sem: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task] = set()
+
+    # -- trade-off -----------------------------------------------------------------------------
+
+    @property
+    def tradeoff_range(self) -> Any:
+        """The policy's trained :class:`~mllm_offload.tradeoff.TradeOffRange` (``None``: the
+        policy ignores the trade-off and accepts any)."""
+        return getattr(self.policy, "tradeoff_range", None)
+
+    def check_tradeoff(self, t: TradeOff, source: str = "trade-off") -> TradeOff:
+        """``t`` if the policy serves it, else one-line :class:`UserInputError` starting with
+        ``source`` and naming the trained range (the range's own ``check`` when the policy has a
+        ``tradeoff_range``, else its ``check_tradeoff``; neither: any trade-off)."""
+        rng = self.tradeoff_range
+        if rng is not None and callable(getattr(rng, "check", None)):
+            checked: TradeOff = rng.check(t, source)
+            return checked
+        check = getattr(self.policy, "check_tradeoff", None)
+        if callable(check):
+            checked = check(t, source)
+            return checked
+        return t
+
+    def tradeoff_for(self, latency_price: float | None = None, cost_price: float | None = None, source: str = "trade-off") -> TradeOff:
+        """The router's default trade-off with the prices given here in place of its own (a
+        price of ``None`` keeps the default's), checked against the policy's range
+        (:meth:`check_tradeoff` with ``source``). A price that is not a finite number in its
+        bounds raises :class:`UserInputError` too."""
+        d = self.tradeoff
+        if latency_price is None and cost_price is None:
+            return d
+        try:
+            t = TradeOff(latency_price=d.latency_price if latency_price is None else latency_price,
+                         cost_price=d.cost_price if cost_price is None else cost_price, budgets=d.budgets)
+        except ValueError as e:  # pydantic's ValidationError: out of [0, max] or not finite
+            raise UserInputError(f"{source}: {_first_error(e)}") from None
+        return self.check_tradeoff(t, source)
 
     # -- sides ---------------------------------------------------------------------------------
 
@@ -337,12 +396,14 @@ class Router:
                                 has_video=bool(frames), has_audio=audio is not None)
         return _Prepared(req, feats, mas, modalities, payload)
 
-    async def generate(self, request: MMRequest) -> RoutedAnswer:
-        """Route and answer one request (see the module docstring); raises :class:`RouterError`
-        only when neither backend answered (``refused`` when both refused the request itself), and
-        ``UserInputError``/``BackendError`` for a request over the limits or whose media cannot
-        be read."""
+    async def generate(self, request: MMRequest, tradeoff: TradeOff | None = None) -> RoutedAnswer:
+        """Route and answer one request (see the module docstring) under ``tradeoff`` (``None``:
+        the router's default, :attr:`tradeoff`); raises :class:`RouterError` only when neither
+        backend answered (``refused`` when both refused the request itself), and
+        ``UserInputError``/``BackendError`` for a trade-off outside the policy's range, a request
+        over the limits or whose media cannot be read."""
         t0, wall0 = now(), time.time()
+        trade = self.tradeoff if tradeoff is None else self.check_tradeoff(tradeoff)
         if not request.id:
             request = dataclasses.replace(request, id="req-" + uuid.uuid4().hex[:16])
         rid = request.id
@@ -353,7 +414,7 @@ class Router:
             prep = await asyncio.to_thread(self._prepare, request)
         else:
             prep = self._prepare(request)
-        obs = build_observation(prep.features, self.est.state())
+        obs = build_observation(prep.features, self.est.state(), trade)
         th = self.policy.thresholds(obs)
         s_mas = float(prep.mas["score"])
         mode = decide(s_mas, th)
@@ -395,14 +456,14 @@ class Router:
         if answered_by is None:
             msg = f"request {rid}: no backend answered (edge: {edge.error or edge.status}; cloud: {cloud.error or cloud.status})"
             self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
-                                     size=size, answered_by=None, fallback=fallback, error=msg))
+                                     size=size, answered_by=None, fallback=fallback, error=msg, trade=trade))
             ran = [s for s in (edge, cloud) if s.status != "not_run"]
             raise RouterError(msg, rid, refused=bool(ran) and all(s.refused for s in ran))
         used = cloud if answered_by == "cloud" else edge
         assert used.gen is not None
         self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
-                                 size=size, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled))
-        return RoutedAnswer(rid, used.gen, mode, answered_by, th, s_mas, latency, cancelled, fallback, obs.tolist())
+                                 size=size, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled, trade=trade))
+        return RoutedAnswer(rid, used.gen, mode, answered_by, th, s_mas, latency, cancelled, fallback, obs.tolist(), tradeoff=trade)
 
     async def _speculate(self, req: MMRequest, th: Thresholds, size: int) -> tuple[str | None, str | None, bool, SideResult, SideResult, list[asyncio.Task]]:
         ce, cc = CancelToken(), CancelToken()
@@ -435,7 +496,7 @@ class Router:
 
     async def _finish(self, edge: SideResult, cloud: SideResult, tasks: list[asyncio.Task], *, rid: str, wall0: float, prep: _Prepared,
                       obs: Any, th: Thresholds, mode: Mode, latency: float, size: int, answered_by: str | None,
-                      fallback: str | None, error: str | None, cancelled: bool = False) -> None:
+                      fallback: str | None, error: str | None, cancelled: bool = False, trade: TradeOff | None = None) -> None:
         """Settle cancelled side calls, run the shadow side if sampled, and log the record."""
         if tasks:
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -446,9 +507,10 @@ class Router:
                 cloud = ct
         if self.log is None:
             return
+        trade = self.tradeoff if trade is None else trade
         if error is not None:
             self.log.write_error({"id": rid, "time_unix": wall0, "mode": mode.label, "error": error,
-                                  "thresholds": [th.tau_low, th.tau_high, th.tau_conf]})
+                                  "thresholds": [th.tau_low, th.tau_high, th.tau_conf], "tradeoff": _tradeoff_record(trade)})
             return
         if self.cfg.shadow_rate > 0 and (edge.ok != cloud.ok) and self._rng.random() < self.cfg.shadow_rate:
             if edge.ok:
@@ -456,10 +518,11 @@ class Router:
             else:
                 edge = await self._run_edge(prep.request, CancelToken())
             (cloud if edge.ok else edge).shadow = True
-        self.log.write(self._record(rid, wall0, prep, obs, th, mode, latency, answered_by, fallback, cancelled, edge, cloud))
+        self.log.write(self._record(rid, wall0, prep, obs, th, mode, latency, answered_by, fallback, cancelled, edge, cloud, trade))
 
     def _record(self, rid: str, wall0: float, prep: _Prepared, obs: Any, th: Thresholds, mode: Mode, latency: float,
-                answered_by: str | None, fallback: str | None, cancelled: bool, edge: SideResult, cloud: SideResult) -> dict[str, Any]:
+                answered_by: str | None, fallback: str | None, cancelled: bool, edge: SideResult, cloud: SideResult,
+                trade: TradeOff) -> dict[str, Any]:
         assert self.log is not None
         both = edge.ok and cloud.ok and edge.gen is not None and cloud.gen is not None
         agree = both and normalize_answer(edge.gen.text) == normalize_answer(cloud.gen.text)  # type: ignore[union-attr]
@@ -485,6 +548,7 @@ class Router:
             "policy": getattr(self.policy, "name", type(self.policy).__name__),
             "observation": [round(float(x), 6) for x in obs],
             "thresholds": [th.tau_low, th.tau_high, th.tau_conf],
+            "tradeoff": _tradeoff_record(trade),
             "mode": mode.label, "answered_by": answered_by, "latency_s": latency,
             "edge_status": edge.status, "cloud_status": cloud.status,
             "edge_error": edge.error, "cloud_error": cloud.error,
@@ -511,6 +575,21 @@ class Router:
                 await b.aclose()
             except Exception:
                 pass
+
+
+def _tradeoff_record(t: TradeOff) -> dict[str, float]:
+    """What a trace record's ``route.tradeoff`` holds: the prices the policy was asked for."""
+    return {"latency_price": t.latency_price, "cost_price": t.cost_price}
+
+
+def _first_error(e: ValueError) -> str:
+    """The first problem of a pydantic validation error, as ``field: message`` (else the text)."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", e))
+    return str(e).splitlines()[0]
 
 
 def _conf(side: SideResult) -> float:

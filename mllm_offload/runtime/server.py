@@ -20,6 +20,18 @@
                                  bandwidth, RTT, edge queue and cloud calls in flight
 ===============================  ===========================================================
 
+**Trade-off per request.** The policy is asked for thresholds under a trade-off
+(:class:`~mllm_offload.tradeoff.TradeOff`): the router's default (``route --latency-price``),
+or this request's prices, from the request headers ``x-offload-latency-price`` (a number in
+[0, 100] or a preset name: ``quality-first``, ``balanced``, ``latency-first``) and
+``x-offload-cost-price`` (a number in [0, 10000]), or from the body's ``offload`` object
+(``{"latency_price": X, "cost_price": Y}``, JSON numbers, no other keys). A header wins over the
+body field of the same price; a price given neither way keeps the router's default. A malformed
+value, or prices outside the policy's trained range, get 400 with one line naming the header or
+field (``param``). Once the trade-off is known, every response (answer, stream, 429, 503 and the
+400s of routing) carries the prices used in ``x-offload-latency-price`` and
+``x-offload-cost-price``; the trace record has them in ``route.tradeoff``.
+
 A streamed request is answered once the routing has settled (a speculative edge answer is only
 known to be accepted when the edge finishes), then its tokens are sent as chunks: the stream is
 ordinary OpenAI SSE, but its first token comes with the routed answer, not earlier.
@@ -36,6 +48,8 @@ both causes (and is written to ``errors.jsonl``), or 400 when both refused the r
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -52,13 +66,14 @@ from ..mllm_backends.openai_protocol import (
     ChatCompletionResponseChoice,
     ChatCompletionResponseStreamChoice,
     ChatCompletionStreamResponse,
-    ChatRequest,
     ChoiceLogprobs,
     DeltaMessage,
     FinishReason,
     ModelCard,
     ModelList,
+    OffloadOptions,
     OpenAIBaseModel,
+    RouteChatRequest,
     UsageInfo,
     error_response,
     finish_reason,
@@ -67,15 +82,23 @@ from ..mllm_backends.openai_protocol import (
     lp_entry,
     metrics_response,
     new_completion_id,
-    parse_chat_request,
+    parse_route_request,
     sse_done,
     sse_event,
     to_mm_request,
     user_error_response,
 )
+from ..tradeoff import MAX_COST_PRICE, MAX_LATENCY_PRICE, PRESETS, TradeOff
 from .router import RoutedAnswer, Router, RouterError
 
-__all__ = ["OffloadInfo", "RouteChatCompletion", "RouteChatCompletionChunk", "create_route_app", "run_route_server"]
+__all__ = ["COST_PRICE_HEADER", "LATENCY_PRICE_HEADER", "OffloadInfo", "RouteChatCompletion", "RouteChatCompletionChunk",
+           "create_route_app", "request_tradeoff", "run_route_server", "tradeoff_headers"]
+
+#: request and response header of the latency price (score per SLO of latency)
+LATENCY_PRICE_HEADER = "x-offload-latency-price"
+#: request and response header of the cost price (score per USD per 1k requests)
+COST_PRICE_HEADER = "x-offload-cost-price"
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -122,6 +145,13 @@ class ThresholdsInfo(OpenAIBaseModel):
     tau_conf: float
 
 
+class TradeOffInfo(OpenAIBaseModel):
+    """The trade-off the policy was asked for (also in the ``x-offload-*-price`` headers)."""
+
+    latency_price: float
+    cost_price: float
+
+
 class OffloadInfo(OpenAIBaseModel):
     """The routing decision returned with an answer (the ``offload`` field)."""
 
@@ -136,14 +166,16 @@ class OffloadInfo(OpenAIBaseModel):
     router_overhead_s: float | None = None
     cloud_cancelled: bool = False
     fallback: str | None = None
+    tradeoff: TradeOffInfo | None = None
 
     @classmethod
     def from_answer(cls, ans: RoutedAnswer) -> OffloadInfo:
-        th = ans.thresholds
+        th, t = ans.thresholds, ans.tradeoff
         return cls(request_id=ans.id, mode=ans.mode.label, answered_by=ans.answered_by, mas_score=ans.mas_score,
                    thresholds=ThresholdsInfo(tau_low=th.tau_low, tau_high=th.tau_high, tau_conf=th.tau_conf),
                    confidence=ans.generation.confidence, latency_s=ans.latency_s, backend_latency_s=ans.generation.latency_s,
-                   router_overhead_s=ans.router_overhead_s, cloud_cancelled=ans.cloud_cancelled, fallback=ans.fallback)
+                   router_overhead_s=ans.router_overhead_s, cloud_cancelled=ans.cloud_cancelled, fallback=ans.fallback,
+                   tradeoff=TradeOffInfo(latency_price=t.latency_price, cost_price=t.cost_price))
 
 
 class RouteChatCompletion(ChatCompletionResponse):
@@ -183,7 +215,11 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        rng = router.tradeoff_range
+        t = router.tradeoff
         return {"status": "ok", "policy": getattr(router.policy, "name", "?"), "in_flight": state["in_flight"],
+                "tradeoff": {"latency_price": t.latency_price, "cost_price": t.cost_price},
+                "tradeoff_range": rng.describe() if rng is not None and hasattr(rng, "describe") else None,
                 **router.est.snapshot()}
 
     @app.get("/v1/models")
@@ -201,32 +237,41 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         if len(raw) > max_body_bytes:
             return error(413, f"request body over {max_body_bytes} bytes")
         try:
-            body = await asyncio.to_thread(parse_chat_request, raw)  # a large body must not stall the event loop
-            req = await asyncio.to_thread(to_mm_request, body, default_max_tokens)
+            body = await asyncio.to_thread(parse_route_request, raw)  # a large body must not stall the event loop
         except UserInputError as e:
             return user_error_response(e)
+        try:
+            trade = request_tradeoff(router, request.headers, body.offload)
+        except _TradeOffError as e:
+            return error(400, str(e), param=e.param)
+        priced = tradeoff_headers(trade)
+        try:
+            req = await asyncio.to_thread(to_mm_request, body, default_max_tokens)
+        except UserInputError as e:
+            return _with(user_error_response(e), priced)
         if state["in_flight"] >= max_queue:
             metrics.rejected.inc()
-            return error(429, f"router busy: {state['in_flight']} requests in flight", "rate_limit_error", {"retry-after": "1"})
+            return error(429, f"router busy: {state['in_flight']} requests in flight", "rate_limit_error", {"retry-after": "1", **priced})
         state["in_flight"] += 1
         metrics.in_flight.inc()
         try:
-            ans = await _unless_disconnected(router.generate(req), request)
+            ans = await _unless_disconnected(router.generate(req, trade), request)
         except RouterError as e:
             if e.refused:  # both sides refused the request itself: the client's to fix
-                return error(400, str(e), headers={"x-offload-request-id": e.request_id})
+                return error(400, str(e), headers={"x-offload-request-id": e.request_id, **priced})
             metrics.failed.inc()
-            return error(503, str(e), "server_error", {"x-offload-request-id": e.request_id})
+            return error(503, str(e), "server_error", {"x-offload-request-id": e.request_id, **priced})
         except UserInputError as e:  # over the limits, unreadable media
-            return user_error_response(e)
+            return _with(user_error_response(e), priced)
         except BackendError as e:
-            return error(400, str(e))
+            return error(400, str(e), headers=priced)
         finally:
             state["in_flight"] -= 1
             metrics.in_flight.dec()
         metrics.observe(ans)
         ans.router_overhead_s = max(time.perf_counter() - t_in - ans.generation.latency_s, 0.0)
-        headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id}
+        headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id,
+                   **tradeoff_headers(ans.tradeoff)}
         cid = new_completion_id()
         if body.stream:
             return StreamingResponse(_chunks(ans, body, cid), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
@@ -235,7 +280,7 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
                                   usage=UsageInfo.from_generation(gen), offload=OffloadInfo.from_answer(ans))
         return JSONResponse(doc.model_dump(mode="json"), headers=headers)
 
-    async def _chunks(ans: RoutedAnswer, body: ChatRequest, cid: str) -> AsyncIterator[str]:
+    async def _chunks(ans: RoutedAnswer, body: RouteChatRequest, cid: str) -> AsyncIterator[str]:
         gen = ans.generation
         base = RouteChatCompletionChunk(id=cid, model=served_name)
 
@@ -257,6 +302,65 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         yield sse_done()
 
     return app
+
+
+class _TradeOffError(UserInputError):
+    """A request's trade-off that cannot be served; ``param``: the header or body field at fault."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _header_price(headers: Any, name: str, top: float, presets: dict[str, float]) -> float | None:
+    """The price in request header ``name`` (``None`` when absent): a finite number in ``[0, top]``
+    or a name of ``presets``; anything else raises :class:`_TradeOffError`."""
+    values = headers.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _TradeOffError(f"{name}: given {len(values)} times; send it once", name)
+    text = values[0].strip()
+    if text in presets:
+        return presets[text]
+    v = float(text) if _NUMBER.fullmatch(text) else math.nan
+    if not (math.isfinite(v) and 0.0 <= v <= top):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        names = f" or one of {', '.join(presets)}" if presets else ""
+        raise _TradeOffError(f"{name}: {shown!r} is not a number in [0, {top:g}]{names}", name)
+    return v
+
+
+def request_tradeoff(router: Router, headers: Any, body: OffloadOptions | None) -> TradeOff:
+    """The trade-off of one request: each price from its header (:data:`LATENCY_PRICE_HEADER`,
+    :data:`COST_PRICE_HEADER`) if present, else from the body's ``offload`` object, else the
+    router's default; checked against the policy's trained range. A bad value raises a
+    :class:`UserInputError` whose ``param`` names the header or field at fault."""
+    lp = _header_price(headers, LATENCY_PRICE_HEADER, MAX_LATENCY_PRICE, PRESETS)
+    cp = _header_price(headers, COST_PRICE_HEADER, MAX_COST_PRICE, {})
+    lp_src, cp_src = LATENCY_PRICE_HEADER, COST_PRICE_HEADER
+    if lp is None and body is not None and body.latency_price is not None:
+        lp, lp_src = body.latency_price, "offload.latency_price"
+    if cp is None and body is not None and body.cost_price is not None:
+        cp, cp_src = body.cost_price, "offload.cost_price"
+    src = lp_src
+    try:  # the latency price alone first, so that the line names the price at fault
+        if lp is not None:
+            router.tradeoff_for(lp, None, src)
+        src = cp_src if cp is not None else lp_src
+        return router.tradeoff_for(lp, cp, src)
+    except UserInputError as e:
+        raise _TradeOffError(str(e), src) from None
+
+
+def tradeoff_headers(t: TradeOff) -> dict[str, str]:
+    """The response headers that report the trade-off used."""
+    return {LATENCY_PRICE_HEADER: repr(float(t.latency_price)), COST_PRICE_HEADER: repr(float(t.cost_price))}
+
+
+def _with(resp: Response, headers: dict[str, str]) -> Response:
+    resp.headers.update(headers)
+    return resp
 
 
 async def _unless_disconnected(coro: Any, request: Request, poll_s: float = 0.25) -> Any:

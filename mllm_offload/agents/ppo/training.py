@@ -38,8 +38,8 @@ from ..._io import read_json_object
 from ...config import PPOHyperparams
 from ...errors import UserInputError
 from ...rules import MSAORule
-from ...tradeoff import Budgets
 from ...splits import validation_seeds, vec_env_seed
+from ...tradeoff import Budgets
 
 __all__ = ["TrainResult", "msao_reference", "train"]
 
