@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # the user's trade-off is an input too: what `route` uses unless a request names its own
     trained = getattr(policy, "tradeoff_range", None)
     tradeoff = trained.default() if trained is not None else TradeOff()
-    print(f"thresholds for one request ({tradeoff.label()}):", policy.thresholds(build_observation(request, state, tradeoff)))
+    print("thresholds for one request:", policy.thresholds(build_observation(request, state, tradeoff)), f"({tradeoff.label()})")
     return 0
 
 

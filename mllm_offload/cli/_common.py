@@ -25,7 +25,7 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
     g.add_argument("--episode-len", type=positive_int, default=100, help="requests per episode [100]")
     g.add_argument("--latency-price", type=price, metavar="X",
                    help="score lost per SLO of latency (or quality-first, balanced, latency-first) [the config's reward.latency: 0.2]")
-    g.add_argument("--cost-price", type=price, metavar="Y",
+    g.add_argument("--cost-price", type=cost_price, metavar="Y",
                    help="score lost per USD per 1k requests [the config's reward.cost_per_usd / 1000: 0.1]")
 
 
@@ -42,6 +42,21 @@ def price(text: str) -> float:
     if len(values) != 1:
         raise argparse.ArgumentTypeError(f"one price, got {text!r}")
     return values[0]
+
+
+def cost_price(text: str) -> float:
+    """A cost price: a finite number in [0, 10000] (score per USD per 1k requests)."""
+    import math
+
+    from ..tradeoff import MAX_COST_PRICE
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and 0.0 <= v <= MAX_COST_PRICE):
+        raise argparse.ArgumentTypeError(f"{text} must be a number in [0, {MAX_COST_PRICE:g}]")
+    return v
 
 
 def scenario(args: argparse.Namespace) -> Scenario:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from ..mllm_backends.base import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_REQUEST_PIXELS
-from ._common import price
+from ._common import cost_price, price
 from ._parser import positive_int
 from ._servers import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output
 
@@ -85,21 +85,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
-
-
-def cost_price(text: str) -> float:
-    """A cost price: a finite number in [0, 10000] (score per USD per 1k requests)."""
-    import math
-
-    from ..tradeoff import MAX_COST_PRICE
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(v) and 0.0 <= v <= MAX_COST_PRICE):
-        raise argparse.ArgumentTypeError(f"{text} must be a number in [0, {MAX_COST_PRICE:g}]")
-    return v
 
 
 def default_tradeoff(policy: Any, latency_price: float | None, cost_price: float | None) -> Any:

@@ -45,7 +45,11 @@ def add_parser(sub: Any) -> None:
                     help="continue RUN_DIR from its last checkpoint (scenario and hyperparameters from RUN_DIR/run.json); "
                     "this unpickles SB3's model.zip and vecnormalize.pkl of RUN_DIR: resume only run folders you trust")
     tr.add_argument("--eval-requests", type=positive_int, default=2000, help="test requests per policy in the final comparison [2000]")
-    tr.add_argument("--baselines", default="edge,cloud,msao,tuned,oracle", help="policies compared with PPO at the end [edge,cloud,msao,tuned,oracle]")
+    tr.add_argument("--baselines", help="policies compared with PPO at the end "
+                    "[edge,cloud,msao,tuned,oracle, and oracle-expected on a synthetic profile's requests]")
+    tr.add_argument("--latency-prices", metavar="LIST",
+                    help="for a conditioned policy: the latency prices of the final frontier "
+                    "[quality-first,balanced,latency-first: 0.05,0.2,1]")
     tr.add_argument("--no-eval", action="store_true", help="skip the final comparison on the test split")
     tr.add_argument("--throughput", action="store_true", help="include the throughput search in the final comparison")
     tr.add_argument("--json", type=Path, help="also write the final comparison as JSON [RUN_DIR/eval_test.json always]")
@@ -59,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import comparison_text
 
     resume = args.resume is not None
+    if args.latency_prices:
+        from ..tradeoff import parse_prices
+
+        parse_prices(args.latency_prices)  # a bad list fails now, not after training
     if resume:
         _restore(args, read_run_args(args.resume), RUN_ARGS)
     elif args.out.exists() and any(args.out.iterdir()):
@@ -73,18 +81,44 @@ def run(args: argparse.Namespace) -> int:
           f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {done.policy_dir}")
     if args.no_eval:
         return 0
-    results, logs, env = final_comparison(scn, done.policy_dir, args.baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
+    baselines = args.baselines or ("edge,cloud,msao,tuned,oracle" + (",oracle-expected" if scn.trace is None else ""))
+    results, logs, env = final_comparison(scn, done.policy_dir, baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
                                     tuning_progress=progress("tuning static thresholds", args.quiet),
                                     progress=progress("evaluating on the test split", args.quiet))
-    print(f"\ntest split: {len(env.bandwidths)} bandwidth traces, {int(results['ppo']['requests'])} requests per policy, SLO {env.slo_s:g} s\n")
+    print(f"\ntest split: {len(env.bandwidths)} bandwidth traces, {int(results['ppo']['requests'])} requests per policy, SLO {env.slo_s:g} s, "
+          f"{scn.trade.label()}\n")
     text, v = comparison_text(results, logs, env.n_requests)
     print(text)
-    meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "split": "test", "seed": 0,
+    meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "split": "test", "seed": 0, "tradeoff": scn.trade.model_dump(),
             "policy": str(done.policy_dir), "train_seed": args.seed, "timesteps": res.timesteps, "train_seconds": round(res.seconds, 1)}
-    write_json(args.out / "eval_test.json", results, meta, v)
+    extra = _final_frontier(args, scn, done.policy_dir, baselines)
+    write_json(args.out / "eval_test.json", results, meta, v, extra=extra)
     if args.json:
-        write_json(args.json, results, meta, v)
+        write_json(args.json, results, meta, v, extra=extra)
     return 0
+
+
+def _final_frontier(args: argparse.Namespace, scn: Any, policy_dir: Path, baselines: str) -> dict[str, Any] | None:
+    """For a policy conditioned on the trade-off: the frontier at the named settings (or
+    ``--latency-prices``), the winner of each, and ``RUN_DIR/frontier.png``."""
+    from ..agents import threshold_grid
+    from ..evaluation import frontier, frontier_text, write_frontier_plot
+    from ..tradeoff import PRESETS, parse_prices
+
+    pol = scn.policy(policy_dir, "ppo")
+    trange = getattr(pol, "tradeoff_range", None)
+    if trange is None or trange.latency_price[0] == trange.latency_price[1]:
+        return None
+    prices = parse_prices(args.latency_prices) if args.latency_prices else list(PRESETS.values())
+    fr = frontier(scn, pol, baselines, prices, args.eval_requests, seed=0, progress=progress("frontier", args.quiet),
+                  tuned_grid=threshold_grid())
+    print(f"\n## One policy, every trade-off: the frontier at latency prices {', '.join(f'{p:g}' for p in fr.prices)} "
+          f"(tuned and MSAO refitted at each price; {fr.requests} test requests per point)\n")
+    print(frontier_text(fr, None if args.latency_prices else PRESETS))
+    write_frontier_plot(args.out / "frontier.png", fr, scn.label("test"))
+    print(f"\nfrontier plot: {args.out / 'frontier.png'}")
+    out: dict[str, Any] = fr.to_json()
+    return out
 
 
 def _restore(args: argparse.Namespace, saved: dict[str, Any], keys: tuple[str, ...]) -> None:
