@@ -43,6 +43,7 @@ from .errors import UserInputError
 __all__ = [
     "DEFAULT_RANGE",
     "PRESETS",
+    "TRAIN_MARGIN",
     "Budgets",
     "TradeOff",
     "TradeOffRange",
@@ -128,6 +129,12 @@ class TradeOffRange(StrictModel):
         cp = math.exp(math.log(c) + u[1] * (math.log(d) - math.log(c)))
         return TradeOff(latency_price=lp, cost_price=cp, budgets=budgets or Budgets())
 
+    def widened(self, factor: float) -> TradeOffRange:
+        """The latency-price range stretched by ``factor`` on each side, in log scale (bounded by
+        the price limits); the cost-price range unchanged."""
+        lo, hi = self.latency_price
+        return self.model_copy(update={"latency_price": (max(lo / factor, 1e-4), min(hi * factor, MAX_LATENCY_PRICE))})
+
     def default(self) -> TradeOff:
         """The setting used when none is asked for: ``balanced`` (0.2) if inside the range, else
         the geometric middle of each price range."""
@@ -164,6 +171,9 @@ PRESETS: dict[str, float] = {"quality-first": 0.05, "balanced": 0.2, "latency-fi
 
 #: What ``train`` conditions on by default: a 50x range of latency prices.
 DEFAULT_RANGE = TradeOffRange()
+#: Training draws latency prices from the served range widened by this factor on each side, so
+#: that the ends of the range a policy serves are not the edges of what it was trained on.
+TRAIN_MARGIN = 2.0
 
 
 def parse_prices(text: str, flag: str = "--latency-prices") -> list[float]:

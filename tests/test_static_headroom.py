@@ -27,3 +27,12 @@ def test_bad_input_is_one_line_and_exit_2(argv, capsys):
     assert _load().main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_frontier_in_hindsight_at_every_price_is_ordered(capsys):
+    assert _load().main(["--requests", "30", "--episode-len", "10", "--bandwidth", "constant:2", "--latency-prices", "0.05,1"]) == 0
+    blocks = capsys.readouterr().out.split("latency price ")[1:]
+    assert [b.splitlines()[0] for b in blocks] == ["0.05", "1"]
+    for b in blocks:
+        r = {ln.split(" reward ")[0].strip(): float(ln.split(" reward ")[1].split()[0]) for ln in b.splitlines() if " reward " in ln}
+        assert r["EdgeOnly"] <= r["best static setting in hindsight"] + 1e-12 <= r["best setting per episode (one link each)"] + 2e-12

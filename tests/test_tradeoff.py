@@ -184,3 +184,21 @@ def test_budgets_validate():
     with pytest.raises(ValueError):
         Budgets(p95_latency_s=0.0)
     assert not Budgets().active() and Budgets(cost_usd_per_1k=0.0).active()
+
+
+def test_reward_scale_divides_by_the_episode_price(scn):
+    from mllm_offload.agents.ppo.reward_scale import TrainingReward, reward_scale
+
+    raw = scn.with_tradeoff(TradeOff(latency_price=0.5)).make_env("train")
+    wrapped = TrainingReward(scn.with_tradeoff(TradeOff(latency_price=0.5)).make_env("train"), per_price=True)
+    plain = TrainingReward(scn.with_tradeoff(TradeOff(latency_price=0.5)).make_env("train"))
+    raw.reset(seed=4), wrapped.reset(seed=4), plain.reset(seed=4)
+    a = np.array([0.3, 0.6, 0.7], np.float32)
+    for _ in range(10):
+        edge = raw.unwrapped.current_edge_score()
+        _, r0, _, _, info = raw.step(a)
+        r1 = wrapped.step(a)[1]
+        r2 = plain.step(a)[1]
+        assert r2 == pytest.approx(r0 - edge) and r1 == pytest.approx((r0 - edge) / 3.5) and reward_scale(0.5) == 3.5
+        if info["outcome"].answered_by == "edge":  # the edge's own answer: no score noise left
+            assert r2 == pytest.approx(r0 - info["outcome"].score)

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
           f"{scn.trade.label()}\n")
     text, v = comparison_text(results, logs, env.n_requests)
     print(text)
+    _print_budgets(args, results["ppo"])
     meta = {"profile": scn.profile, "bandwidth": scn.bandwidth, "split": "test", "seed": 0, "tradeoff": scn.trade.model_dump(),
             "policy": str(done.policy_dir), "train_seed": args.seed, "timesteps": res.timesteps, "train_seconds": round(res.seconds, 1)}
     extra = _final_frontier(args, scn, done.policy_dir, baselines)
@@ -96,6 +97,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, results, meta, v, extra=extra)
     return 0
+
+
+def _print_budgets(args: argparse.Namespace, ppo: dict[str, float]) -> None:
+    """Whether the trained policy holds its budgets on the test split (one line each)."""
+    if args.p95_budget is not None:
+        ok = ppo["latency_p95_s"] <= args.p95_budget
+        print(f"\np95 budget {args.p95_budget:g} s: PPO's p95 on the test split is {ppo['latency_p95_s']:.2f} s "
+              f"({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
+    if args.cost_budget is not None:
+        ok = ppo["cloud_cost_usd_per_1k"] <= args.cost_budget
+        print(f"\ncost budget {args.cost_budget:g} USD per 1k requests: PPO's cost on the test split is "
+              f"{ppo['cloud_cost_usd_per_1k']:.4f} ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
 
 
 def _final_frontier(args: argparse.Namespace, scn: Any, policy_dir: Path, baselines: str) -> dict[str, Any] | None:

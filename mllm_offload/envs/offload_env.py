@@ -251,6 +251,13 @@ class OffloadEnv(gym.Env):
         done = self._i >= self.n_requests
         return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th}
 
+    def current_edge_score(self) -> float:
+        """The recorded edge score of the request about to be routed (a training-time baseline:
+        :mod:`mllm_offload.agents.ppo.reward_scale`; never part of an observation)."""
+        if self.sim is None or self._i >= self.n_requests:
+            raise RuntimeError("no current request")
+        return float(self.sim.req.edge_score[self._i])
+
     # -- for the hindsight oracle (not for deployable policies) --------------------------------
 
     def counterfactual_rewards(self, candidates: Sequence[Thresholds], expected: bool = False) -> list[float]:

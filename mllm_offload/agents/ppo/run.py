@@ -19,7 +19,7 @@ from ..._io import atomic_write_json
 from ...config import PPOHyperparams, default_hyperparams_path, format_validation_error, load_hyperparams
 from ...errors import UserInputError
 from ...splits import SCORE_FLOOR_SEEDS
-from ...tradeoff import DEFAULT_RANGE, Budgets, TradeOffRange, parse_prices
+from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
 __all__ = ["RUN_ARGS", "TrainingRun", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor", "train_and_export",
            "training_tradeoffs", "write_run_record"]
@@ -124,7 +124,9 @@ def parse_range(text: str | None, flag: str = "--latency-price-range") -> tuple[
 def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> tuple[Any, Any, TradeOffRange]:
     """(scenario to train on, scenario at one fixed trade-off for baselines and tests, the range
     the policy will serve). Without ``latency_price`` the policy is conditioned: training draws
-    a latency price per episode from ``latency_price_range``; with it, one setting only.
+    a latency price per episode from ``latency_price_range`` widened by
+    :data:`~mllm_offload.tradeoff.TRAIN_MARGIN` on each side (the policy then serves the range
+    itself); with it, one setting only.
     ``p95_budget``/``cost_budget`` become the trade-off's budgets."""
     t = scenario.trade
     try:
@@ -139,7 +141,7 @@ def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> tuple[Any, Any, T
         rng = TradeOffRange(latency_price=parse_range(args.get("latency_price_range")), cost_price=(cp, cp))
     except ValidationError as e:
         raise UserInputError(format_validation_error("--latency-price-range", e)) from None
-    return fixed.with_tradeoff(fixed.trade, rng), fixed, rng
+    return fixed.with_tradeoff(fixed.trade, rng.widened(TRAIN_MARGIN)), fixed, rng
 
 
 @dataclass

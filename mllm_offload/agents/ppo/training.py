@@ -97,6 +97,7 @@ def train(
 
         from .callbacks import RunCheckpointCallback, ValidationCallback, save_model_dir
         from .constraints import DualAscentCallback, Lagrangian, constraints_for
+        from .reward_scale import TrainingReward
     except ImportError as e:  # pragma: no cover - depends on the install
         raise UserInputError(f"train: needs the 'train' extra (pip install 'mllm-offload[train]'): {e}") from None
 
@@ -115,9 +116,12 @@ def train(
     val_env = make_env("val")
     seeds = validation_seeds(hp.eval_episodes)
     msao_val = msao_reference(val_env, seeds)
+    trange = getattr(val_env.unwrapped, "tradeoff_range", None)
+    conditioned = trange is not None and trange.latency_price[0] < trange.latency_price[1]
     venv = make_vec_env(
         lambda: make_env("train"), n_envs=hp.n_envs, seed=vec_env_seed(seed, int(state["num_timesteps"])),
         vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
+        wrapper_class=TrainingReward, wrapper_kwargs={"per_price": conditioned},
     )
     saved_lams = dict(state.get("lams") or {})
     if "score_floor" not in saved_lams and resume:
