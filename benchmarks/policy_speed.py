@@ -32,6 +32,7 @@ from mllm_offload.agents.export import export_model, export_run
 from mllm_offload.agents.ppo import SB3Policy
 from mllm_offload.runtime import OffloadPolicy
 from mllm_offload.scenario import Scenario
+from mllm_offload.tradeoff import TradeOff, TradeOffRange
 
 
 def observations(n: int) -> np.ndarray:
@@ -69,7 +70,7 @@ def main() -> None:
     else:
         model = PPO("MlpPolicy", Scenario.build(profile="mobile-3g").make_env("train"), seed=0, device="cpu")
         mean, var, clip, eps = obs.mean(0), obs.var(0) + 1e-3, 10.0, 1e-8
-        art = export_model(model, tmp / "policy", mean, var, clip, eps)
+        art = export_model(model, tmp / "policy", mean, var, clip, eps, tradeoff_range=TradeOffRange.single(TradeOff()))
     pols = {
         "sb3_predict": SB3Policy(model, mean, var, clip, eps).thresholds,
         "offload_numpy": OffloadPolicy.load(art).thresholds,

@@ -284,6 +284,9 @@ def write_artifact(
     loadable one.
     """
     k = _policy_key(key)
+    if kind == "mlp" and tradeoff_range is None:
+        raise ValueError("write_artifact: an mlp artifact reads the trade-off features: give tradeoff_range "
+                         "(TradeOffRange.single(t) for a policy trained at one trade-off t)")
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         files: dict[str, FileEntry] = {}
@@ -437,6 +440,11 @@ def read_artifact(path: str | Path, require: tuple[str, ...] = (), key: str | by
         return Artifact(d, m, None)
     if NPZ not in m.files:
         raise UserInputError(f"{mpath}: files: {NPZ} is required for kind 'mlp'")
+    reads_tradeoff = len(m.observation) > N_FEATURES_V1
+    if reads_tradeoff and m.tradeoff_range is None:
+        raise UserInputError(f"{mpath}: tradeoff_range: required for a policy that reads the trade-off (export it again)")
+    if not reads_tradeoff and m.tradeoff_range is not None:
+        raise UserInputError(f"{mpath}: tradeoff_range: this policy does not read the trade-off features; remove the field")
     norm = m.normalization
     n = len(m.observation)
     if norm is not None:

@@ -13,7 +13,7 @@ field             unit                           meaning
 
 The per-request reward is
 
-    ``score - latency_price * (latency / SLO + k * [latency > SLO]) - cost_price * 1000 * cost_usd
+    ``quality * score - latency_price * (latency / SLO + k * [latency > SLO]) - cost_price * 1000 * cost_usd
     - energy_per_kj * energy_kJ``
 
 where ``k = slo_violation / latency`` of the base :class:`~mllm_offload.config.RewardWeights`
@@ -84,7 +84,12 @@ class TradeOff(StrictModel):
 
     @classmethod
     def from_weights(cls, w: RewardWeights, budgets: Budgets | None = None) -> TradeOff:
-        """The trade-off that :class:`RewardWeights` ``w`` express (``latency``, ``cost_per_usd / 1000``)."""
+        """The trade-off that :class:`RewardWeights` ``w`` express (``latency``, ``cost_per_usd / 1000``);
+        a weight beyond a price's range is a one-line :class:`UserInputError` naming it."""
+        if not 0.0 <= w.latency <= MAX_LATENCY_PRICE:
+            raise UserInputError(f"reward.latency: {w.latency:g} is the latency price, which must be in [0, {MAX_LATENCY_PRICE:g}]")
+        if not 0.0 <= w.cost_per_usd <= MAX_COST_PRICE * PER_1K:
+            raise UserInputError(f"reward.cost_per_usd: {w.cost_per_usd:g} / 1000 is the cost price, which must be in [0, {MAX_COST_PRICE:g}]")
         return cls(latency_price=w.latency, cost_price=w.cost_per_usd / PER_1K, budgets=budgets or Budgets())
 
     def features(self) -> tuple[float, float]:

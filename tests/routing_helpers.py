@@ -55,9 +55,10 @@ def const_policy(path: Path, action: tuple[float, float, float], name: str = "co
     """An exported MLP artifact whose action is always ``action`` (zero weights, bias = action)."""
     from mllm_offload.artifact import Network, write_artifact
     from mllm_offload.observation import OBSERVATION_SPEC
+    from mllm_offload.tradeoff import TradeOffRange
 
     n = len(OBSERVATION_SPEC)
-    return write_artifact(path, kind="mlp", name=name, arrays={"w0": np.zeros((3, n), np.float32), "b0": np.asarray(action, np.float32)},
+    return write_artifact(path, kind="mlp", tradeoff_range=TradeOffRange(), name=name, arrays={"w0": np.zeros((3, n), np.float32), "b0": np.asarray(action, np.float32)},
                           network=Network(layers=[n, 3]))
 
 

@@ -14,6 +14,7 @@ from mllm_offload.artifact import HeuristicSpec, Network, read_artifact, write_a
 from mllm_offload.errors import UserInputError
 from mllm_offload.observation import OBSERVATION_SPEC
 from mllm_offload.runtime import OffloadPolicy
+from mllm_offload.tradeoff import TradeOffRange
 
 N = len(OBSERVATION_SPEC)
 
@@ -42,7 +43,7 @@ def exported(tmp_path_factory):
     rng = np.random.default_rng(1)
     mean, var = rng.normal(0, 1, N), rng.uniform(0.5, 2.0, N)
     d = tmp_path_factory.mktemp("art") / "policy"
-    export_model(model, d, mean, var, training={"note": "test"})
+    export_model(model, d, mean, var, training={"note": "test"}, tradeoff_range=TradeOffRange())
     return d
 
 
@@ -130,16 +131,16 @@ def test_missing_weight_array_is_reported(tmp_path):
     w = random_weights()
     del w["b2"]
     with pytest.raises(UserInputError, match="missing array w2 or b2"):
-        write_artifact(tmp_path / "p", kind="mlp", name="x", arrays=w, network=Network(layers=[N, 16, 16, 3]))
+        write_artifact(tmp_path / "p", kind="mlp", tradeoff_range=TradeOffRange(), name="x", arrays=w, network=Network(layers=[N, 16, 16, 3]))
     assert not (tmp_path / "p").exists()  # nothing half-written
     assert not list(tmp_path.iterdir())
 
 
 def test_write_replaces_an_existing_artifact_atomically(tmp_path):
     d = tmp_path / "p"
-    write_artifact(d, kind="mlp", name="a", arrays=random_weights(0), network=Network(layers=[N, 16, 16, 3]))
+    write_artifact(d, kind="mlp", tradeoff_range=TradeOffRange(), name="a", arrays=random_weights(0), network=Network(layers=[N, 16, 16, 3]))
     first = OffloadPolicy.load(d).actions(np.ones(N, np.float32))
-    write_artifact(d, kind="mlp", name="b", arrays=random_weights(1), network=Network(layers=[N, 16, 16, 3]))
+    write_artifact(d, kind="mlp", tradeoff_range=TradeOffRange(), name="b", arrays=random_weights(1), network=Network(layers=[N, 16, 16, 3]))
     p = OffloadPolicy.load(d)
     assert p.name == "b"
     assert not np.allclose(first, p.actions(np.ones(N, np.float32)))
@@ -152,7 +153,7 @@ def test_numpy_forward_is_the_documented_formula(tmp_path):
     mean, var = np.linspace(-1, 1, N), np.linspace(0.5, 2, N)
     from mllm_offload.artifact import Normalization
 
-    d = write_artifact(tmp_path / "p", kind="mlp", name="x", arrays=w, network=Network(layers=[N, 16, 16, 3], activation="relu"),
+    d = write_artifact(tmp_path / "p", kind="mlp", tradeoff_range=TradeOffRange(), name="x", arrays=w, network=Network(layers=[N, 16, 16, 3], activation="relu"),
                        normalization=Normalization(mean=mean.tolist(), var=var.tolist(), clip_obs=5.0))
     obs = np.random.default_rng(0).normal(0, 3, (10, N))
     x = np.clip((obs - mean) / np.sqrt(var + 1e-8), -5, 5)
@@ -189,7 +190,7 @@ def test_heuristics_load_like_policies(tmp_path):
 
 
 def test_runtime_import_does_not_load_torch_sb3_or_gymnasium(tmp_path):
-    d = write_artifact(tmp_path / "p", kind="mlp", name="x", arrays=random_weights(), network=Network(layers=[N, 16, 16, 3]))
+    d = write_artifact(tmp_path / "p", kind="mlp", tradeoff_range=TradeOffRange(), name="x", arrays=random_weights(), network=Network(layers=[N, 16, 16, 3]))
     code = (
         "import sys, numpy as np\n"
         "import mllm_offload.runtime as rt\n"

@@ -20,6 +20,7 @@ from mllm_offload.errors import UserInputError
 from mllm_offload.observation import OBSERVATION_SPEC
 from mllm_offload.runtime import OffloadPolicy
 from mllm_offload.trace_format import load_trace
+from mllm_offload.tradeoff import TradeOffRange
 
 N = len(OBSERVATION_SPEC)
 EVAL = ["--requests", "20", "--policies", "edge", "--no-throughput", "--quiet", "--split", "all"]
@@ -185,7 +186,8 @@ def run_dir(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
     args = {"profile": "mobile-3g", "trace": None, "bandwidth": "constant:2", "config": None, "seed": 0, "episode_len": 10,
-            "score_floor": "none", "hyperparams": str(hp), "timesteps": 128}
+            "score_floor": "none", "hyperparams": str(hp), "timesteps": 128, "latency_price": None, "cost_price": None,
+            "latency_price_range": None, "p95_budget": None, "cost_budget": None}
     (run / "run.json").write_text(json.dumps({"args": args}))
     (run / "checkpoint" / "info.json").write_text(json.dumps({"seed": 0, "lam": 0.5, "num_timesteps": 128}))
     (run / "checkpoint" / "model.zip").write_bytes(b"PK\x03\x04 not really a zip")
@@ -213,6 +215,7 @@ def test_resume_with_a_damaged_checkpoint_state(run_dir, capsys, content, expect
     (lambda a: a.update(seed="abc"), "run.json: args.seed: unexpected value 'abc'"),
     (lambda a: a.update(episode_len=0), "run.json: args.episode_len: unexpected value '0'"),
     (lambda a: a.pop("profile"), "run.json: args.profile: unexpected value 'None'"),
+    (lambda a: a.pop("latency_price"), "run.json: this run predates the trade-off input of the observation"),
 ])
 def test_resume_with_a_damaged_run_record(run_dir, capsys, edit, expect):
     doc = json.loads((run_dir / "run.json").read_text())
@@ -269,7 +272,7 @@ def _artifact(d: Path, key: str | None = None) -> Path:
         arrays[f"w{i}"] = rng.normal(0, 0.5, (sizes[i + 1], sizes[i])).astype(np.float32)
         arrays[f"b{i}"] = rng.normal(0, 0.1, sizes[i + 1]).astype(np.float32)
     norm = Normalization(mean=[0.4940507893046294] * N, var=[1.0] * N)
-    return write_artifact(d, kind="mlp", name="p", arrays=arrays, normalization=norm, network=Network(layers=sizes),
+    return write_artifact(d, kind="mlp", tradeoff_range=TradeOffRange(), name="p", arrays=arrays, normalization=norm, network=Network(layers=sizes),
                           training={"note": "t", "nan": float("nan")}, key=key)
 
 

@@ -229,8 +229,8 @@ def test_non_finite_body_prices_are_refused(policy):
 def test_a_policy_without_a_range_takes_any_price(tmp_path):
     router = make_router(Fixed())
     assert router.tradeoff == TradeOff()
-    v1 = ArtifactPolicy.load(conditioned_policy(tmp_path / "norange", tradeoff_range=None))  # trained at one setting, no range recorded
-    assert make_router(v1).tradeoff == TradeOff() and make_router(v1).check_tradeoff(TradeOff(latency_price=50.0)).latency_price == 50.0
+    with pytest.raises(ValueError, match="tradeoff_range"):  # a policy that reads the prices must say which it serves
+        conditioned_policy(tmp_path / "norange", tradeoff_range=None)
     with TestClient(create_route_app(router)) as client:
         r = client.post(CHAT, json={"messages": MSGS, "max_tokens": 2}, headers={LATENCY_PRICE_HEADER: "50", COST_PRICE_HEADER: "2000"})
         bad = client.post(CHAT, json={"messages": MSGS}, headers={LATENCY_PRICE_HEADER: "150"})  # still bounded by the format

@@ -106,7 +106,7 @@ def test_range_env_draws_a_tradeoff_per_episode_and_options_fix_it(scn):
     assert env.reset(seed=1)[1]["latency_price"] == 0.07
 
 
-def _mlp(tmp_path, n_in, trange=None, name="p"):
+def _mlp(tmp_path, n_in, trange=DEFAULT_RANGE, name="p"):
     rng = np.random.default_rng(0)
     arrays = {"w0": rng.normal(size=(4, n_in)).astype(np.float32), "b0": np.zeros(4, np.float32),
               "w1": rng.normal(size=(3, 4)).astype(np.float32), "b1": np.full(3, 0.5, np.float32)}
@@ -137,6 +137,7 @@ def test_version1_artifact_loads_and_ignores_the_tradeoff(tmp_path):
     from mllm_offload.artifact import manifest_digest, sha256_file
     m["observation"] = m["observation"][:N_FEATURES_V1]
     m["network"]["layers"][0] = N_FEATURES_V1
+    m.pop("tradeoff_range")  # version 1 had no such field
     m["files"] = {"policy.npz": {"sha256": sha256_file(d1 / "policy.npz"), "bytes": (d1 / "policy.npz").stat().st_size}}
     m.pop("digest")
     m["digest"] = manifest_digest(m)
@@ -148,6 +149,20 @@ def test_version1_artifact_loads_and_ignores_the_tradeoff(tmp_path):
     obs[LP] = 3.0  # the trade-off features are not read
     assert np.array_equal(a, pol.actions(obs))
     assert pol.check_tradeoff(TradeOff(latency_price=50.0)).latency_price == 50.0
+
+
+def test_a_policy_reading_the_prices_must_record_its_range_and_a_v1_one_must_not(tmp_path):
+    with pytest.raises(ValueError, match="tradeoff_range"):
+        _mlp(tmp_path, len(OBSERVATION_SPEC), trange=None)
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC), name="v2")
+    from mllm_offload.artifact import manifest_digest
+    m = json.loads((d / "policy.json").read_text())
+    m["tradeoff_range"] = None
+    m.pop("digest")
+    m["digest"] = manifest_digest(m)
+    (d / "policy.json").write_text(json.dumps(m))
+    with pytest.raises(UserInputError, match="tradeoff_range: required"):
+        ArtifactPolicy.load(d)
 
 
 def test_artifact_records_and_checks_its_range(tmp_path):

@@ -48,6 +48,9 @@ def test_one_price_with_a_budget(tmp_path, capsys):
     (["--latency-prices", "0.1,zz"], "--latency-prices: 'zz' is not a number"),
     (["--p95-budget", "-1"], "--p95-budget"),
     (["--latency-price", "500"], "--latency-price"),
+    (["--p95-budget", "3"], "a budget is held at one trade-off; add --latency-price"),
+    (["--latency-price", "0.2", "--latency-price-range", "0.1,1"], "give one of them"),
+    (["--latency-price", "0.2", "--latency-prices", "0.1,1"], "not with --latency-price or --no-eval"),
 ])
 def test_bad_tradeoff_flags_are_one_line_before_training(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:

@@ -224,11 +224,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     info = sub / "info.json"
     if info.exists():
         meta["checkpoint_info"] = read_json_object(info)
-    trange = None
-    if meta.get("tradeoff_range") is not None:
-        try:
-            trange = TradeOffRange.model_validate(meta.pop("tradeoff_range"))
-        except ValidationError as e:
-            raise UserInputError(format_validation_error(f"{run_json}: export_meta.tradeoff_range", e)) from None
+    # what the policy serves: run.json's record, else what training stamped on the model folder
+    raw_range = meta.pop("tradeoff_range", None) or meta.get("checkpoint_info", {}).get("tradeoff_range")
+    if raw_range is None:
+        raise UserInputError(f"{sub}: no trade-off range recorded (neither run.json nor {sub.name}/info.json): "
+                             "a run of an older build; train it again")
+    try:
+        trange = TradeOffRange.model_validate(raw_range)
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(f"{run}: tradeoff_range", e)) from None
     return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key,
                         tradeoff_range=trange)

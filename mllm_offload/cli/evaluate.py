@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     scn = scenario(args)
     env = scn.make_env(args.split)
     exported = [scn.policy(d, "ppo" if k == 0 else f"ppo:{d}") for k, d in enumerate(_folders(args.policy))]
+    if prices is None:  # (a frontier skips the prices outside a policy's range itself)
+        for pol in exported:
+            check = getattr(pol, "check_tradeoff", None)
+            if check is not None:
+                check(scn.trade, "--latency-price")
     policies = scn.policies(args.policies, seed=args.seed, progress=progress("tuning static thresholds", args.quiet)) + exported
     t0 = time.perf_counter()
     results, logs = evaluate(env, policies, args.requests, seed=args.seed, throughput=not args.no_throughput,

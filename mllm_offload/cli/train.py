@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         from ..tradeoff import parse_prices
 
         parse_prices(args.latency_prices)  # a bad list fails now, not after training
+        if args.latency_price is not None or args.no_eval:
+            raise UserInputError("--latency-prices: the final frontier of a conditioned policy; not with --latency-price or --no-eval")
     if resume:
         _restore(args, read_run_args(args.resume), RUN_ARGS)
     elif args.out.exists() and any(args.out.iterdir()):
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
           f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {done.policy_dir}")
     if args.no_eval:
         return 0
+    scn = done.scenario or scn  # at a trade-off the policy serves, with the budgets
     baselines = args.baselines or ("edge,cloud,msao,tuned,oracle" + (",oracle-expected" if scn.trace is None else ""))
     results, logs, env = final_comparison(scn, done.policy_dir, baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
                                     tuning_progress=progress("tuning static thresholds", args.quiet),

@@ -77,8 +77,10 @@ class OffloadEnv(gym.Env):
     ## Rewards
     Per request, with the episode's :class:`~mllm_offload.tradeoff.TradeOff` ``t``, the other
     :class:`~mllm_offload.config.RewardWeights` ``w`` and the SLO in seconds:
-    ``w.quality*score - t.latency_price*latency/SLO - w.slo_violation*[latency > SLO]
-    - t.cost_price*1000*cloud_cost_usd - w.energy_per_kj*energy_kJ``.
+    ``w.quality*score - t.latency_price*(latency/SLO + k*[latency > SLO])
+    - t.cost_price*1000*cloud_cost_usd - w.energy_per_kj*energy_kJ`` with ``k = w.slo_violation
+    / w.latency`` (2.5 by default: an SLO miss costs 2.5 SLOs of latency; see
+    :mod:`mllm_offload.tradeoff`).
 
     | trade-off of an episode           | when                                                |
     |-----------------------------------|-----------------------------------------------------|

@@ -35,16 +35,22 @@ class EpisodeLog:
         return len(self.reward)
 
 
-def run_episodes(env: Any, policy: Policy, seeds: Sequence[int], options: Mapping[str, Any] | None = None) -> EpisodeLog:
+def run_episodes(env: Any, policy: Policy, seeds: Sequence[int],
+                 options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> EpisodeLog:
     """Run ``policy`` for one episode per seed and log every request's outcome.
+
+    ``options`` go to every ``env.reset``; a sequence gives each seed its own (same length).
 
     ``policy.reset(seed, env=env.unwrapped)`` starts every episode: a hindsight policy (the
     oracle) reads realised outcomes from the environment, causal ones ignore it.
     """
     log = EpisodeLog()
     base = env.unwrapped
-    for s in seeds:
-        obs, _ = env.reset(seed=int(s), options=dict(options or {}))
+    per_seed = options if options is not None and not isinstance(options, Mapping) else [options or {}] * len(seeds)
+    if len(per_seed) != len(seeds):
+        raise ValueError(f"run_episodes: {len(per_seed)} options for {len(seeds)} seeds")
+    for s, opts in zip(seeds, per_seed):
+        obs, _ = env.reset(seed=int(s), options=dict(opts))
         policy.reset(int(s), env=base)
         done = False
         while not done:

@@ -2,7 +2,8 @@
 
 A profile (:class:`SynthProfile`) names an edge model, a cloud model, their hardware, a request mix
 and the system around them; every number carries its source in :attr:`SynthProfile.sources`
-(``[D]`` marks a figure derived from a quoted one, ``[?]`` an assumption, see
+(``[D]`` marks a figure derived from a quoted one, ``[?]`` an assumption, ``[fitted]`` a
+parameter fitted to reproduce a published result; see
 the project's ``docs/calibration.md``). :func:`generate` draws requests from it.
 
 How one request is drawn (all randomness from ``seed``):
@@ -164,9 +165,11 @@ PROFILES["msao-paper"] = SynthProfile(
         "utilisation, 1.2 req/s from this edge: a moderately loaded scenario [?]",
         "difficulty_slope / outcome_corr / mas_difficulty_corr": "not published; chosen so that "
         "easy questions are answered well by both models and MAS is informative but noisy [?]",
-        "confidence_auroc": "0.88 [D], FITTED (not measured): the value at which our MSAO rule "
+        "confidence_auroc": "0.88 [fitted], not measured: the value at which our MSAO rule "
         "(defaults) scores 0.2 points below cloud-only, as the paper's 76.1 vs 76.3 "
-        "(benchmarks/fit_msao_paper.py, 4000 test requests; docs/calibration.md); was 0.75 [?]",
+        "(benchmarks/fit_msao_paper.py, 4000 test requests; docs/calibration.md). Circular by "
+        "design: the profile is tuned so that MSAO reproduces the paper; higher than published "
+        "token-probability AUROCs (0.54-0.79); was 0.75 [?]",
     },
 )
 

@@ -27,6 +27,7 @@ from ...evaluation.metrics import summarize
 from ...evaluation.rollout import run_episodes
 from ...policy import Policy
 from .policy import RecordingPolicy, current_policy, save_vecnormalize_stats
+from .reward_scale import reward_scale
 
 __all__ = ["RunCheckpointCallback", "ValidationCallback", "eval_metrics", "save_model_dir"]
 
@@ -46,10 +47,19 @@ def save_model_dir(model: BaseAlgorithm, d: Path, info: dict[str, Any]) -> None:
     atomic_write_json(d / "info.json", info)
 
 
-def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int]) -> dict[str, float]:
-    """Metrics of ``policy`` on ``seeds`` plus the mean thresholds it chose (``tau_*_mean``)."""
+def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None) -> dict[str, float]:
+    """Metrics of ``policy`` on ``seeds`` plus the mean thresholds it chose (``tau_*_mean``) and
+    ``selection_reward``: the mean reward, or with per-episode trade-offs in ``options`` (a
+    conditioned policy), the mean over episodes of each episode's mean reward divided by
+    :func:`~.reward_scale.reward_scale` of its price, so that every price weighs the same."""
     rec = RecordingPolicy(policy)
-    m = summarize(run_episodes(env, rec, seeds), env.unwrapped.slo_s)
+    log = run_episodes(env, rec, seeds, options)
+    m = summarize(log, env.unwrapped.slo_s)
+    m["selection_reward"] = m["reward_mean"]
+    if options:
+        n = env.unwrapped.n_requests
+        r = np.asarray(log.reward, np.float64).reshape(len(seeds), n).mean(axis=1)
+        m["selection_reward"] = float(np.mean([v / reward_scale(o["tradeoff"].latency_price) for v, o in zip(r, options)]))
     th = np.asarray(rec.seen) if rec.seen else np.full((1, 3), np.nan)
     m["tau_low_mean"], m["tau_high_mean"], m["tau_conf_mean"] = (float(v) for v in th.mean(axis=0))
     return m
@@ -70,19 +80,25 @@ class ValidationCallback(EvalCallback):
     MSAO heuristic's ``eval/msao_reward``, ``eval/msao_score``, ``eval/msao_latency_p95_s`` on
     the same episodes. ``RUN_DIR/best/`` keeps the model with the highest validation reward among
     evaluations that meet ``score_floor`` and the ``budgets`` (p95 latency, cost per 1k requests;
-    all evaluations when there are none). ``eval_freq`` counts env
+    all evaluations when there are none). For a policy conditioned on the trade-off, ``options``
+    give each validation episode its own latency price (spread over the range the policy serves)
+    and "highest" compares ``selection_reward`` (each episode's reward divided by the reward
+    scale of its price, :mod:`.reward_scale`), so that high prices do not decide alone. ``eval_freq`` counts env
     steps summed over the ``n_envs`` training environments (SB3's own counts callback calls).
     """
 
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
-                 budgets: Any = None) -> None:
+                 budgets: Any = None, options: Sequence[dict[str, Any]] | None = None,
+                 info: dict[str, Any] | None = None) -> None:
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
                          best_model_save_path=str(run_dir / "best"), deterministic=True, warn=False)
         self.val_env, self.seeds = val_env, list(seeds)
         self._next = eval_freq
         self.run_dir, self.msao, self.score_floor, self.log = run_dir, msao, score_floor, log
         self.budgets = budgets
+        self.options = list(options) if options else None
+        self.info = dict(info or {})
         self.best: dict[str, Any] = best or {}
         self.history: list[dict[str, float]] = []
 
@@ -99,20 +115,26 @@ class ValidationCallback(EvalCallback):
 
     def feasible(self, m: dict[str, float]) -> bool:
         """Whether validation metrics ``m`` meet the score floor and the budgets."""
-        ok = self.score_floor is None or m["score_mean"] >= self.score_floor
-        b = self.budgets
-        if b is not None and b.p95_latency_s is not None:
-            ok = ok and m["latency_p95_s"] <= b.p95_latency_s
-        if b is not None and b.cost_usd_per_1k is not None:
-            ok = ok and m["cloud_cost_usd_per_1k"] <= b.cost_usd_per_1k
-        return ok
+        return self.meets(m, self.score_floor, self.budgets)
+
+    @staticmethod
+    def meets(m: dict[str, Any], score_floor: float | None, budgets: Any) -> bool:
+        """Whether metrics ``m`` meet ``score_floor`` and ``budgets`` (a metric a record lacks
+        counts as not met)."""
+        inf = float("inf")
+        ok = score_floor is None or m.get("score_mean", -inf) >= score_floor
+        if budgets is not None and budgets.p95_latency_s is not None:
+            ok = ok and m.get("latency_p95_s", inf) <= budgets.p95_latency_s
+        if budgets is not None and budgets.cost_usd_per_1k is not None:
+            ok = ok and m.get("cloud_cost_usd_per_1k", inf) <= budgets.cost_usd_per_1k
+        return bool(ok)
 
     def _key(self, m: dict[str, float]) -> tuple[bool, float]:
-        return self.feasible(m), m["reward_mean"]
+        return self.feasible(m), m["selection_reward"]
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate now; save ``best/`` if this is the best feasible evaluation so far."""
-        m = eval_metrics(self.val_env, current_policy(self.model), self.seeds)
+        m = eval_metrics(self.val_env, current_policy(self.model), self.seeds, self.options)
         m["timesteps"] = float(self.num_timesteps)
         self.history.append(m)
         rec = self.logger.record
@@ -126,12 +148,13 @@ class ValidationCallback(EvalCallback):
         self.evaluations_timesteps.append(self.num_timesteps)
         self.evaluations_results.append([m["reward_mean"]])
         key = self._key(m)
-        better = not self.best or key > (self.best["feasible"], self.best["reward_mean"])
+        better = not self.best or key > (self.best["feasible"], self.best.get("selection_reward", self.best["reward_mean"]))
         self.last_mean_reward = m["reward_mean"]
         if better:
-            self.best = {"feasible": key[0], "reward_mean": m["reward_mean"], "score_mean": m["score_mean"], "timesteps": self.num_timesteps}
+            self.best = {"feasible": key[0], "reward_mean": m["reward_mean"], "selection_reward": m["selection_reward"],
+                         "score_mean": m["score_mean"], "timesteps": self.num_timesteps}
             self.best_mean_reward = m["reward_mean"]
-            save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao})
+            save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao, **self.info})
         self.log(
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
             f"score {m['score_mean']:.3f} (MSAO {self.msao['score_mean']:.3f}) p95 {m['latency_p95_s']:.2f} s "

@@ -21,8 +21,8 @@ from ...errors import UserInputError
 from ...splits import SCORE_FLOOR_SEEDS
 from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
-__all__ = ["RUN_ARGS", "TrainingRun", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor", "train_and_export",
-           "training_tradeoffs", "write_run_record"]
+__all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor",
+           "train_and_export", "training_tradeoffs", "write_run_record"]
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
 RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams",
@@ -55,6 +55,9 @@ def read_run_args(run: Path) -> dict[str, Any]:
             raise TypeError("args is not a mapping")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise UserInputError(f"{rj}: unreadable: {e}") from None
+    if "latency_price" not in saved:
+        raise UserInputError(f"{rj}: this run predates the trade-off input of the observation (17 features, this build has 19); "
+                             "it cannot be resumed: start a new run (its exported policy still loads and deploys)")
     out: dict[str, Any] = {}
     for k in (*RUN_ARGS, "timesteps"):
         v = saved.get(k)
@@ -121,13 +124,33 @@ def parse_range(text: str | None, flag: str = "--latency-price-range") -> tuple[
     return lo, hi
 
 
-def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> tuple[Any, Any, TradeOffRange]:
-    """(scenario to train on, scenario at one fixed trade-off for baselines and tests, the range
-    the policy will serve). Without ``latency_price`` the policy is conditioned: training draws
-    a latency price per episode from ``latency_price_range`` widened by
-    :data:`~mllm_offload.tradeoff.TRAIN_MARGIN` on each side (the policy then serves the range
-    itself); with it, one setting only.
-    ``p95_budget``/``cost_budget`` become the trade-off's budgets."""
+@dataclass(frozen=True)
+class TrainingTradeOffs:
+    """Where a run's trade-offs come from.
+
+    ``train``: the scenario training episodes come from (a conditioned policy: prices drawn per
+    episode from the served range widened by :data:`~mllm_offload.tradeoff.TRAIN_MARGIN` on each
+    side, so that the ends of the served range are not the edges of training); ``val``: the
+    validation scenario (the served range itself); ``fixed``: one fixed trade-off inside the
+    served range, with the budgets (the final comparison, the score floor, TunedStatic);
+    ``served``: the range the exported policy serves (recorded in ``policy.json``).
+    """
+
+    train: Any
+    val: Any
+    fixed: Any
+    served: TradeOffRange
+
+    def make_env(self, split: str) -> Any:
+        """The training environment for ``train``, the validation one for any other split."""
+        return (self.train if split == "train" else self.val).make_env(split)
+
+
+def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> TrainingTradeOffs:
+    """The run's :class:`TrainingTradeOffs`. Without ``latency_price`` the policy is conditioned
+    on the latency price over ``latency_price_range``; with it, trained at that one setting.
+    ``p95_budget``/``cost_budget`` become the trade-off's budgets: they need one setting (a
+    single multiplier cannot hold a budget at every price of a range)."""
     t = scenario.trade
     try:
         budgets = Budgets(p95_latency_s=args.get("p95_budget"), cost_usd_per_1k=args.get("cost_budget"))
@@ -135,13 +158,21 @@ def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> tuple[Any, Any, T
         raise UserInputError(format_validation_error("budgets", e).replace("p95_latency_s", "--p95-budget").replace("cost_usd_per_1k", "--cost-budget")) from None
     fixed = scenario.with_tradeoff(t.model_copy(update={"budgets": budgets}), None)
     if args.get("latency_price") is not None:
-        return fixed, fixed, TradeOffRange.single(fixed.trade)
+        if args.get("latency_price_range") is not None:
+            raise UserInputError("--latency-price-range: trains a policy over a range of prices; --latency-price trains at one: give one of them")
+        return TrainingTradeOffs(fixed, fixed, fixed, TradeOffRange.single(fixed.trade))
+    if budgets.active():
+        raise UserInputError("--p95-budget/--cost-budget: a budget is held at one trade-off; add --latency-price X "
+                             "(a policy conditioned over a range would hold it only on average over prices)")
     cp = max(t.cost_price, 1e-3)
     try:
         rng = TradeOffRange(latency_price=parse_range(args.get("latency_price_range")), cost_price=(cp, cp))
     except ValidationError as e:
         raise UserInputError(format_validation_error("--latency-price-range", e)) from None
-    return fixed.with_tradeoff(fixed.trade, rng.widened(TRAIN_MARGIN)), fixed, rng
+    if not rng.contains(fixed.trade):  # the final comparison runs at a setting the policy serves
+        d = rng.default()
+        fixed = fixed.with_tradeoff(fixed.trade.model_copy(update={"latency_price": d.latency_price}), None)
+    return TrainingTradeOffs(fixed.with_tradeoff(fixed.trade, rng.widened(TRAIN_MARGIN)), fixed.with_tradeoff(fixed.trade, rng), fixed, rng)
 
 
 @dataclass
@@ -151,6 +182,7 @@ class TrainingRun:
     result: Any
     policy_dir: Path
     floor: float | None
+    scenario: Any = None
 
 
 def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp_source: str, run_dir: Path, *, floor_spec: str,
@@ -165,10 +197,11 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     from ..export import export_run
     from .training import train
 
-    train_scn, fixed, trange = training_tradeoffs(scenario, args)
+    tt = training_tradeoffs(scenario, args)
+    fixed, trange = tt.fixed, tt.served
     floor = score_floor(floor_spec, fixed)
-    train_scn.make_env("train")
-    train_scn.make_env("val")
+    tt.make_env("train")
+    tt.make_env("val")
     budgets = fixed.trade.budgets
     export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
                    "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,
@@ -181,12 +214,12 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     limits = ", ".join(f"{k} {v:g}" for k, v in budgets.model_dump().items() if v is not None) or "none"
     log(f"training PPO on {scenario.profile} | bandwidth {scenario.bandwidth} | {hp.n_timesteps} steps, {hp.n_envs} envs | "
         f"{prices} | budgets: {limits} | hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
-    res = train(train_scn.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
+    res = train(tt.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
                 floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None)
     from ...evaluation.plots import write_validation_curve
 
     write_validation_curve(run_dir / "validation.png", res.history, res.msao_validation, scenario.label("val"))
-    return TrainingRun(res, export_run(run_dir, run_dir / "policy"), floor)
+    return TrainingRun(res, export_run(run_dir, run_dir / "policy"), floor, fixed)
 
 
 def final_comparison(scenario: Any, policy_dir: Path, baselines: str, requests: int, *, seed: int, throughput: bool,

@@ -28,20 +28,23 @@ pickles: resume only run folders you trust. A damaged checkpoint (unreadable zip
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..._io import read_json_object
 from ...config import PPOHyperparams
 from ...errors import UserInputError
 from ...rules import MSAORule
 from ...splits import validation_seeds, vec_env_seed
-from ...tradeoff import Budgets
+from ...tradeoff import Budgets, TradeOff, TradeOffRange
 
-__all__ = ["TrainResult", "msao_reference", "train"]
+__all__ = ["TrainResult", "msao_reference", "train", "validation_tradeoffs"]
 
 
 @dataclass
@@ -57,11 +60,19 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def msao_reference(env: Any, seeds: Sequence[int]) -> dict[str, float]:
+def msao_reference(env: Any, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None) -> dict[str, float]:
     """MSAO's metrics on ``env`` for ``seeds`` (the reference of validation and the score floor)."""
     from .callbacks import eval_metrics
 
-    return eval_metrics(env, MSAORule(env.unwrapped.slo_s), seeds)
+    return eval_metrics(env, MSAORule(env.unwrapped.slo_s), seeds, options)
+
+
+def validation_tradeoffs(trange: Any, base: TradeOff, n: int) -> list[dict[str, Any]]:
+    """Reset options giving ``n`` validation episodes latency prices spread log-evenly over the
+    range a conditioned policy serves (ends included), cost price and budgets of ``base``."""
+    lo, hi = trange.latency_price
+    prices = np.geomspace(lo, hi, n) if n > 1 else [math.sqrt(lo * hi)]
+    return [{"tradeoff": base.model_copy(update={"latency_price": float(p)})} for p in prices]
 
 
 def train(
@@ -115,9 +126,12 @@ def train(
     torch.set_num_threads(1)  # small MLP: threads only add overhead; workers are processes
     val_env = make_env("val")
     seeds = validation_seeds(hp.eval_episodes)
-    msao_val = msao_reference(val_env, seeds)
     trange = getattr(val_env.unwrapped, "tradeoff_range", None)
     conditioned = trange is not None and trange.latency_price[0] < trange.latency_price[1]
+    val_options = validation_tradeoffs(trange, val_env.unwrapped.tradeoff, len(seeds)) if conditioned else None
+    served = trange if conditioned and trange is not None else TradeOffRange.single(val_env.unwrapped.tradeoff)
+    info = {"tradeoff_range": served.describe()}  # what the exported policy serves
+    msao_val = msao_reference(val_env, seeds, val_options)
     venv = make_vec_env(
         lambda: make_env("train"), n_envs=hp.n_envs, seed=vec_env_seed(seed, int(state["num_timesteps"])),
         vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
@@ -159,10 +173,10 @@ def train(
     best_prev: dict[str, Any] = {}
     if resume and (run / "best" / "info.json").exists():
         v = _best_validation(run / "best" / "info.json")
-        ok = (val_floor is None or v["score_mean"] >= val_floor) and (
-            budgets is None or budgets.p95_latency_s is None or v.get("latency_p95_s", 0.0) <= budgets.p95_latency_s)
-        best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
-    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets)
+        ok = ValidationCallback.meets(v, val_floor, budgets)
+        best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "selection_reward": v.get("selection_reward", v["reward_mean"]),
+                     "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
+    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
     t0 = time.perf_counter()
@@ -171,7 +185,7 @@ def train(
     if not val_cb.history or val_cb.history[-1]["timesteps"] != model.num_timesteps:
         val_cb.evaluate()  # always judge the final weights too
     ck_cb.save()
-    save_model_dir(model, run / "final", {"validation": val_cb.history[-1], "msao_validation": msao_val})
+    save_model_dir(model, run / "final", {"validation": val_cb.history[-1], "msao_validation": msao_val, **info})
     venv.close()
     return TrainResult(run, int(model.num_timesteps), time.perf_counter() - t0, val_cb.best, msao_val, score_floor, val_cb.history)
 
