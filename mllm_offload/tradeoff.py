@@ -136,9 +136,10 @@ class TradeOffRange(StrictModel):
 
     def widened(self, factor: float) -> TradeOffRange:
         """The latency-price range stretched by ``factor`` on each side, in log scale (bounded by
-        the price limits); the cost-price range unchanged."""
+        1e-3, below which the observation feature no longer changes, and the price maximum); the
+        cost-price range unchanged."""
         lo, hi = self.latency_price
-        return self.model_copy(update={"latency_price": (max(lo / factor, 1e-4), min(hi * factor, MAX_LATENCY_PRICE))})
+        return self.model_copy(update={"latency_price": (max(lo / factor, 1e-3), min(hi * factor, MAX_LATENCY_PRICE))})
 
     def default(self) -> TradeOff:
         """The setting used when none is asked for: ``balanced`` (0.2) if inside the range, else

@@ -35,6 +35,8 @@ def price(text: str) -> float:
 
     if text in PRESETS:
         return PRESETS[text]
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"one price, got {text!r}")
     try:
         values = parse_prices(text, "price")
     except Exception as e:

@@ -88,22 +88,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def default_tradeoff(policy: Any, latency_price: float | None, cost_price: float | None) -> Any:
-    """The router's default :class:`~mllm_offload.tradeoff.TradeOff`: the policy's range default
-    (``TradeOff()`` without a range) with the prices given in place of its own, refused with one
-    line when outside the policy's trained range."""
-    from ..tradeoff import TradeOff
+    """The router's default trade-off from ``--latency-price``/``--cost-price`` (checked now,
+    before the port is bound: one line when outside the policy's trained range)."""
+    from ..runtime.router import default_tradeoff as router_default
 
-    rng = getattr(policy, "tradeoff_range", None)
-    base = rng.default() if rng is not None else TradeOff()
-    t = TradeOff(latency_price=base.latency_price if latency_price is None else latency_price,
-                 cost_price=base.cost_price if cost_price is None else cost_price, budgets=base.budgets)
     flags = " ".join(f for f, v in (("--latency-price", latency_price), ("--cost-price", cost_price)) if v is not None) or "trade-off"
-    check = getattr(policy, "check_tradeoff", None)
-    if callable(check):
-        return check(t, flags)
-    if rng is not None:
-        return rng.check(t, flags)
-    return t
+    where = f" (policy {policy.path})" if getattr(policy, "path", None) is not None else ""
+    return router_default(policy, latency_price, cost_price, flags + where)
 
 
 def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any, tradeoff: Any) -> None:

@@ -233,11 +233,9 @@ class Router:
         self.edge, self.cloud, self.policy = edge, cloud, policy
         self.cfg = config or RouterConfig()
         self.log = log
-        if tradeoff is None:
-            rng = self.tradeoff_range
-            tradeoff = rng.default() if rng is not None else TradeOff()
         #: the trade-off of a request that names none
-        self.tradeoff: TradeOff = self.check_tradeoff(tradeoff, "router trade-off")
+        self.tradeoff: TradeOff = check_tradeoff(policy, tradeoff, "router trade-off") if tradeoff is not None \
+            else default_tradeoff(policy)
         self.est = RuntimeEstimators.from_config(self.cfg.system)
         self._rng = random.Random(self.cfg.seed)
         self._edge_sem: asyncio.Semaphore | None = None
@@ -253,18 +251,8 @@ class Router:
         return getattr(self.policy, "tradeoff_range", None)
 
     def check_tradeoff(self, t: TradeOff, source: str = "trade-off") -> TradeOff:
-        """``t`` if the policy serves it, else one-line :class:`UserInputError` starting with
-        ``source`` and naming the trained range (the range's own ``check`` when the policy has a
-        ``tradeoff_range``, else its ``check_tradeoff``; neither: any trade-off)."""
-        rng = self.tradeoff_range
-        if rng is not None and callable(getattr(rng, "check", None)):
-            checked: TradeOff = rng.check(t, source)
-            return checked
-        check = getattr(self.policy, "check_tradeoff", None)
-        if callable(check):
-            checked = check(t, source)
-            return checked
-        return t
+        """:func:`check_tradeoff` for this router's policy."""
+        return check_tradeoff(self.policy, t, source)
 
     def tradeoff_for(self, latency_price: float | None = None, cost_price: float | None = None, source: str = "trade-off") -> TradeOff:
         """The router's default trade-off with the prices given here in place of its own (a
@@ -575,6 +563,39 @@ class Router:
                 await b.aclose()
             except Exception:
                 pass
+
+
+def check_tradeoff(policy: Any, t: TradeOff, source: str = "trade-off") -> TradeOff:
+    """``t`` if ``policy`` serves it, else a one-line :class:`UserInputError` starting with
+    ``source`` and naming the trained range (the range's own ``check`` when the policy has a
+    ``tradeoff_range``, so that no server path leaks into a client's error; else the policy's
+    ``check_tradeoff``; neither: any trade-off)."""
+    rng = getattr(policy, "tradeoff_range", None)
+    if rng is not None and callable(getattr(rng, "check", None)):
+        checked: TradeOff = rng.check(t, source)
+        return checked
+    check = getattr(policy, "check_tradeoff", None)
+    if callable(check):
+        checked = check(t, source)
+        return checked
+    return t
+
+
+def default_tradeoff(policy: Any, latency_price: float | None = None, cost_price: float | None = None,
+                     source: str = "trade-off") -> TradeOff:
+    """The default trade-off of a router running ``policy``: its range's default (``TradeOff()``
+    for a policy without a range), with the prices given in place of its own, checked with
+    :func:`check_tradeoff`."""
+    rng = getattr(policy, "tradeoff_range", None)
+    base = rng.default() if rng is not None else TradeOff()
+    if latency_price is None and cost_price is None:
+        return check_tradeoff(policy, base, source)
+    try:
+        t = TradeOff(latency_price=base.latency_price if latency_price is None else latency_price,
+                     cost_price=base.cost_price if cost_price is None else cost_price, budgets=base.budgets)
+    except ValueError as e:  # pydantic's ValidationError: out of [0, max] or not finite
+        raise UserInputError(f"{source}: {_first_error(e)}") from None
+    return check_tradeoff(policy, t, source)
 
 
 def _tradeoff_record(t: TradeOff) -> dict[str, float]:

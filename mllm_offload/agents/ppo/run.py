@@ -118,6 +118,8 @@ def parse_range(text: str | None, flag: str = "--latency-price-range") -> tuple[
     if text is None:
         return DEFAULT_RANGE.latency_price
     values = parse_prices(text, flag)
+    if len([p for p in text.split(",") if p.strip()]) != 2:
+        raise UserInputError(f"{flag}: expected two prices LO,HI, got {text!r}")
     lo, hi = min(values), max(values)
     if lo <= 0:
         raise UserInputError(f"{flag}: prices must be > 0 (a log-uniform range), got {lo:g}")
