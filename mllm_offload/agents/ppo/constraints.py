@@ -12,8 +12,10 @@ constraint          ``g`` per request           ``limit``    scale    from
 ==================  ==========================  ===========  =======  ==============================
 ``score_floor``     ``-score``                  ``-floor``   1        ``train --score-floor``
 ``p95_latency``     ``[latency > B]``           0.05         1        ``TradeOff.budgets.p95_latency_s``
-``cost``            cost, USD per 1k requests   the budget   budget   ``TradeOff.budgets.cost_usd_per_1k``
+``cost``            cost, USD per 1k requests   the budget   budget*  ``TradeOff.budgets.cost_usd_per_1k``
 ==================  ==========================  ===========  =======  ==============================
+
+\* at least 0.01 USD per 1k requests, so that a budget of 0 does not multiply the penalty by 1000s.
 
 A p95 budget ``B`` is held as "at most 5 % of requests slower than ``B``", which is the same
 statement as ``p95 <= B``. The multipliers are logged as ``train/lagrange_<name>`` (the score
@@ -75,7 +77,7 @@ def constraints_for(score_floor: float | None, budgets: Budgets | None, lam_init
         out.append(Constraint("p95_latency", _slower_than(budgets.p95_latency_s), 0.05, saved.get("p95_latency", lam_init)))
     if budgets is not None and budgets.cost_usd_per_1k is not None:
         c = budgets.cost_usd_per_1k
-        out.append(Constraint("cost", _cost_per_1k, c, saved.get("cost", lam_init), max(c, 1e-3)))
+        out.append(Constraint("cost", _cost_per_1k, c, saved.get("cost", lam_init), max(c, 0.01)))
     return out
 
 
