@@ -12,10 +12,10 @@ constraint          ``g`` per request           ``limit``    scale    from
 ==================  ==========================  ===========  =======  ==============================
 ``score_floor``     ``-score``                  ``-floor``   1        ``train --score-floor``
 ``p95_latency``     ``[latency > B]``           0.05         1        ``TradeOff.budgets.p95_latency_s``
-``cost``            cost, USD per 1k requests   the budget   budget (*) ``TradeOff.budgets.cost_usd_per_1k``
+``cost``            cost, USD per 1k requests   the budget   budget   ``TradeOff.budgets.cost_usd_per_1k``
 ==================  ==========================  ===========  =======  ==============================
 
-(*) at least 0.01 USD per 1k requests, so that a budget of 0 does not multiply the penalty by 1000s.
+The cost scale is at least 0.01 USD per 1k requests, so that a budget of 0 does not multiply the penalty by 1000s.
 
 A p95 budget ``B`` is held as "at most 5 % of requests slower than ``B``", which is the same
 statement as ``p95 <= B``. The multipliers are logged as ``train/lagrange_<name>`` (the score
