@@ -78,3 +78,13 @@ def metric(url: str, name: str) -> float:
         if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {":
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in {url}/metrics")
+
+
+def random_mlp(sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random actor weights ``w0, b0, ...`` for an artifact with layer ``sizes`` (``w`` shaped ``(out, in)``)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for i in range(len(sizes) - 1):
+        arrays[f"w{i}"] = rng.normal(0, 0.5, (sizes[i + 1], sizes[i])).astype(np.float32)
+        arrays[f"b{i}"] = rng.normal(0, 0.1, sizes[i + 1]).astype(np.float32)
+    return arrays

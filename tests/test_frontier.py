@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from routing_helpers import random_mlp
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and oracle)
 from mllm_offload.agents import HindsightOracle, TunedStatic, threshold_grid
@@ -35,12 +36,8 @@ def scn() -> Scenario:
 @pytest.fixture(scope="module")
 def ppo_dir(tmp_path_factory):
     """A tiny random MLP trained (nominally) over latency prices [0.05, 0.5]."""
-    rng = np.random.default_rng(0)
     sizes = [N, 8, 3]
-    arrays = {}
-    for i in range(2):
-        arrays[f"w{i}"] = rng.normal(0, 0.5, (sizes[i + 1], sizes[i])).astype(np.float32)
-        arrays[f"b{i}"] = rng.normal(0, 0.1, sizes[i + 1]).astype(np.float32)
+    arrays = random_mlp(sizes)
     d = tmp_path_factory.mktemp("art") / "policy"
     return write_artifact(d, kind="mlp", name="ppo", arrays=arrays, network=Network(layers=sizes),
                           tradeoff_range=TradeOffRange(latency_price=(0.05, 0.5), cost_price=(0.1, 0.1)))

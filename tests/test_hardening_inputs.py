@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from routing_helpers import random_mlp
 
 from mllm_offload.artifact import KEY_ENV, Network, Normalization, read_artifact, write_artifact
 from mllm_offload.cli import main
@@ -265,12 +266,8 @@ def test_export_with_damaged_run_files(run_dir, capsys, monkeypatch):
 
 
 def _artifact(d: Path, key: str | None = None) -> Path:
-    rng = np.random.default_rng(0)
     sizes = [N, 8, 3]
-    arrays = {}
-    for i in range(2):
-        arrays[f"w{i}"] = rng.normal(0, 0.5, (sizes[i + 1], sizes[i])).astype(np.float32)
-        arrays[f"b{i}"] = rng.normal(0, 0.1, sizes[i + 1]).astype(np.float32)
+    arrays = random_mlp(sizes)
     norm = Normalization(mean=[0.4940507893046294] * N, var=[1.0] * N)
     return write_artifact(d, kind="mlp", tradeoff_range=TradeOffRange(), name="p", arrays=arrays, normalization=norm, network=Network(layers=sizes),
                           training={"note": "t", "nan": float("nan")}, key=key)
