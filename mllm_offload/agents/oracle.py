@@ -58,10 +58,18 @@ class HindsightOracle:
 
 
 class ExpectedOracle(HindsightOracle):
-    """Per request, the best of :attr:`HindsightOracle.CANDIDATES` by *expected* reward: the
-    expected score of whoever answers (given the latent difficulty, not the coin flip) with the
-    realised latency, cost and energy. Synthetic traces only."""
+    """Per request, the best candidate by *expected* reward: the expected score of whoever
+    answers (given the latent difficulty, not the coin flip; for an edge answer accepted on its
+    confidence, given the confidence too) with the realised latency, cost and energy. Synthetic
+    traces only.
 
+    Its candidates are :attr:`HindsightOracle.CANDIDATES` and the confidence-gated modes a causal
+    policy can use (edge first and speculative, accepting the edge's answer when its confidence
+    reaches 0.35, 0.5, 0.65, 0.8 or 0.9): without them, a policy that reads the edge's confidence
+    could beat this ceiling where the confidence is informative."""
+
+    CANDIDATES = HindsightOracle.CANDIDATES + tuple(
+        Thresholds(lo, 1.0, c) for c in (0.35, 0.5, 0.65, 0.8, 0.9) for lo in (1.0, 0.0))
     expected = True
 
     def __init__(self, name: str = "oracle-expected") -> None:
