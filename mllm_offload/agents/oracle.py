@@ -32,7 +32,7 @@ class HindsightOracle:
     """Per request, the best of: edge only, cloud only, speculative waiting for the cloud,
     edge-first always escalating (by realised reward)."""
 
-    CANDIDATES = (
+    CANDIDATES: tuple[Thresholds, ...] = (
         Thresholds(1.0, 1.0, 0.0),  # edge only
         Thresholds(0.0, 0.0, 1.0),  # cloud only
         Thresholds(0.0, 1.0, 1.0),  # speculative, never accept the edge
