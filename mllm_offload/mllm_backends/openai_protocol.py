@@ -36,8 +36,9 @@ import binascii
 import ipaddress
 import math
 import secrets
+import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import FastAPI
@@ -450,6 +451,31 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def serve_app(make_app: Callable[[], FastAPI], host: str, port: int, *, api_key: str | None, log_level: str = "warning",
+              sock: socket.socket | None = None, graceful_s: int = 2) -> None:
+    """Run the app ``make_app()`` builds with uvicorn until interrupted (both servers' way of
+    serving). A non-loopback ``host`` without ``api_key`` is refused before anything is built.
+    ``sock``: a socket already bound to ``(host, port)`` to listen on (it is closed at the end); a
+    failed startup on it exits with status 3, Ctrl-C is a normal stop (as ``uvicorn.run``)."""
+    import uvicorn
+
+    if not is_loopback(host) and not api_key:
+        raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
+    app = make_app()
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_s)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_s))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        raise SystemExit(3)
 
 
 class _BodyTooLarge(Exception):

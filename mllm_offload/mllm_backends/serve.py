@@ -79,11 +79,11 @@ from .openai_protocol import (
     error_response,
     finish_reason,
     install_guard,
-    is_loopback,
     lp_entry,
     metrics_response,
     new_completion_id,
     parse_chat_request,
+    serve_app,
     sse_done,
     sse_event,
     to_mm_request,
@@ -328,20 +328,5 @@ def run_server(backend: Backend, served_name: str, host: str = "127.0.0.1", port
     ``sock``: a socket already bound to ``(host, port)`` to listen on (the CLI binds it before
     announcing, so a busy port is its own one-line error). ``limits``: the keyword arguments of
     :func:`create_app` (``request_timeout_s``, ``max_image_pixels``, ``public_metrics`` ...)."""
-    import uvicorn
-
-    if not is_loopback(host) and not api_key:
-        raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
-    app = create_app(backend, served_name, api_key=api_key, max_queue=max_queue, **limits)
-    if sock is None:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
-        return
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is a normal stop, a failed startup exits 3
-        pass
-    finally:
-        sock.close()
-    if not server.started:
-        raise SystemExit(3)
+    serve_app(lambda: create_app(backend, served_name, api_key=api_key, max_queue=max_queue, **limits), host, port,
+              api_key=api_key, log_level=log_level, sock=sock, graceful_s=2)

@@ -78,11 +78,11 @@ from ..mllm_backends.openai_protocol import (
     error_response,
     finish_reason,
     install_guard,
-    is_loopback,
     lp_entry,
     metrics_response,
     new_completion_id,
     parse_route_request,
+    serve_app,
     sse_done,
     sse_event,
     to_mm_request,
@@ -386,20 +386,5 @@ def run_route_server(router: Router, host: str = "127.0.0.1", port: int = 8080, 
     """Serve ``router`` with uvicorn until interrupted; refuses a non-loopback ``host`` without ``api_key``.
     ``sock``: a socket already bound to ``(host, port)`` to listen on (the CLI binds it before
     announcing, so a busy port is its own one-line error)."""
-    import uvicorn
-
-    if not is_loopback(host) and not api_key:
-        raise UserInputError(f"--host {host}: refusing to bind a non-loopback address without --api-key")
-    app = create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes, public_metrics=public_metrics)
-    if sock is None:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-        return
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is a normal stop, a failed startup exits 3
-        pass
-    finally:
-        sock.close()
-    if not server.started:
-        raise SystemExit(3)
+    serve_app(lambda: create_route_app(router, api_key=api_key, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                                       public_metrics=public_metrics), host, port, api_key=api_key, log_level=log_level, sock=sock, graceful_s=5)
