@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _servers import free_port, start, stop
 
 CHAT = "/v1/chat/completions"
 KEY = "abuse-key"
@@ -76,37 +77,6 @@ GOAL_S, GOAL_MB = 2.0, 300.0
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mllm_offload", *args]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], url: str, log: Path) -> subprocess.Popen:
-    out = log.open("w")
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"{' '.join(args[2:4])} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"{url} did not come up")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _status_mb(pid: int) -> dict[str, float]:
@@ -191,7 +161,7 @@ class Target:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop(self.proc)
 
 
 def settle(t: Target, cap_s: float = 60.0) -> tuple[bool, float]:
@@ -438,15 +408,15 @@ def main() -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="abuse-") as tmp:
         d = Path(tmp)
-        serve = Target("serve", _port(), args.max_queue, lambda: proc_serve())
-        route = Target("route", _port(), args.max_queue, lambda: proc_route())
+        serve = Target("serve", free_port(), args.max_queue, lambda: proc_serve())
+        route = Target("route", free_port(), args.max_queue, lambda: proc_route())
 
         def proc_serve() -> subprocess.Popen:
-            return _start(_cli("serve", "--model", str(d / "cloud"), "--port", str(serve.port), "--served-name", "tiny-cloud",
+            return start(_cli("serve", "--model", str(d / "cloud"), "--port", str(serve.port), "--served-name", "tiny-cloud",
                                "--api-key", KEY, "--max-queue", str(args.max_queue), "--threads", "1"), serve.url, d / "serve.log")
 
         def proc_route() -> subprocess.Popen:
-            return _start(_cli("route", "--edge", str(d / "edge"), "--cloud", serve.url, "--cloud-api-key", KEY, "--policy", args.policy,
+            return start(_cli("route", "--edge", str(d / "edge"), "--cloud", serve.url, "--cloud-api-key", KEY, "--policy", args.policy,
                                "--port", str(route.port), "--api-key", KEY, "--max-queue", str(args.max_queue), "--threads", "1",
                                "--log-dir", str(d / "logs")), route.url, d / "route.log")
 

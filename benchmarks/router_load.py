@@ -28,7 +28,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,30 +36,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _servers import free_port, start
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mllm_offload", *args]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], url: str) -> subprocess.Popen:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"{' '.join(args[:4])} exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"{url} did not come up")
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -113,15 +93,15 @@ async def _load(url: str, n: int, concurrency: int, *, kill_after: int | None = 
 
 def _kill_run(t: Path, args: argparse.Namespace) -> int:
     """The cloud node killed mid-load (see the module docstring); prints its table, returns the exit status."""
-    cport = _port()
+    cport = free_port()
     curl = f"http://127.0.0.1:{cport}"
-    cloud = _start(_cli("serve", "--model", str(t / "cloud"), "--port", str(cport), "--max-queue", "1000", "--threads", "1"), curl)
-    rport = _port()
+    cloud = start(_cli("serve", "--model", str(t / "cloud"), "--port", str(cport), "--max-queue", "1000", "--threads", "1"), curl)
+    rport = free_port()
     rurl = f"http://127.0.0.1:{rport}"
     logs = t / "logs-kill"
     router = None
     try:
-        router = _start(_cli("route", "--edge", str(t / "edge"), "--cloud", curl, "--policy", "cloud", "--port", str(rport),
+        router = start(_cli("route", "--edge", str(t / "edge"), "--cloud", curl, "--policy", "cloud", "--port", str(rport),
                              "--log-dir", str(logs), "--edge-concurrency", "1000", "--cloud-concurrency", "1000",
                              "--max-queue", "1000", "--threads", "1"), rurl)
         asyncio.run(_load(rurl, 20, 10))  # warm-up, the cloud alive
@@ -174,16 +154,16 @@ def main() -> int:
             subprocess.run(_cli("tiny-model", "--out", str(t / name), "--seed", str(seed)), check=True, capture_output=True)
         if args.kill_cloud_after is not None:
             return _kill_run(t, args)
-        cport = _port()
+        cport = free_port()
         curl = f"http://127.0.0.1:{cport}"
-        cloud = _start(_cli("serve", "--model", str(t / "cloud"), "--port", str(cport), "--max-queue", "1000", "--threads", "1"), curl)
+        cloud = start(_cli("serve", "--model", str(t / "cloud"), "--port", str(cport), "--max-queue", "1000", "--threads", "1"), curl)
         rows = []
         try:
             for policy in ("edge", "cloud"):
-                rport = _port()
+                rport = free_port()
                 rurl = f"http://127.0.0.1:{rport}"
                 logs = t / f"logs-{policy}"
-                router = _start(_cli("route", "--edge", str(t / "edge"), "--cloud", curl, "--policy", policy, "--port", str(rport),
+                router = start(_cli("route", "--edge", str(t / "edge"), "--cloud", curl, "--policy", policy, "--port", str(rport),
                                      "--log-dir", str(logs), "--edge-concurrency", "1000", "--cloud-concurrency", "1000",
                                      "--max-queue", "1000", "--threads", "1"), rurl)
                 try:
