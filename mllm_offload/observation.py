@@ -44,10 +44,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-from .tradeoff import TradeOff
+from .tradeoff import TradeOff, price_features
 
 __all__ = [
     "MAS_FEATURES",
@@ -249,7 +250,13 @@ def build_observation(request: RequestFeatures, state: SystemState, tradeoff: Tr
 
 
 def _tradeoff_features(t: TradeOff) -> tuple[float, float]:
-    lp, cp = t.features()
+    return _clipped_price_features(t.latency_price, t.cost_price)
+
+
+@lru_cache(maxsize=4096)
+def _clipped_price_features(latency_price: float, cost_price: float) -> tuple[float, float]:
+    # an episode (and a router) keeps its prices: computed once per pair, not on every step
+    lp, cp = price_features(latency_price, cost_price)
     return (min(max(lp, _LP_LO), _LP_HI), min(max(cp, _CP_LO), _CP_HI))
 
 

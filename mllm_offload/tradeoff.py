@@ -48,6 +48,7 @@ __all__ = [
     "TradeOff",
     "TradeOffRange",
     "parse_prices",
+    "price_features",
 ]
 
 #: USD per request -> USD per 1k requests
@@ -95,7 +96,7 @@ class TradeOff(StrictModel):
     def features(self) -> tuple[float, float]:
         """The observation features ``(latency_price_log, cost_price_log)``: natural logs, a
         price of 0 counting as ``1e-3`` (clipped into the observation range by the caller)."""
-        return (math.log(max(self.latency_price, 1e-3)), math.log(max(self.cost_price, 1e-3)))
+        return price_features(self.latency_price, self.cost_price)
 
     def label(self) -> str:
         """Short text such as ``latency 0.2/SLO, cost 0.1 per $/1k``."""
@@ -166,6 +167,11 @@ class TradeOffRange(StrictModel):
     def describe(self) -> dict[str, Any]:
         """JSON-ready form (what ``policy.json`` records under ``tradeoff_range``)."""
         return {"latency_price": list(self.latency_price), "cost_price": list(self.cost_price)}
+
+
+def price_features(latency_price: float, cost_price: float) -> tuple[float, float]:
+    """:meth:`TradeOff.features` of two prices (natural logs; a price of 0 counts as 1e-3)."""
+    return (math.log(max(latency_price, 1e-3)), math.log(max(cost_price, 1e-3)))
 
 
 def _span(lo: float, hi: float) -> str:

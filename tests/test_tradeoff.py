@@ -217,3 +217,40 @@ def test_reward_scale_divides_by_the_episode_price(scn):
         assert r2 == pytest.approx(r0 - edge) and r1 == pytest.approx((r0 - edge) / 3.5) and reward_scale(0.5) == 3.5
         if info["outcome"].answered_by == "edge":  # the edge's own answer: no score noise left
             assert r2 == pytest.approx(r0 - info["outcome"].score)
+
+
+def _cli_error(capsys, argv):
+    from mllm_offload.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mllm-offload {argv[0]}: error: ")
+    return err[0]
+
+
+def test_a_reward_weight_beyond_a_price_range_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text("reward: {latency: 150}\n")
+    msg = _cli_error(capsys, ["evaluate", "--config", str(cfg), "--bandwidth", "constant:2", "--policies", "edge", "--requests", "20",
+                              "--no-throughput"])
+    assert "reward.latency: 150 is the latency price, which must be in [0, 100]" in msg
+
+
+def test_evaluating_a_policy_outside_its_range_is_one_line(tmp_path, capsys):
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC), TradeOffRange(latency_price=(0.05, 0.5)))
+    msg = _cli_error(capsys, ["evaluate", "--policy", str(d), "--latency-price", "2", "--bandwidth", "constant:2", "--policies", "edge",
+                              "--requests", "20", "--no-throughput"])
+    assert "--latency-price" in msg and "outside the policy's trained range (latency price [0.05, 0.5]" in msg
+
+
+def test_a_malformed_tradeoff_range_in_policy_json_is_one_line(tmp_path):
+    from mllm_offload.artifact import manifest_digest
+
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC))
+    m = json.loads((d / "policy.json").read_text())
+    m["tradeoff_range"]["latency_price"] = [1.0, 0.5]
+    m.pop("digest")
+    m["digest"] = manifest_digest(m)
+    (d / "policy.json").write_text(json.dumps(m))
+    with pytest.raises(UserInputError, match=r"policy\.json: tradeoff_range: .*need 0 < lo <= hi"):
+        ArtifactPolicy.load(d)
