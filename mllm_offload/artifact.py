@@ -61,7 +61,7 @@ from ._io import atomic_dir, json_safe
 from .config import StrictModel, format_validation_error
 from .decision import Thresholds
 from .errors import UserInputError
-from .observation import N_FEATURES_V1, OBSERVATION_SPEC
+from .observation import N_FEATURES_V1, N_FEATURES_V2, OBSERVATION_SPEC
 from .tradeoff import TradeOff, TradeOffRange
 
 __all__ = [
@@ -371,7 +371,7 @@ def _check_seal(mpath: Path, raw: Mapping[str, Any], key: bytes | None) -> None:
 
 def _check_observation(mpath: Path, names: list[str]) -> None:
     want = list(OBSERVATION_SPEC.names)
-    if names == want or names == want[:N_FEATURES_V1]:  # version 1 (no trade-off inputs) still loads
+    if names in (want, want[:N_FEATURES_V2], want[:N_FEATURES_V1]):  # versions 1 and 2 (fewer inputs) still load
         return
     if len(names) != len(want):
         raise UserInputError(f"{mpath}: observation: {len(names)} features, this build has {len(want)} ({', '.join(want)})")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 from .errors import UserInputError
 
 __all__ = [
+    "EdgeTierConfig",
     "EpisodeConfig",
     "NormalizeConfig",
     "PPOHyperparams",
@@ -39,6 +40,28 @@ class StrictModel(BaseModel):
     lists, tuples and mappings) are rejected, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class EdgeTierConfig(StrictModel):
+    """The edge as several devices running one model as a pipeline (:mod:`mllm_offload.edge_tier`).
+
+    Names are resolved when an environment is built (a bad one is one clear error then).
+    ``mean_up_s`` and ``mean_down_s`` define each device's availability: up and down times are
+    exponential (an alternating renewal process), independent across devices, so that episodes
+    hold dropouts and recoveries; ``mean_down_s: 0`` keeps every device up.
+    """
+
+    devices: str = Field("home-4", min_length=1, max_length=4096,
+                         description="cluster or device preset names (comma-separated) or a devices.yaml path")
+    model: str = Field("qwen2-vl-2b", min_length=1, max_length=4096,
+                       description="shipped model config name, a model folder or a config.json")
+    weight_dtype: Literal["float32", "float16", "bfloat16", "float8", "int8", "int4"] | None = Field(
+        None, description="override the config's weight dtype (quantized weights)")
+    split: Literal["planner", "uniform", "proportional"] = Field("planner", description="how blocks are assigned to devices")
+    backups: bool = Field(True, description="pre-load a backup of every stage on spare memory")
+    mean_up_s: float = Field(600.0, gt=0.0, le=1e9, description="mean time a device stays up, seconds")
+    mean_down_s: float = Field(60.0, ge=0.0, le=1e9, description="mean outage of a device, seconds (0: never drops)")
+    detect_s: float = Field(0.3, ge=0.0, le=600.0, description="time to declare a device gone, seconds")
 
 
 class SystemConfig(StrictModel):
@@ -65,6 +88,8 @@ class SystemConfig(StrictModel):
     )
     bw_window: int = Field(5, ge=1, le=100, description="uploads in the harmonic-mean estimate")
     latency_ema: float = Field(0.2, gt=0.0, le=1.0, description="weight of the newest sample")
+    edge_tier: EdgeTierConfig | None = Field(
+        None, description="the edge as several devices (AdaptLink-style pipeline); None: one edge device")
 
 
 class RewardWeights(StrictModel):

@@ -6,7 +6,8 @@ can actually know go in: this request's MAS features and sizes, the *estimated* 
 (harmonic mean of recently measured uploads, never the trace's true current rate), the last
 measured RTT, the edge queue, the cloud calls in flight with their recently measured latency, and
 the user's trade-off (:class:`~mllm_offload.tradeoff.TradeOff`), so that one policy can serve
-every setting it was trained over.
+every setting it was trained over, and the edge's current capacity (an edge of several devices
+loses capacity while one is gone).
 
 ============================  ===========  ==================================================
 feature (units in the name)   range        meaning
@@ -30,10 +31,14 @@ feature (units in the name)   range        meaning
 ``cloud_latency_recent_s``    [0, 600]     moving average of measured cloud response times
 ``latency_price_log``         [-7, 5]      ln(latency price, score per SLO); 0 counts as 1e-3
 ``cost_price_log``            [-7, 10]     ln(cost price, score per USD per 1k requests)
+``edge_capacity``             [0, 2]       edge throughput now over its normal throughput (1
+                                           for one edge device; an edge tier's mode, 0 while
+                                           it is down or switching, once the router knows)
 ============================  ===========  ==================================================
 
-Version 2 of the spec added the two trade-off features at the end; an exported policy of
-version 1 (the first 17 features) still loads and reads only those.
+Version 2 of the spec added the two trade-off features, version 3 the edge capacity, at the end;
+an exported policy of version 1 (the first 17 features) or 2 (19) still loads and reads only
+those.
 
 Values are clipped into their range, so an observation always lies in :data:`OBSERVATION_SPEC`'s
 box.
@@ -53,6 +58,7 @@ from .tradeoff import TradeOff, price_features
 __all__ = [
     "MAS_FEATURES",
     "N_FEATURES_V1",
+    "N_FEATURES_V2",
     "OBSERVATION_SPEC",
     "Feature",
     "ObservationSpec",
@@ -128,8 +134,9 @@ OBSERVATION_SPEC = ObservationSpec(
         Feature("cloud_latency_recent_s", 0.0, 600.0, "moving average of cloud response time, s"),
         Feature("latency_price_log", -7.0, 5.0, "ln(latency price, score per SLO of latency)"),
         Feature("cost_price_log", -7.0, 10.0, "ln(cost price, score per USD per 1k requests)"),
+        Feature("edge_capacity", 0.0, 2.0, "edge throughput now over its normal throughput (1: one device)"),
     ),
-    version=2,
+    version=3,
 )
 
 _LOW_L = [f.low for f in OBSERVATION_SPEC.features]
@@ -137,15 +144,18 @@ _HIGH_L = [f.high for f in OBSERVATION_SPEC.features]
 _N_STATIC = 9  # request features come first; the system features follow
 if OBSERVATION_SPEC.names[_N_STATIC:] != (
     "bw_est_mbps_log", "upload_est_s_log1p", "rtt_s", "uplink_queue_s", "edge_queue_n",
-    "edge_queue_s", "cloud_inflight_n", "cloud_latency_recent_s", "latency_price_log", "cost_price_log",
+    "edge_queue_s", "cloud_inflight_n", "cloud_latency_recent_s", "latency_price_log", "cost_price_log", "edge_capacity",
 ):  # pragma: no cover - guards build_observation's fixed positions
     raise RuntimeError("OBSERVATION_SPEC order changed: update build_observation")
 (_BW_LO, _UP_HI, _RTT_HI, _UQ_HI, _EN_HI, _ES_HI, _CN_HI, _CL_HI) = (
     _LOW_L[9], _HIGH_L[10], _HIGH_L[11], _HIGH_L[12], _HIGH_L[13], _HIGH_L[14], _HIGH_L[15], _HIGH_L[16]
 )
 (_LP_LO, _LP_HI, _CP_LO, _CP_HI) = (_LOW_L[17], _HIGH_L[17], _LOW_L[18], _HIGH_L[18])
+(_CAP_HI,) = (_HIGH_L[19],)
 #: features of observation spec version 1 (an artifact of version 1 reads only these)
 N_FEATURES_V1 = 17
+#: features of observation spec version 2 (the trade-off, no edge capacity)
+N_FEATURES_V2 = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,7 @@ class SystemState:
         edge_queue_s: expected wait before a new edge job starts, seconds.
         cloud_inflight_n: this device's cloud calls outstanding.
         cloud_latency_recent_s: moving average of measured cloud response times, seconds.
+        edge_capacity: the edge's throughput now over its normal throughput (1 for one device).
     """
 
     bw_est_mbps: float
@@ -200,6 +211,7 @@ class SystemState:
     edge_queue_s: float = 0.0
     cloud_inflight_n: int = 0
     cloud_latency_recent_s: float = 0.0
+    edge_capacity: float = 1.0
 
 
 def request_features_batch(
@@ -245,7 +257,7 @@ def build_observation(request: RequestFeatures, state: SystemState, tradeoff: Tr
     rtt = state.rtt_s
     upload_s = request.payload_bytes / bytes_per_s + rtt
     # system features, clipped to their ranges (all are >= 0 except the log bandwidth)
-    values = (*request._static, min(max(math.log(bw), _BW_LO), _HIGH_L[9]), min(math.log1p(upload_s), _UP_HI), min(max(rtt, 0.0), _RTT_HI), min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI), min(max(state.edge_queue_n, 0), _EN_HI), min(max(state.edge_queue_s, 0.0), _ES_HI), min(max(state.cloud_inflight_n, 0), _CN_HI), min(max(state.cloud_latency_recent_s, 0.0), _CL_HI), *_tradeoff_features(tradeoff))
+    values = (*request._static, min(max(math.log(bw), _BW_LO), _HIGH_L[9]), min(math.log1p(upload_s), _UP_HI), min(max(rtt, 0.0), _RTT_HI), min(max(state.uplink_queue_bytes / bytes_per_s, 0.0), _UQ_HI), min(max(state.edge_queue_n, 0), _EN_HI), min(max(state.edge_queue_s, 0.0), _ES_HI), min(max(state.cloud_inflight_n, 0), _CN_HI), min(max(state.cloud_latency_recent_s, 0.0), _CL_HI), *_tradeoff_features(tradeoff), min(max(state.edge_capacity, 0.0), _CAP_HI))
     return np.array(values, dtype=np.float32)
 
 

@@ -19,7 +19,8 @@ field              meaning
 ``trace_source``   what the trace was loaded from (file or embedded name), for reports
 ``bandwidth``      bandwidth spec: a folder of Pensieve/Mahimahi traces, ``constant:MBPS,...``
                    or ``markov:NAME``
-``system``         :class:`~mllm_offload.config.SystemConfig` (SLO in seconds, links, servers)
+``system``         :class:`~mllm_offload.config.SystemConfig` (SLO in seconds, links, servers,
+                   and ``edge_tier``: the edge as several devices, or one device)
 ``reward``         :class:`~mllm_offload.config.RewardWeights`
 ``episode``        :class:`~mllm_offload.config.EpisodeConfig` (requests per episode, ...)
 ``synthetic_...``  ``synthetic_requests``: size of each split's synthetic request trace (no ``trace``)
@@ -38,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
+from .config import EdgeTierConfig, EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
+from .edge_tier.tier import EdgeTier
 from .envs.offload_env import OffloadEnv
 from .errors import UserInputError
 from .policy import Policy, PolicyContext, resolve, resolve_many
@@ -90,12 +92,16 @@ class Scenario:
         episode_len: int = 100,
         requests: int | None = None,
         synthetic_requests: int = 20_000,
+        edge_tier: str | None = None,
     ) -> Scenario:
         """Validate everything once: the profile, the trace, every bandwidth file, the YAML overrides.
 
         ``config`` is a YAML file with sections ``system``, ``reward``, ``episode``; an
         ``episode.n_requests`` there wins over ``episode_len``. Episodes are never longer than
-        ``requests`` (when given). Errors are :class:`~mllm_offload.errors.UserInputError`.
+        ``requests`` (when given). ``edge_tier`` names the devices of an edge tier (a cluster or
+        device presets, or a ``devices.yaml``): the edge becomes several devices
+        (:class:`~mllm_offload.config.EdgeTierConfig`, its other fields from ``system.edge_tier``
+        of the config, else their defaults). Errors are :class:`~mllm_offload.errors.UserInputError`.
         """
         prof = get_profile(profile)
         ep_len = min(episode_len, requests) if requests is not None else episode_len
@@ -105,6 +111,11 @@ class Scenario:
             system, reward, episode = ov.apply(str(config), system, reward, episode)
             if "n_requests" not in ov.episode:
                 episode = episode.model_copy(update={"n_requests": ep_len})
+        if edge_tier is not None:
+            base = system.edge_tier.model_dump() if system.edge_tier is not None else {}
+            system = system.model_copy(update={"edge_tier": EdgeTierConfig.model_validate({**base, "devices": edge_tier})})
+        if system.edge_tier is not None:
+            EdgeTier.from_config(system.edge_tier)  # the names resolve and the split fits, once, up front
         tr = load_trace(trace) if isinstance(trace, (str, Path)) else trace
         bw = bandwidth or prof.bandwidth
         if bw.startswith(("constant:", "markov:")):

@@ -188,8 +188,8 @@ def run_dir(tmp_path):
     (run / "checkpoint").mkdir(parents=True)
     args = {"profile": "mobile-3g", "trace": None, "bandwidth": "constant:2", "config": None, "seed": 0, "episode_len": 10,
             "score_floor": "none", "hyperparams": str(hp), "timesteps": 128, "latency_price": None, "cost_price": None,
-            "latency_price_range": None, "p95_budget": None, "cost_budget": None}
-    (run / "run.json").write_text(json.dumps({"args": args}))
+            "latency_price_range": None, "p95_budget": None, "cost_budget": None, "edge_tier": None}
+    (run / "run.json").write_text(json.dumps({"args": args, "observation": list(OBSERVATION_SPEC.names)}))
     (run / "checkpoint" / "info.json").write_text(json.dumps({"seed": 0, "lam": 0.5, "num_timesteps": 128}))
     (run / "checkpoint" / "model.zip").write_bytes(b"PK\x03\x04 not really a zip")
     return run
@@ -216,7 +216,6 @@ def test_resume_with_a_damaged_checkpoint_state(run_dir, capsys, content, expect
     (lambda a: a.update(seed="abc"), "run.json: args.seed: unexpected value 'abc'"),
     (lambda a: a.update(episode_len=0), "run.json: args.episode_len: unexpected value '0'"),
     (lambda a: a.pop("profile"), "run.json: args.profile: unexpected value 'None'"),
-    (lambda a: a.pop("latency_price"), "run.json: this run predates the trade-off input of the observation"),
 ])
 def test_resume_with_a_damaged_run_record(run_dir, capsys, edit, expect):
     doc = json.loads((run_dir / "run.json").read_text())
@@ -225,6 +224,22 @@ def test_resume_with_a_damaged_run_record(run_dir, capsys, edit, expect):
     one_line(capsys, ["train", "--resume", str(run_dir), *RESUME], expect)
     (run_dir / "run.json").write_text('{"args": ' + "[" * 50000 + "]" * 50000 + "}")
     one_line(capsys, ["train", "--resume", str(run_dir), *RESUME], "run.json: unreadable")
+
+
+@pytest.mark.parametrize("names, drop, expect", [
+    (None, "latency_price", "reads 17 observation features, this build has 20"),  # before the trade-off input
+    (None, None, "reads 19 observation features, this build has 20"),  # before the edge capacity
+    (list(OBSERVATION_SPEC.names)[:19], None, "reads 19 observation features, this build has 20"),
+])
+def test_resume_of_a_run_of_an_older_observation_is_refused(run_dir, capsys, names, drop, expect):
+    doc = json.loads((run_dir / "run.json").read_text())
+    doc.pop("observation")
+    if names is not None:
+        doc["observation"] = names
+    if drop:
+        doc["args"].pop(drop)
+    (run_dir / "run.json").write_text(json.dumps(doc))
+    one_line(capsys, ["train", "--resume", str(run_dir), *RESUME], expect, "cannot be resumed")
 
 
 def test_resume_with_a_damaged_vecnormalize_pickle(run_dir, capsys):

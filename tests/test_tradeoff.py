@@ -254,3 +254,38 @@ def test_a_malformed_tradeoff_range_in_policy_json_is_one_line(tmp_path):
     (d / "policy.json").write_text(json.dumps(m))
     with pytest.raises(UserInputError, match=r"policy\.json: tradeoff_range: .*need 0 < lo <= hi"):
         ArtifactPolicy.load(d)
+
+
+def test_version2_artifact_loads_reads_the_tradeoff_and_ignores_the_edge_capacity(tmp_path):
+    from mllm_offload.artifact import manifest_digest, sha256_file
+    from mllm_offload.observation import N_FEATURES_V2
+
+    d = _mlp(tmp_path, len(OBSERVATION_SPEC), name="v3")
+    m = json.loads((d / "policy.json").read_text())
+    w = np.load(d / "policy.npz")
+    arrays = {k: w[k] for k in w.files}
+    arrays["w0"] = arrays["w0"][:, :N_FEATURES_V2]
+    d2 = tmp_path / "v2"
+    d2.mkdir()
+    np.savez(d2 / "policy.npz", **arrays)
+    m["observation"] = m["observation"][:N_FEATURES_V2]
+    m["network"]["layers"][0] = N_FEATURES_V2
+    m["files"] = {"policy.npz": {"sha256": sha256_file(d2 / "policy.npz"), "bytes": (d2 / "policy.npz").stat().st_size}}
+    m.pop("digest")
+    m["digest"] = manifest_digest(m)
+    (d2 / "policy.json").write_text(json.dumps(m))
+    pol = ArtifactPolicy.load(d2)
+    assert pol.tradeoff_range is not None
+    obs = np.zeros(len(OBSERVATION_SPEC), np.float32)
+    a = pol.actions(obs)
+    obs[OBSERVATION_SPEC.index("edge_capacity")] = 0.0 if obs[-1] else 1.0  # the capacity is not read ...
+    assert np.array_equal(a, pol.actions(obs))
+    obs[LP] = 3.0  # ... the trade-off is
+    assert not np.array_equal(a, pol.actions(obs))
+    # an 18-name manifest is neither version: refused with the count
+    m["observation"] = m["observation"][:18]
+    m.pop("digest")
+    m["digest"] = manifest_digest(m)
+    (d2 / "policy.json").write_text(json.dumps(m))
+    with pytest.raises(UserInputError, match="18 features, this build has 20"):
+        ArtifactPolicy.load(d2)

@@ -23,6 +23,10 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
     g.add_argument("--config", type=Path, help="YAML overrides with sections system, reward, episode")
     g.add_argument("--seed", type=int, default=0, help=seed_help)
     g.add_argument("--episode-len", type=positive_int, default=100, help="requests per episode [100]")
+    g.add_argument("--edge-tier", metavar="DEVICES",
+                   help="the edge as several devices running the model as a pipeline, with dropouts: a cluster preset (home-4, jetson-3), "
+                   "device presets PRESET[,PRESET...] or a devices.yaml (see `mllm-offload edge-plan --list-presets`); model, split, "
+                   "backups and availability from system.edge_tier of --config [one edge device]")
     g.add_argument("--latency-price", type=price, metavar="X",
                    help="score lost per SLO of latency (or quality-first, balanced, latency-first) [the config's reward.latency: 0.2]")
     g.add_argument("--cost-price", type=cost_price, metavar="Y",
@@ -66,7 +70,8 @@ def scenario(args: argparse.Namespace) -> Scenario:
     from ..scenario import Scenario
 
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, config=args.config,
-                         episode_len=args.episode_len, requests=getattr(args, "requests", None))
+                         episode_len=args.episode_len, requests=getattr(args, "requests", None),
+                         edge_tier=getattr(args, "edge_tier", None))
     lp, cp = getattr(args, "latency_price", None), getattr(args, "cost_price", None)
     if lp is None and cp is None:
         return scn

@@ -13,6 +13,10 @@ module              what it holds
                     activation bytes passed on (:class:`BlockCosts`)
 ``planner``         the exact memory-feasible partition minimising the slowest stage, the
                     uniform and speed-proportional baselines, backup placement, dropout costs
+``tier``            :class:`EdgeTier`: the plan's modes as devices drop out and come back
+                    (takeover by backups, re-planning, down), the schedule of those modes over
+                    an episode, and the devices' up/down process (:func:`draw_outages`); the
+                    simulator's edge when ``SystemConfig.edge_tier`` is set
 ``report``          the text and JSON of ``mllm-offload edge-plan``
 ==================  ===========================================================================
 
@@ -46,6 +50,7 @@ from .planner import (
     uniform_partition,
 )
 from .report import comparison_dict, format_comparison, format_plan
+from .tier import SPLITS, EdgeTier, Segment, TierMode, draw_outages
 
 __all__ = [
     "CLUSTERS",
@@ -53,6 +58,7 @@ __all__ = [
     "DTYPE_BYTES",
     "PRESETS",
     "REFERENCE_FLOPS_PER_S",
+    "SPLITS",
     "Backup",
     "Block",
     "BlockCosts",
@@ -60,13 +66,17 @@ __all__ = [
     "DeviceSpec",
     "Dropout",
     "EdgeCluster",
+    "EdgeTier",
     "InfeasiblePlanError",
     "Links",
     "ModelSpec",
     "Plan",
+    "Segment",
     "Stage",
+    "TierMode",
     "compare_plans",
     "comparison_dict",
+    "draw_outages",
     "dropout_costs",
     "evaluate_plan",
     "format_comparison",

@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from ..config import EpisodeConfig, RewardWeights, SystemConfig
 from ..decision import Thresholds
+from ..edge_tier.tier import EdgeTier, draw_outages
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
 from ..splits import SYNTHETIC_TRACE_SEED, check_split
@@ -22,6 +23,7 @@ from ..traces.bandwidth import BandwidthTrace, bandwidth_source
 from ..traces.synth import generate, get_profile
 from ..tradeoff import TradeOff, TradeOffRange
 from .system import EdgeCloudSystem, Outcome, SimRequests, erlang_c
+from .tier_edge import TierEdge
 
 __all__ = ["OffloadEnv", "reward_of"]
 
@@ -48,6 +50,15 @@ def _synthetic(profile: str, n: int, seed: int) -> RequestTrace:
     return generate(profile, n, seed)
 
 
+def _mean_capacity(segments: Sequence[Any], horizon_s: float) -> float:
+    """Time-average capacity of the tier over ``[0, horizon_s]`` (1 when the horizon is 0)."""
+    if horizon_s <= 0.0:
+        return 1.0
+    total = sum((min(s.end, horizon_s) - s.start) * (s.mode.capacity if s.mode is not None else 0.0)
+                for s in segments if s.start < horizon_s)
+    return total / horizon_s
+
+
 class OffloadEnv(gym.Env):
     """Route a stream of multimodal requests between an edge and a cloud MLLM.
 
@@ -67,7 +78,7 @@ class OffloadEnv(gym.Env):
     | 2   | a2      | ``tau_conf = a2`` (edge confidence to accept)    |
 
     ## Observation Space
-    ``Box(low, high, (19,), float32)`` in the order of
+    ``Box(low, high, (20,), float32)`` in the order of
     :data:`mllm_offload.observation.OBSERVATION_SPEC` (its docstring has the table): MAS
     features and sizes of the request about to be routed, the estimated uplink bandwidth, last
     RTT, uplink backlog, edge queue and expected wait, cloud calls in flight and recent cloud
@@ -164,6 +175,9 @@ class OffloadEnv(gym.Env):
         rho, c = self.system_cfg.cloud_background_load, self.system_cfg.cloud_servers
         self._bg_wait_p = erlang_c(c, rho)
         self._bg_wait_mean = cloud_mean / (c * (1.0 - rho)) if rho > 0 else 0.0
+        tier_cfg = self.system_cfg.edge_tier
+        #: the edge as several devices (``system.edge_tier``), or ``None`` for one edge device
+        self.edge_tier: EdgeTier | None = EdgeTier.from_config(tier_cfg) if tier_cfg is not None else None
         self.sim: EdgeCloudSystem | None = None
         self._i = 0
         self._features: list = []
@@ -206,7 +220,17 @@ class OffloadEnv(gym.Env):
             rtt=rtt.tolist(),
             bg_delay=bg.tolist(),
         )
-        self.sim = EdgeCloudSystem(cfg, bw, offset, req)
+        tier = None
+        if self.edge_tier is not None:  # the devices' outages over the episode (and 10 minutes beyond)
+            tc = cfg.edge_tier
+            assert tc is not None
+            outages = draw_outages(rng, len(self.edge_tier), float(arrival[-1]) + 600.0, tc.mean_up_s, tc.mean_down_s)
+            segments = self.edge_tier.schedule(outages)
+            tier = TierEdge(self.edge_tier, segments)
+            horizon = float(arrival[-1])
+            tier_info = {"edge_dropouts": sum(1 for sp in outages for a, _ in sp if 0.0 < a <= horizon),
+                         "edge_capacity_mean": _mean_capacity(segments, horizon)}
+        self.sim = EdgeCloudSystem(cfg, bw, offset, req, tier)
         self._features = t.all_request_features()[start:start + n]
         self._i = 0
         trade = opts.get("tradeoff")
@@ -218,6 +242,8 @@ class OffloadEnv(gym.Env):
         self.episode_info = {"start": start, "bandwidth": bw.name, "bandwidth_offset_s": offset,
                              "rate_scale": rate, "edge_speed": speed, "latency_price": trade.latency_price,
                              "cost_price": trade.cost_price}
+        if tier is not None:
+            self.episode_info.update(tier_info)
         return self._observe(), dict(self.episode_info)
 
     def set_tradeoff(self, tradeoff: TradeOff) -> None:

@@ -2,7 +2,9 @@
 
 Resources and how they are scheduled:
 
-* **edge**: one compute FIFO; service time = the trace's edge latency / edge speed.
+* **edge**: one compute FIFO; service time = the trace's edge latency / edge speed. Or, with
+  ``SystemConfig.edge_tier``, several devices running the model as a pipeline with dropouts
+  (:mod:`mllm_offload.envs.tier_edge`).
 * **uplink**: one FIFO link over a :class:`~mllm_offload.traces.bandwidth.BandwidthTrace`; an
   upload of ``n`` bytes starting at ``t`` takes ``trace.transfer_time(t, n)``; the request reaches
   the cloud half an RTT after its last byte, and the answer comes back half an RTT after the
@@ -39,11 +41,15 @@ import bisect
 import heapq
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import SystemConfig
 from ..decision import Mode, Thresholds
 from ..observation import RunningEstimates, SystemState
 from ..traces.bandwidth import BandwidthTrace
+
+if TYPE_CHECKING:
+    from .tier_edge import EdgeJobs, TierEdge
 
 _EDGE_FIRST, _SPECULATIVE, _CLOUD = Mode.EDGE_FIRST, Mode.SPECULATIVE, Mode.CLOUD
 
@@ -183,6 +189,7 @@ class Plan:
     now: float = 0.0  # the request's arrival, seconds
     edge: tuple[float, float, float] | None = None  # (enqueue, start, end)
     edge_service_s: float = 0.0
+    edge_jobs: EdgeJobs | None = None  # an edge tier's stage jobs (device, start, end)
     upload: tuple[float, float, float, float] | None = None  # (enqueue, start, end, bytes)
     server: tuple[int, float, float] | None = None  # (index, start, end)
     call: tuple[float, float] | None = None  # cloud call (start, end) as the router sees it
@@ -227,9 +234,11 @@ class EdgeCloudSystem:
         cfg: system parameters.
         bandwidth: the uplink trace; ``bw_offset_s`` shifts where the episode starts in it.
         requests: per-request inputs (see :class:`SimRequests`), already scaled for speed factors.
+        tier: the edge as an edge tier for this episode (``None``: one edge device).
     """
 
-    def __init__(self, cfg: SystemConfig, bandwidth: BandwidthTrace, bw_offset_s: float, requests: SimRequests) -> None:
+    def __init__(self, cfg: SystemConfig, bandwidth: BandwidthTrace, bw_offset_s: float, requests: SimRequests,
+                 tier: TierEdge | None = None) -> None:
         self.cfg = cfg
         self.bw = bandwidth
         self.offset = bw_offset_s
@@ -237,7 +246,8 @@ class EdgeCloudSystem:
         self.edge = Timeline()
         self.uplink = Timeline()
         self.servers = [Timeline() for _ in range(cfg.cloud_servers)]
-        self._timelines = [self.edge, self.uplink, *self.servers]
+        self.tier = tier
+        self._timelines = [self.edge, self.uplink, *self.servers, *(tier.timelines if tier is not None else ())]
         self._events: list[tuple[float, int, float, float]] = []  # (time, kind, a, b)
         self._edge_jobs = Backlog()
         self._upload_jobs = Backlog()  # amount = bytes
@@ -274,7 +284,10 @@ class EdgeCloudSystem:
             _e, s, _nb = ups.active[0]
             if s < now:
                 queued -= self.bw.bytes_between(s + self.offset, now + self.offset)
-        return est.state(queued, len(self._edge_jobs), len(self._calls))
+        state = est.state(queued, len(self._edge_jobs), len(self._calls))
+        if self.tier is not None:
+            state.edge_capacity = self.tier.seen_capacity(now)
+        return state
 
     # -- planning (pure) -----------------------------------------------------------------------
 
@@ -303,17 +316,23 @@ class EdgeCloudSystem:
         s_mas = r.mas_score[i]
         mode = _CLOUD if s_mas >= th.tau_high else _SPECULATIVE if s_mas >= th.tau_low else _EDGE_FIRST
         accept = r.conf[i] >= th.tau_conf
-        e_svc = r.edge_s[i]
+        e_svc = e_busy = r.edge_s[i]
         p = Plan(None, a)  # type: ignore[arg-type]
         edge_busy = upload_s = bytes_sent = tokens = cost = 0.0
         cloud_called = cancelled = False
+        tier = self.tier
         if mode is not _CLOUD:
-            es = self.edge.earliest(a, e_svc)
-            te = es + e_svc
+            if tier is None:
+                es = self.edge.earliest(a, e_svc)
+                te = es + e_svc
+            else:  # a pipeline: the router measures start to end; the devices are busy for the stage times
+                es, te, p.edge_jobs = tier.schedule(a, e_svc)
+                e_busy = tier.busy_s(p.edge_jobs)
+                e_svc = te - es
         if mode is _EDGE_FIRST and accept:
             p.edge = (a, es, te)
             p.edge_service_s = e_svc
-            edge_busy = e_svc
+            edge_busy = e_busy
             answered, latency, score = "edge", te - a, r.edge_score[i]
         else:
             ready = te if mode is _EDGE_FIRST else a
@@ -324,12 +343,12 @@ class EdgeCloudSystem:
                 answered, latency, score = "cloud", resp - a, r.cloud_score[i]
                 if es < resp:
                     p.edge = (a, es, resp)
-                    edge_busy = resp - es
+                    edge_busy = resp - es if tier is None else tier.busy_s(p.edge_jobs or (), resp)
             elif mode is _SPECULATIVE and accept:  # accept edge, cancel the cloud call
                 answered, latency, score = "edge", te - a, r.edge_score[i]
                 p.edge = (a, es, te)
                 p.edge_service_s = e_svc
-                edge_busy = e_svc
+                edge_busy = e_busy
                 cancelled = True
                 if u0 < te:
                     ue = min(u1, te)
@@ -349,7 +368,7 @@ class EdgeCloudSystem:
                 if mode is not _CLOUD:
                     p.edge = (a, es, te)
                     p.edge_service_s = e_svc
-                    edge_busy = e_svc
+                    edge_busy = e_busy
             if not cancelled:
                 p.upload = (ready, u0, u1, r.payload[i])
                 bytes_sent, upload_s = r.payload[i], u1 - u0
@@ -376,7 +395,10 @@ class EdgeCloudSystem:
         now = p.now
         if p.edge is not None:
             q, s, e = p.edge
-            self.edge.reserve(s, e)
+            if p.edge_jobs is None:
+                self.edge.reserve(s, e)
+            else:
+                self.tier.reserve(p.edge_jobs, e)  # type: ignore[union-attr]
             self._edge_jobs.add(q, s, e, 0.0, now)
             if p.edge_service_s > 0.0:
                 heapq.heappush(ev, (e, 2, p.edge_service_s, 0.0))

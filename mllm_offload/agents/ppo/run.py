@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..._io import atomic_write_json
 from ...config import PPOHyperparams, default_hyperparams_path, format_validation_error, load_hyperparams
 from ...errors import UserInputError
+from ...observation import OBSERVATION_SPEC
 from ...splits import SCORE_FLOOR_SEEDS
 from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
@@ -26,7 +27,7 @@ __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
 RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams",
-            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget")
+            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget", "edge_tier")
 _PATH_ARGS = ("trace", "config", "hyperparams")
 
 
@@ -55,8 +56,13 @@ def read_run_args(run: Path) -> dict[str, Any]:
             raise TypeError("args is not a mapping")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise UserInputError(f"{rj}: unreadable: {e}") from None
-    if "latency_price" not in saved:
-        raise UserInputError(f"{rj}: this run predates the trade-off input of the observation (17 features, this build has 19); "
+    try:
+        names = json.loads(rj.read_text(encoding="utf-8")).get("observation")
+    except (OSError, ValueError, AttributeError):
+        names = None
+    if names != list(OBSERVATION_SPEC.names):
+        n = len(names) if isinstance(names, list) else (19 if "latency_price" in saved else 17)
+        raise UserInputError(f"{rj}: this run's policy reads {n} observation features, this build has {len(OBSERVATION_SPEC)}; "
                              "it cannot be resumed: start a new run (its exported policy still loads and deploys)")
     out: dict[str, Any] = {}
     for k in (*RUN_ARGS, "timesteps"):
@@ -80,7 +86,7 @@ _ARG_TYPES: dict[str, type | tuple[type, ...]] = {
     "profile": str, "trace": str, "bandwidth": str, "config": str, "seed": int, "episode_len": int,
     "score_floor": (str, int, float), "hyperparams": str, "timesteps": int,
     "latency_price": (int, float), "cost_price": (int, float), "latency_price_range": str,
-    "p95_budget": (int, float), "cost_budget": (int, float),
+    "p95_budget": (int, float), "cost_budget": (int, float), "edge_tier": str,
 }
 _REQUIRED_ARGS = ("profile", "seed", "episode_len")
 
@@ -89,7 +95,7 @@ def write_run_record(run: Path, args: dict[str, Any], hp: PPOHyperparams, hp_sou
                      export_meta: dict[str, Any]) -> None:
     """``run/run.json`` (atomically): the arguments, the hyperparameters and export metadata."""
     run_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
-    record = {"args": run_args, "hyperparams": hp.model_dump(), "hyperparams_source": hp_source,
+    record = {"args": run_args, "observation": list(OBSERVATION_SPEC.names), "hyperparams": hp.model_dump(), "hyperparams_source": hp_source,
               "score_floor_value": floor, "export_meta": export_meta}
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / "run.json", record)
