@@ -8,7 +8,10 @@ devices down        mode
 ==================  ===========================================================================
 none                the plan itself (*healthy*)
 some, each stage    *takeover*: every lost stage runs on its backup device, beside that
-has a live backup   device's own stage (their times add up on it); nothing to load
+has a live backup   device's own stage (their times add up on it); nothing to load. When a
+                    re-plan on the survivors runs more than 5 % faster, the survivors load it
+                    in the background and the tier switches to it once loaded (AdaptLink's
+                    switch at once, re-plan later)
 otherwise           *re-planned*: the same split method on the survivors; each survivor loads
                     the weights it lacks at its ``load_mbps``
 no feasible split   *down*: the tier cannot run (capacity 0) until a device comes back
@@ -68,6 +71,9 @@ from .planner import (
 )
 
 __all__ = ["SPLITS", "EdgeTier", "Segment", "TierMode", "draw_outages"]
+
+#: a takeover is followed by a background re-plan when that gains more than this much capacity
+_REPLAN_GAIN = 0.05
 
 #: split methods by name (the planner and the two baselines of :mod:`.planner`)
 SPLITS: dict[str, Callable[[BlockCosts, EdgeCluster], Plan]] = {
@@ -209,6 +215,19 @@ class EdgeTier:
         else:
             plan = evaluate_plan(self.costs, self.cluster, self.plan.bounds, hosts, label=f"{self.plan.label}, takeover")
             return self._as_mode(down, "takeover", plan, hosts)
+        return self.replanned(down)
+
+    def replanned(self, down: frozenset[int]) -> TierMode:
+        """The mode of the same split method on the devices still up (``down`` kind if none fits)."""
+        key = frozenset({-1, *down})  # cached beside the modes (-1 marks a re-plan)
+        m = self._modes.get(key)
+        if m is None:
+            m = self._modes[key] = self._replanned(down)
+        return m
+
+    def _replanned(self, down: frozenset[int]) -> TierMode:
+        if not down:
+            return self.healthy
         survivors = [i for i in range(len(self.cluster)) if i not in down]
         if survivors and len(survivors) <= len(self.costs):
             sub = self.cluster
@@ -290,6 +309,10 @@ class EdgeTier:
                 start, cur, seen = t, target, target.capacity
                 for (i, j), h in zip(target.bounds, target.hosts):
                     held[h, i:j] = True
+                if target.kind == "takeover":  # re-plan in the background when that is faster
+                    alt = self.replanned(target.down)
+                    if alt.runs and alt.capacity > target.capacity * (1.0 + _REPLAN_GAIN):
+                        pending = (t + self.load_s(alt, held), alt)
                 continue
             t, kind, d = heapq.heappop(events)
             if kind == 2:  # the router learns of a loss: a stall shows as capacity 0 from now on

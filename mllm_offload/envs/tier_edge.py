@@ -52,6 +52,11 @@ class TierEdge:
         self._hosts = [() if s.mode is None else s.mode.hosts for s in segments]
         self._fracs = [() if s.mode is None else tuple(x / ref for x in s.mode.stage_s) for s in segments]
 
+    @property
+    def segments(self) -> list[Segment]:
+        """The episode's segments (modes over time), in order."""
+        return self._segs
+
     def _segment(self, t: float) -> int:
         return max(bisect.bisect_right(self._starts, t) - 1, 0)
 
