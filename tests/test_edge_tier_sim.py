@@ -203,3 +203,15 @@ def _yaml(tmp_path, **tier) -> object:
 def test_system_config_without_a_tier_is_unchanged():
     assert SystemConfig().edge_tier is None
     assert "edge_tier" in SystemConfig.model_fields
+
+
+def test_a_slow_takeover_is_followed_by_a_background_replan(tier):
+    """Losing the laptop puts its large stage on the Jetson (a fast switch, a slow pipeline); the
+    survivors load a re-plan meanwhile and switch to it without stalling."""
+    segs = tier.schedule([[(10.0, 170.0)], [], [], []])
+    kinds = [None if s.mode is None else s.mode.kind for s in segs]
+    assert kinds == ["healthy", None, "takeover", "re-planned", "healthy"]
+    take, replan = segs[2], segs[3]
+    assert not take.ends_by_dropout and replan.mode is not None and take.mode is not None
+    assert replan.mode.capacity > take.mode.capacity
+    assert replan.mode.kind == tier.replanned(frozenset({0})).kind and 0 not in replan.mode.hosts
