@@ -13,14 +13,16 @@ file              content
                   ``allow_pickle=False``
 ``policy.onnx``   the same actor with normalisation folded in: input ``obs`` float32
                   ``(batch, n_features)`` (raw observation), output ``action`` float32
-                  ``(batch, 3)`` already clipped to ``[0, 1]``
+                  ``(batch, 3)`` (or ``(batch, 6)``, see below) already clipped to ``[0, 1]``
 ================  =================================================================================
 
 A policy's forward pass is: ``x = clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``
 (SB3's ``VecNormalize``), the MLP, clip the output to ``[0, 1]^3`` (what SB3's ``predict`` does
 with a Box action), then :meth:`~mllm_offload.decision.Thresholds.from_action` (action mapping
 ``thresholds-v1``: ``tau_high = a1``, ``tau_low = a0 * a1``, ``tau_conf = a2``), exactly as in
-training. An artifact of kind ``heuristic`` holds only ``policy.json`` naming a rule of
+training. A policy that also chooses the upload plan has six outputs (action mapping
+``thresholds-plan-v1``): the last three go through
+:meth:`~mllm_offload.decision.UploadPlan.from_action`. An artifact of kind ``heuristic`` holds only ``policy.json`` naming a rule of
 :mod:`mllm_offload.rules` and its parameters.
 
 **Integrity.** ``policy.json`` holds ``digest``: ``sha256:`` and the sha256 of its canonical
@@ -59,7 +61,7 @@ from pydantic import Field, ValidationError
 
 from ._io import atomic_dir, json_safe
 from .config import StrictModel, format_validation_error
-from .decision import Thresholds
+from .decision import Thresholds, UploadPlan
 from .errors import UserInputError
 from .observation import N_FEATURES_V1, N_FEATURES_V2, OBSERVATION_SPEC
 from .tradeoff import TradeOff, TradeOffRange
@@ -86,6 +88,8 @@ __all__ = [
 FORMAT = "mllm-offload-policy"
 FORMAT_VERSION = 1
 ACTION_MAPPING: Literal["thresholds-v1"] = "thresholds-v1"
+#: outputs of the network per action mapping
+ACTION_OUTPUTS: dict[str, int] = {"thresholds-v1": 3, "thresholds-plan-v1": 6}
 MANIFEST = "policy.json"
 NPZ = "policy.npz"
 ONNX = "policy.onnx"
@@ -128,7 +132,7 @@ class Network(StrictModel):
 class ActionSpec(StrictModel):
     """How the network output becomes thresholds."""
 
-    mapping: Literal["thresholds-v1"] = ACTION_MAPPING
+    mapping: Literal["thresholds-v1", "thresholds-plan-v1"] = ACTION_MAPPING
     low: float = 0.0
     high: float = 1.0
 
@@ -256,7 +260,7 @@ class Artifact:
         """Thresholds for one observation (kind ``mlp``)."""
         if self.actor is None:
             raise TypeError(f"{self.path}: a {self.manifest.kind} artifact has no network")
-        return Thresholds.from_action(self.actor.actions(obs))
+        return Thresholds.from_action(self.actor.actions(obs)[:3])
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -303,6 +307,7 @@ def write_artifact(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             observation=list(OBSERVATION_SPEC.names), normalization=normalization, network=network,
             heuristic=heuristic, training=dict(training or {}), tradeoff_range=tradeoff_range, files=files,
+            action=ActionSpec(mapping="thresholds-plan-v1" if network is not None and network.layers[-1] == 6 else ACTION_MAPPING),
         )
         doc = json_safe(manifest.model_dump(mode="json"))  # never NaN or Infinity (not JSON)
         for f in _SEAL_FIELDS:
@@ -390,8 +395,10 @@ def _load_weights(d: Path, m: Manifest) -> list[tuple[np.ndarray, np.ndarray]]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UserInputError(f"{path}: unreadable weights: {e}") from None
     layers = net.layers
-    if layers[0] != len(m.observation) or layers[-1] != 3:
-        raise UserInputError(f"{d / MANIFEST}: network.layers: must start with {len(m.observation)} (the observation features) and end with 3, got {layers}")
+    n_out = ACTION_OUTPUTS[m.action.mapping]
+    if layers[0] != len(m.observation) or layers[-1] != n_out:
+        raise UserInputError(f"{d / MANIFEST}: network.layers: must start with {len(m.observation)} (the observation features) and end with "
+                             f"{n_out} (action mapping {m.action.mapping}), got {layers}")
     out = []
     for i in range(len(layers) - 1):
         w, b = arrays.get(f"w{i}"), arrays.get(f"b{i}")
@@ -536,7 +543,7 @@ class ArtifactPolicy:
         """Stateless: nothing to do."""
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
-        """Raw actions in ``[0,1]^3`` (``(3,)`` or ``(batch, 3)``); kind ``mlp`` only."""
+        """Raw actions in ``[0,1]^k`` (``(k,)`` or ``(batch, k)``, ``k`` 3 or 6); kind ``mlp`` only."""
         if self._actor is None:
             raise TypeError(f"policy {self.name!r} is a rule; use thresholds()")
         return self._actor.actions(obs)
@@ -546,7 +553,20 @@ class ArtifactPolicy:
         if self._rule is not None:
             th: Thresholds = self._rule.thresholds(obs)
             return th
-        return Thresholds.from_action(self.actions(obs))
+        return Thresholds.from_action(self.actions(obs)[:3])
+
+    @property
+    def chooses_plan(self) -> bool:
+        """Whether the policy also chooses the upload plan (six outputs)."""
+        return self.manifest.action.mapping == "thresholds-plan-v1"
+
+    def decide(self, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
+        """Thresholds and upload plan (``None`` for a policy that does not choose one)."""
+        if self._rule is not None:
+            f = getattr(self._rule, "decide", None)
+            return f(obs) if f is not None else (self.thresholds(obs), None)
+        a = self.actions(obs)
+        return Thresholds.from_action(a[:3]), (UploadPlan.from_action(a[3:6]) if self.chooses_plan else None)
 
     def __repr__(self) -> str:
         return f"ArtifactPolicy(name={self.name!r}, kind={self.kind!r}, backend={self.backend!r}, path={str(self.path)!r})"

@@ -1,7 +1,9 @@
 """The Policy protocol and THE registry of named policies (a contract).
 
 A policy maps an observation (:data:`~mllm_offload.observation.OBSERVATION_SPEC` order) to
-:class:`~mllm_offload.decision.Thresholds`. The simulator's rollouts, the deployed router,
+:class:`~mllm_offload.decision.Thresholds`; one that also chooses what an offload sends has a
+``decide(obs)`` returning the thresholds and an :class:`~mllm_offload.decision.UploadPlan`
+(:func:`decide` calls it, or falls back to ``thresholds`` and no plan: everything sent whole). The simulator's rollouts, the deployed router,
 ``evaluate``, ``route``, the examples, the benchmarks and the tests all build policies through
 :func:`resolve`, from a name or from an exported policy directory.
 
@@ -13,6 +15,10 @@ name           what it builds                                             needs
 ``random``     uniformly random raw actions                               --
 ``static``     fixed thresholds ``static:LOW,HIGH,CONF``                  --
 ``msao``       the MSAO heuristic (:class:`~mllm_offload.rules.MSAORule`)  the SLO
+``msao-``      MSAO, sending images at the cloud model's resolution       the SLO
+``model-res``
+``moaoff``     MSAO's routing with MoA-Off-style per-modality plans       the SLO
+               (:class:`~mllm_offload.rules.MoAOffRule`)
 ``tuned``      best fixed thresholds by grid search on training episodes  a scenario
 ``oracle``     per request the best mode in hindsight (an upper bound)    the simulator
 ``oracle-``    per request the best mode by expected score given the      the simulator
@@ -36,11 +42,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .config import SystemConfig
-from .decision import Thresholds
+from .decision import Thresholds, UploadPlan
 from .errors import UserInputError
 
-__all__ = ["NEEDS", "REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "describe_policies", "policy_names", "register", "resolve",
-           "resolve_many", "split_names"]
+__all__ = ["NEEDS", "REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "decide", "describe_policies", "policy_names", "register",
+           "resolve", "resolve_many", "split_names"]
 
 
 @runtime_checkable
@@ -57,6 +63,15 @@ class Policy(Protocol):
     def reset(self, seed: int | None = None, *, env: Any = None) -> None: ...
 
     def thresholds(self, obs: np.ndarray) -> Thresholds: ...
+
+
+def decide(policy: Policy, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
+    """The policy's thresholds and upload plan for ``obs`` (``None``: it does not choose one)."""
+    f = getattr(policy, "decide", None)
+    if f is not None:
+        th, plan = f(obs)
+        return th, plan
+    return policy.thresholds(obs), None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 They live at the contracts level so that the simulator's rollouts and the deployed router use
 *the same code*: a deployment can start with MSAO and switch to a learned policy by changing a
-path. Importing this module registers ``edge``, ``cloud``, ``random``, ``static`` and ``msao`` in
-:data:`mllm_offload.policy.REGISTRY`.
+path. Importing this module registers ``edge``, ``cloud``, ``random``, ``static``, ``msao``,
+``msao-model-res`` and ``moaoff`` in :data:`mllm_offload.policy.REGISTRY`.
 
 Every rule maps an observation in :data:`~mllm_offload.observation.OBSERVATION_SPEC` order to
 :class:`~mllm_offload.decision.Thresholds`.
@@ -18,17 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from .decision import Thresholds
+from .decision import Thresholds, UploadPlan
 from .errors import UserInputError
 from .observation import OBSERVATION_SPEC
 from .policy import REGISTRY, PolicyContext, register
 
-__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAORule", "RandomPolicy", "StaticThresholds", "make_rule"]
+__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAOModelRes", "MSAORule", "MoAOffRule", "RandomPolicy", "StaticThresholds",
+           "make_rule"]
 
 _I_UPLOAD = OBSERVATION_SPEC.index("upload_est_s_log1p")
 _I_UPLINK_Q = OBSERVATION_SPEC.index("uplink_queue_s")
 _I_CLOUD_LAT = OBSERVATION_SPEC.index("cloud_latency_recent_s")
 _I_EDGE_Q = OBSERVATION_SPEC.index("edge_queue_s")
+_I_SPATIAL = OBSERVATION_SPEC.index("mas_spatial")
+_I_TEMPORAL = OBSERVATION_SPEC.index("mas_temporal")
+_I_AUDIO = OBSERVATION_SPEC.index("mas_audio")
 
 #: Always the edge answer: EDGE_FIRST with ``tau_conf = 0`` (never escalates).
 EDGE_ONLY = Thresholds(1.0, 1.0, 0.0)
@@ -109,6 +113,46 @@ class MSAORule(_Rule):
         d = asdict(self)
         d.pop("name")
         return d
+
+
+@dataclass
+class MSAOModelRes(MSAORule):
+    """MSAO's routing, sending images at the resolution the cloud model consumes (``model_res``);
+    video and audio whole. The plan the cloud cannot notice: its input is unchanged."""
+
+    name: str = field(default="msao-model-res", compare=False)
+
+    def decide(self, obs: Any) -> tuple[Thresholds, UploadPlan]:
+        return self.thresholds(obs), _MODEL_RES
+
+
+_MODEL_RES = UploadPlan(image="model_res")
+
+
+@dataclass
+class MoAOffRule(MSAORule):
+    """MSAO's routing with MoA-Off-style per-modality upload plans, from each modality's MAS.
+
+    MoA-Off decides per modality from its complexity; TMO's action is the subset of modalities
+    sent. Our reading, per offload:
+
+    * image: ``model_res`` (what the cloud consumes), or ``reduced`` when the spatial activation
+      density is below ``sparse_image`` (a sparse image keeps its content at fewer pixels);
+    * video: ``keyframes`` when the temporal novelty is below ``redundant_video``, else all frames;
+    * audio: ``drop`` when the audio activity is below ``silent_audio``, else keep it.
+    """
+
+    sparse_image: float = 0.3
+    redundant_video: float = 0.5
+    silent_audio: float = 0.2
+    name: str = field(default="moaoff", compare=False)
+
+    def decide(self, obs: Any) -> tuple[Thresholds, UploadPlan]:
+        o = obs.tolist() if hasattr(obs, "tolist") else list(obs)
+        plan = UploadPlan(image="reduced" if o[_I_SPATIAL] < self.sparse_image else "model_res",
+                          video="keyframes" if o[_I_TEMPORAL] < self.redundant_video else "all",
+                          audio="drop" if o[_I_AUDIO] < self.silent_audio else "keep")
+        return self.thresholds(o), plan
 
 
 class StaticThresholds(_Rule):
@@ -199,3 +243,7 @@ register("random", "RandomPolicy: uniformly random thresholds", _no_arg("random"
 register("static", "StaticThresholds: static:TAU_LOW,TAU_HIGH,TAU_CONF", _static)
 register("msao", "MSAORule: the MSAO heuristic (MAS score and system state)", _no_arg("msao", lambda ctx: MSAORule(ctx.slo_s)),
          from_params=MSAORule)
+register("msao-model-res", "MSAOModelRes: MSAO, images sent at the cloud model's resolution",
+         _no_arg("msao-model-res", lambda ctx: MSAOModelRes(ctx.slo_s)), from_params=MSAOModelRes)
+register("moaoff", "MoAOffRule: MSAO's routing with MoA-Off-style per-modality upload plans from MAS",
+         _no_arg("moaoff", lambda ctx: MoAOffRule(ctx.slo_s)), from_params=MoAOffRule)

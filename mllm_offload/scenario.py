@@ -28,6 +28,8 @@ field              meaning
                    ``reward`` expresses) and its budgets
 ``tradeoff_range`` :class:`~mllm_offload.tradeoff.TradeOffRange` to draw one trade-off per
                    episode from (training a conditioned policy), or ``None``
+``upload_plans``   policies choose per modality what an offload sends (``None``: when the
+                   trace has variant outcomes; ``False``: everything whole)
 =================  =========================================================================
 """
 
@@ -67,6 +69,7 @@ class Scenario:
     synthetic_requests: int = 20_000
     tradeoff: TradeOff | None = None
     tradeoff_range: TradeOffRange | None = None
+    upload_plans: bool | None = None
 
     def __post_init__(self) -> None:
         if self.tradeoff is None:
@@ -93,6 +96,7 @@ class Scenario:
         requests: int | None = None,
         synthetic_requests: int = 20_000,
         edge_tier: str | None = None,
+        upload_plans: bool | None = None,
     ) -> Scenario:
         """Validate everything once: the profile, the trace, every bandwidth file, the YAML overrides.
 
@@ -125,7 +129,10 @@ class Scenario:
         source = str(trace) if isinstance(trace, (str, Path)) else (None if trace is None else "in-memory trace")
         if synthetic_requests < 1:
             raise UserInputError(f"synthetic_requests: must be >= 1, got {synthetic_requests}")
-        return cls(prof.name, bw, system, reward, episode, tr, source, synthetic_requests)
+        scn = cls(prof.name, bw, system, reward, episode, tr, source, synthetic_requests, upload_plans=upload_plans)
+        if upload_plans and tr is not None and tr.plans is None:
+            scn.make_env("all")  # the one clear error: the trace has no variant outcomes
+        return scn
 
     @property
     def slo_s(self) -> float:
@@ -136,7 +143,7 @@ class Scenario:
         """An :class:`~mllm_offload.envs.OffloadEnv` on ``split`` (``train``, ``val``, ``test``, ``all``)."""
         return OffloadEnv(profile=self.profile, trace=self.trace, bandwidth=self.bandwidth, split=check_split(split),
                           system=self.system, reward=self.reward, episode=self.episode, synthetic_requests=self.synthetic_requests,
-                          tradeoff=self.tradeoff, tradeoff_range=self.tradeoff_range)
+                          tradeoff=self.tradeoff, tradeoff_range=self.tradeoff_range, upload_plans=self.upload_plans)
 
     def evaluation_seeds(self, requests: int, seed: int = 0) -> list[int]:
         """The episodes every policy is evaluated on (:func:`mllm_offload.splits.evaluation_seeds`)."""
@@ -169,4 +176,5 @@ class Scenario:
         return {"profile": self.profile, "trace": self.trace_source, "bandwidth": self.bandwidth,
                 "system": self.system.model_dump(), "reward": self.reward.model_dump(), "episode": self.episode.model_dump(),
                 "tradeoff": self.trade.model_dump(),
-                "tradeoff_range": None if self.tradeoff_range is None else self.tradeoff_range.describe()}
+                "tradeoff_range": None if self.tradeoff_range is None else self.tradeoff_range.describe(),
+                "upload_plans": self.upload_plans}

@@ -2,7 +2,7 @@
 
 File layout (optionally gzip-compressed, ``.jsonl.gz``)::
 
-    {"format": "mllm-offload-trace", "version": 1, "meta": {"source": "...", ...}}
+    {"format": "mllm-offload-trace", "version": 2, "meta": {"source": "...", ...}}
     {"id": "r0", "arrival_s": 0.0, "modalities": {...}, "payload_bytes": {...},
      "mas": {...}, "edge": {...}, "cloud": {...}}
     ...
@@ -36,7 +36,18 @@ field                  meaning (units)
                        ``latency_price`` and ``cost_price`` the policy was asked for
 ``cloud_subsets``      optional: cloud outcomes when only a subset of modalities is sent,
                        keyed by ``+``-joined sorted modality names (e.g. ``"image+text"``)
+``variants``           optional (version 2): the cloud's outcome when the request is sent as
+                       an upload plan's variant (:class:`~mllm_offload.decision.UploadPlan`),
+                       keyed by the variant name (``model_res``, ``reduced``, ``keyframes``,
+                       ``no_audio``, or several joined by ``+`` in that order); each holds the
+                       changed modalities' ``payload_bytes`` and ``tokens`` and the ``cloud``
+                       outcome (:class:`VariantOutcome`)
 =====================  ===================================================================
+
+Version 2 added ``variants``; files of version 1 still load. A trace with variants has a
+:class:`PlanTable` (``RequestTrace.plans``): per request and plan, the bytes sent, the cloud's
+input tokens and its outcome, ``NaN`` where the trace has no outcome for that variant (the
+simulator then refuses the plan rather than guessing).
 
 ``score`` is the task metric in [0, 1] (VQA accuracy, MMBench option match). Every bad line is
 reported as ``file:line: field: problem``. Numbers must be finite and within sane bounds (e.g. at
@@ -77,6 +88,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._io import atomic_write
 from .config import format_validation_error
+from .decision import N_PLANS, SEND_ALL, UploadPlan, all_plans
 from .errors import UserInputError
 from .observation import MAS_FEATURES, RequestFeatures, request_features_batch
 from .splits import split_slice
@@ -91,16 +103,20 @@ __all__ = [
     "TRACE_VERSION",
     "EdgeOutcome",
     "Outcome",
+    "PlanTable",
     "RequestTrace",
     "TraceHeader",
     "TraceRecord",
+    "VariantOutcome",
     "hardware_info",
     "load_trace",
     "resolve_trace",
 ]
 
 TRACE_FORMAT = "mllm-offload-trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 2
+#: versions this reader loads (version 1: no ``variants``)
+TRACE_VERSIONS = (1, 2)
 MODALITIES: tuple[str, ...] = ("image", "video", "audio", "text")
 
 
@@ -126,8 +142,8 @@ class TraceHeader(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: int) -> int:
-        if v != TRACE_VERSION:
-            raise ValueError(f"unsupported trace version {v} (this reader knows {TRACE_VERSION})")
+        if v not in TRACE_VERSIONS:
+            raise ValueError(f"unsupported trace version {v} (this reader knows {', '.join(map(str, TRACE_VERSIONS))})")
         return v
 
 
@@ -169,6 +185,38 @@ class EdgeOutcome(Outcome):
         None, ge=0.0, le=1.0, allow_inf_nan=False, description="synthetic only: P(correct) given the difficulty and the confidence")
 
 
+class VariantOutcome(_Strict):
+    """A request sent as an upload plan's variant: the changed modalities' sizes and the cloud's outcome."""
+
+    payload_bytes: dict[Literal["image", "video", "audio"], int]
+    tokens: dict[Literal["image", "video", "audio"], int]
+    cloud: Outcome
+
+    @field_validator("payload_bytes", "tokens")
+    @classmethod
+    def _sizes(cls, v: dict[str, int]) -> dict[str, int]:
+        for k, n in v.items():
+            if not 0 <= n <= _MAX_BYTES:
+                raise ValueError(f"{k}: must be in [0, {_MAX_BYTES:.0e}], got {_short(n)}")
+        return v
+
+
+#: variant names a record may hold, each with the modality it changes (in plan order)
+_VARIANT_MODALITY = {"model_res": "image", "reduced": "image", "keyframes": "video", "no_audio": "audio"}
+
+
+def _check_variant_key(key: str, present: set[str]) -> None:
+    parts = key.split("+")
+    mods = [_VARIANT_MODALITY.get(p) for p in parts]
+    order = ["image", "video", "audio"]
+    if None in mods or len(set(mods)) != len(mods) or [order.index(m) for m in mods] != sorted(order.index(m) for m in mods):  # type: ignore[arg-type]
+        raise ValueError(f"{key!r}: a variant is one of {', '.join(_VARIANT_MODALITY)} per modality, joined by '+' in the order "
+                         "image, video, audio")
+    missing = [m for m in mods if m not in present]
+    if missing:
+        raise ValueError(f"{key!r}: the request has no {missing[0]}")
+
+
 class TraceRecord(_Strict):
     """One request of a trace (see the module table)."""
 
@@ -180,6 +228,7 @@ class TraceRecord(_Strict):
     edge: EdgeOutcome | None
     cloud: Outcome | None
     cloud_subsets: dict[str, Outcome] | None = None
+    variants: dict[str, VariantOutcome] | None = None
     route: dict[str, Any] | None = None
     #: the dataset item's metadata (e.g. shapes VQA difficulty, question type), for analysis only:
     #: never part of an observation
@@ -223,6 +272,16 @@ class TraceRecord(_Strict):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= top:
                 raise ValueError(f"tradeoff.{k}: must be a number in [0, {top:g}], got {x!r}")
         return v
+
+    @model_validator(mode="after")
+    def _variants(self) -> TraceRecord:
+        for key, v in (self.variants or {}).items():
+            _check_variant_key(key, set(self.modalities))
+            changed = {_VARIANT_MODALITY[p] for p in key.split("+")}
+            if set(v.payload_bytes) != changed or set(v.tokens) != changed:
+                raise ValueError(f"variants.{key}: payload_bytes and tokens must name exactly the changed modalities "
+                                 f"({', '.join(sorted(changed))})")
+        return self
 
     @field_validator("cloud_subsets")
     @classmethod
@@ -290,6 +349,74 @@ def _expected_column(recs: list[TraceRecord], side: str, attr: str) -> np.ndarra
 
 
 @dataclass
+class PlanTable:
+    """Per request (rows) and upload plan (columns, :attr:`UploadPlan.index`): what an offload under
+    that plan sends and what the cloud returns. ``NaN``: the trace has no outcome for the variant
+    the plan needs on that request. A plan that changes only modalities a request lacks is the
+    request as given (its column repeats the base values).
+
+    ``present`` holds, per request, whether it has an image, a video and audio.
+    """
+
+    present: np.ndarray  #: (n, 3) bool: image, video, audio
+    payload_bytes: np.ndarray  #: (n, N_PLANS) bytes uploaded
+    input_tokens: np.ndarray  #: (n, N_PLANS) the cloud model's input tokens
+    cloud_latency_s: np.ndarray  #: (n, N_PLANS) seconds
+    cloud_out_tokens: np.ndarray  #: (n, N_PLANS)
+    cloud_score: np.ndarray  #: (n, N_PLANS) in [0, 1]
+    cloud_score_expected: np.ndarray | None = None  #: synthetic traces only
+
+    def subset(self, idx: np.ndarray) -> PlanTable:
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+        return PlanTable(self.present[idx], self.payload_bytes[idx], self.input_tokens[idx], self.cloud_latency_s[idx],
+                         self.cloud_out_tokens[idx], self.cloud_score[idx], cut(self.cloud_score_expected))
+
+    def missing(self, i: int, plan: UploadPlan) -> bool:
+        """Whether request ``i`` has no outcome under ``plan``."""
+        return bool(np.isnan(self.cloud_latency_s[i, plan.index]))
+
+    def coverage(self) -> dict[str, float]:
+        """Share of requests with an outcome, per variant name (the base excluded)."""
+        out: dict[str, float] = {}
+        for plan in all_plans():
+            need = [m for m, h in zip(("image", "video", "audio"), (plan.image != "full", plan.video != "all", plan.audio != "keep")) if h]
+            if not need:
+                continue
+            has = np.all(self.present[:, [("image", "video", "audio").index(m) for m in need]], axis=1)
+            if has.any():
+                out[plan.variant()] = float(np.mean(~np.isnan(self.cloud_latency_s[has, plan.index])))
+        return out
+
+
+def _plan_table(recs: list[TraceRecord], base: RequestTrace) -> PlanTable | None:
+    """The plan table of records with ``variants`` (``None`` when none has any)."""
+    if not any(r.variants for r in recs):
+        return None
+    n = len(recs)
+    shape = (n, N_PLANS)
+    cols = {k: np.full(shape, np.nan) for k in ("payload_bytes", "input_tokens", "cloud_latency_s", "cloud_out_tokens", "cloud_score")}
+    present = np.array([[m in r.modalities for m in ("image", "video", "audio")] for r in recs], dtype=bool)
+    plans = all_plans()
+    for i, r in enumerate(recs):
+        eff = [p.effective(*present[i]) for p in plans]
+        for j, p in enumerate(eff):
+            if p == SEND_ALL:
+                vals = (base.payload_bytes[i], base.input_tokens[i], base.cloud_latency_s[i], base.cloud_out_tokens[i], base.cloud_score[i])
+            else:
+                v = (r.variants or {}).get(p.variant())
+                if v is None:
+                    continue
+                nb = base.payload_bytes[i] - sum(r.payload_bytes.get(m, 0) for m in v.payload_bytes) + sum(v.payload_bytes.values())
+                nt = base.input_tokens[i] - sum(r.modalities[m].tokens for m in v.tokens) + sum(v.tokens.values())
+                sc = np.nan if v.cloud.score is None else v.cloud.score
+                vals = (nb, nt, v.cloud.latency_s, v.cloud.out_tokens, sc)
+            for k, x in zip(cols, vals):
+                cols[k][i, j] = x
+    return PlanTable(present, **cols)
+
+
+@dataclass
 class RequestTrace:
     """A request trace in columnar form (numpy arrays of equal length, one entry per request).
 
@@ -326,6 +453,8 @@ class RequestTrace:
     edge_score_expected: np.ndarray | None = None
     cloud_score_expected: np.ndarray | None = None
     edge_score_expected_given_conf: np.ndarray | None = None
+    #: per request and upload plan: bytes, tokens and cloud outcome (traces with ``variants``)
+    plans: PlanTable | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -381,6 +510,7 @@ class RequestTrace:
             meta=dict(self.meta),
             records=recs,
             extra={k: v[idx] for k, v in self.extra.items()},
+            plans=None if self.plans is None else self.plans.subset(idx),
             **cols,
         )
 
@@ -436,7 +566,12 @@ class RequestTrace:
             edge_score_expected=_expected_column(recs, *EXPECTED_COLUMNS["edge_score_expected"]),
             cloud_score_expected=_expected_column(recs, *EXPECTED_COLUMNS["cloud_score_expected"]),
             edge_score_expected_given_conf=_expected_column(recs, *EXPECTED_COLUMNS["edge_score_expected_given_conf"]),
-        )._impute()
+        )._impute()._with_plans()
+
+    def _with_plans(self) -> RequestTrace:
+        assert self.records is not None
+        self.plans = _plan_table(self.records, self)
+        return self
 
     def _impute(self) -> RequestTrace:
         """Fill unobserved outcome values (NaN) as the module docstring says; counts go to ``meta["imputed"]``."""

@@ -54,7 +54,7 @@ def test_simulation_only_names_are_listed_but_never_deployed(tmp_path):
             "print(policy_names())\n"
             "try:\n    resolve('oracle')\nexcept Exception as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "['edge', 'cloud', 'random', 'static', 'msao', 'tuned', 'oracle', 'oracle-expected']"
+    assert out[0] == "['edge', 'cloud', 'random', 'static', 'msao', 'msao-model-res', 'moaoff', 'tuned', 'oracle', 'oracle-expected']"
     assert "import mllm_offload.agents first" in out[1]
     from mllm_offload.runtime import OffloadPolicy
 

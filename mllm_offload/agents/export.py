@@ -164,8 +164,9 @@ def export_model(
             raise UserInputError(format_validation_error("export: normalisation statistics", e)) from None
     weights, act = actor_layers(model)
     layers = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
-    if layers[0] != len(OBSERVATION_SPEC) or layers[-1] != 3:
-        raise UserInputError(f"export: the model maps {layers[0]} features to {layers[-1]} actions; this build needs {len(OBSERVATION_SPEC)} -> 3")
+    if layers[0] != len(OBSERVATION_SPEC) or layers[-1] not in (3, 6):
+        raise UserInputError(f"export: the model maps {layers[0]} features to {layers[-1]} actions; this build needs {len(OBSERVATION_SPEC)} "
+                             "-> 3 (thresholds) or 6 (thresholds and upload plan)")
     actor = MLPActor(weights, act, norm)
     onnx = onnx_bytes(model, norm) if with_onnx else None
     diffs = parity(model, norm, actor, onnx, check_observations(norm))

@@ -27,6 +27,10 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
                    help="the edge as several devices running the model as a pipeline, with dropouts: a cluster preset (home-4, jetson-3), "
                    "device presets PRESET[,PRESET...] or a devices.yaml (see `mllm-offload edge-plan --list-presets`); model, split, "
                    "backups and availability from system.edge_tier of --config [one edge device]")
+    g.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",
+                   help="policies choose per modality what an offload sends (image at the cloud model's resolution or reduced, "
+                   "video keyframes, audio dropped): on needs a trace with variant outcomes; off sends everything whole, "
+                   "for side-by-side runs [auto: on when the trace has variants, as synthetic profiles do]")
     g.add_argument("--latency-price", type=price, metavar="X",
                    help="score lost per SLO of latency (or quality-first, balanced, latency-first) [the config's reward.latency: 0.2]")
     g.add_argument("--cost-price", type=cost_price, metavar="Y",
@@ -71,7 +75,8 @@ def scenario(args: argparse.Namespace) -> Scenario:
 
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth, config=args.config,
                          episode_len=args.episode_len, requests=getattr(args, "requests", None),
-                         edge_tier=getattr(args, "edge_tier", None))
+                         edge_tier=getattr(args, "edge_tier", None),
+                         upload_plans={"on": True, "off": False}.get(getattr(args, "upload_plans", "auto") or "auto"))
     lp, cp = getattr(args, "latency_price", None), getattr(args, "cost_price", None)
     if lp is None and cp is None:
         return scn

@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
               f"{fr.requests} requests per point, {fr.seconds:.0f} s)\n")
         print(frontier_text(fr))
     if args.json:
-        write_json(args.json, results, meta, v, extra=fr.to_json() if fr is not None else None)
+        from ..evaluation.metrics import plan_shares
+
+        per_policy = {n: {**m, "plan_shares": plan_shares(logs[n])} for n, m in results.items()}
+        write_json(args.json, per_policy, meta, v, extra=fr.to_json() if fr is not None else None)
     if args.csv:
         write_csv(args.csv, results)
     if args.plots:

@@ -15,7 +15,8 @@ from ._parser import nonnegative_float, positive_float, positive_int
 #: The parser's defaults of the arguments ``--resume`` restores (to tell a given flag from a default).
 _DEFAULTS: dict[str, Any] = {"profile": "mobile-3g", "trace": None, "bandwidth": None, "config": None, "seed": 0, "episode_len": 100,
                              "score_floor": "none", "hyperparams": None, "latency_price": None, "cost_price": None,
-                             "latency_price_range": None, "p95_budget": None, "cost_budget": None}
+                             "latency_price_range": None, "p95_budget": None, "cost_budget": None, "edge_tier": None,
+                             "upload_plans": "auto"}
 
 
 def add_parser(sub: Any) -> None:

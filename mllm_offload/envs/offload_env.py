@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ..config import EpisodeConfig, RewardWeights, SystemConfig
-from ..decision import Thresholds
+from ..decision import SEND_ALL, Thresholds, UploadPlan
 from ..edge_tier.tier import EdgeTier, draw_outages
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
@@ -69,13 +69,23 @@ class OffloadEnv(gym.Env):
     :mod:`mllm_offload.decision` turns them into EDGE_FIRST, SPECULATIVE or CLOUD.
 
     ## Action Space
-    ``Box(0, 1, (3,), float32)`` mapped by :meth:`Thresholds.from_action`:
+    ``Box(0, 1, (6,), float32)`` with upload plans (``upload_plans``), else ``Box(0, 1, (3,),
+    float32)``; the first three are mapped by :meth:`Thresholds.from_action`, the last three by
+    :meth:`UploadPlan.from_action` (what an offload sends; without plans, everything whole):
 
-    | Num | Action  | Meaning                                          |
-    |-----|---------|--------------------------------------------------|
-    | 0   | a0      | ``tau_low = a0 * tau_high``                      |
-    | 1   | a1      | ``tau_high = a1`` (MAS score threshold to cloud) |
-    | 2   | a2      | ``tau_conf = a2`` (edge confidence to accept)    |
+    | Num | Action  | Meaning                                                              |
+    |-----|---------|----------------------------------------------------------------------|
+    | 0   | a0      | ``tau_low = a0 * tau_high``                                          |
+    | 1   | a1      | ``tau_high = a1`` (MAS score threshold to cloud)                     |
+    | 2   | a2      | ``tau_conf = a2`` (edge confidence to accept)                        |
+    | 3   | a3      | image: ``full`` if a3 < 1/3, ``model_res`` if < 2/3, else ``reduced`` |
+    | 4   | a4      | video: ``all`` if a4 < 0.5, else ``keyframes``                       |
+    | 5   | a5      | audio: ``keep`` if a5 < 0.5, else ``drop``                           |
+
+    A plan changes only the modalities a request has. The bytes uploaded, the cloud's input
+    tokens (cost), its service time and its score are the trace's for that variant
+    (:class:`~mllm_offload.trace_format.PlanTable`); a plan the trace has no outcome for is an
+    error naming the request and the variant, never a guess.
 
     ## Observation Space
     ``Box(low, high, (20,), float32)`` in the order of
@@ -116,13 +126,14 @@ class OffloadEnv(gym.Env):
     the bandwidth folder), ``system``, ``reward``, ``episode`` (configs or dicts),
     ``synthetic_requests`` (size of the synthetic request pool), ``tradeoff`` (the fixed
     trade-off, default ``TradeOff.from_weights(reward)``), ``tradeoff_range`` (draw one per
-    episode instead).
+    episode instead), ``upload_plans`` (policies choose what is sent; default: when the trace
+    has variant outcomes, as synthetic profiles do).
 
     ``reset(options=...)`` accepts ``rate_scale`` and ``edge_speed`` to fix those factors,
     ``bandwidth_index`` to fix the bandwidth trace, and ``tradeoff`` to fix the trade-off.
 
-    ``info`` of each step holds ``outcome`` (:class:`~mllm_offload.envs.system.Outcome`) and
-    ``thresholds``.
+    ``info`` of each step holds ``outcome`` (:class:`~mllm_offload.envs.system.Outcome`),
+    ``thresholds`` and ``upload_plan`` (the plan as applied to the request's modalities).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain attribute)
@@ -140,6 +151,7 @@ class OffloadEnv(gym.Env):
         render_mode: str | None = None,
         tradeoff: TradeOff | None = None,
         tradeoff_range: TradeOffRange | None = None,
+        upload_plans: bool | None = None,
     ) -> None:
         super().__init__()
         check_split(split)
@@ -165,8 +177,14 @@ class OffloadEnv(gym.Env):
         self.split = split
         self.render_mode = render_mode
         self.n_requests = min(self.episode_cfg.n_requests, len(self.trace))
+        if upload_plans and self.trace.plans is None:
+            name = self.trace.meta.get("path") or self.trace.meta.get("source") or "in memory"
+            raise UserInputError(f"upload plans: trace {name} has no variant outcomes (record it with `mllm-offload record --variants "
+                                 "model_res,reduced,keyframes,no_audio`), or turn upload plans off")
+        #: whether policies choose what an offload sends (else every modality goes whole)
+        self.upload_plans = self.trace.plans is not None if upload_plans is None else bool(upload_plans)
         self.observation_space = spaces.Box(OBSERVATION_SPEC.low, OBSERVATION_SPEC.high, dtype=np.float32)
-        self.action_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
+        self.action_space = spaces.Box(0.0, 1.0, shape=(6 if self.upload_plans else 3,), dtype=np.float32)
         self.slo_s = self.system_cfg.slo_s
         self.tradeoff = tradeoff if tradeoff is not None else TradeOff.from_weights(self.weights)
         self.tradeoff_range = tradeoff_range
@@ -220,6 +238,12 @@ class OffloadEnv(gym.Env):
             rtt=rtt.tolist(),
             bg_delay=bg.tolist(),
         )
+        if self.upload_plans:
+            pt = t.plans
+            assert pt is not None
+            req.plans = np.stack([pt.payload_bytes[sl], pt.cloud_latency_s[sl] / cfg.cloud_speed, pt.input_tokens[sl],
+                                  pt.cloud_out_tokens[sl], pt.cloud_score[sl]], axis=-1).tolist()
+            self._present = pt.present[sl].tolist()
         tier = None
         if self.edge_tier is not None:  # the devices' outages over the episode (and 10 minutes beyond)
             tc = cfg.edge_tier
@@ -261,23 +285,45 @@ class OffloadEnv(gym.Env):
         return build_observation(self._features[i], self.sim.observe(i), self.episode_tradeoff)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        th = action if isinstance(action, Thresholds) else Thresholds.from_action(action)
-        return self.step_thresholds(th)
+        if isinstance(action, Thresholds):
+            return self.step_thresholds(action)
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape[0] not in (3, 6):
+            raise ValueError(f"an action has 3 components (thresholds) or 6 (thresholds and upload plan), got {a.shape[0]}")
+        return self.step_thresholds(Thresholds.from_action(a[:3]), UploadPlan.from_action(a[3:]) if a.shape[0] == 6 else None)
 
-    def step_thresholds(self, th: Thresholds) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """``step`` with thresholds given directly (what heuristics and the oracle use)."""
+    def step_thresholds(self, th: Thresholds, plan: UploadPlan | None = None) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """``step`` with thresholds (and an upload plan) given directly (what heuristics and the
+        oracle use). Without upload plans in this env, every offload sends everything whole."""
         if self.sim is None:
             raise RuntimeError("call reset() before step()")
         if self._i >= self.n_requests:
             raise RuntimeError("episode is over; call reset()")
-        outcome = self.sim.step(self._i, th)
+        applied = self._applied(plan)
+        try:
+            outcome = self.sim.step(self._i, th, applied.index)
+        except KeyError:
+            raise self._missing(applied) from None
         w_q, w_l, w_v, w_c, w_e = self._w
         lat = outcome.latency_s
         r = (w_q * outcome.score - w_l * lat - (w_v if lat > self.slo_s else 0.0)
              - w_c * outcome.cloud_cost_usd - w_e * outcome.energy_j)  # = reward_of(...), inlined
         self._i += 1
         done = self._i >= self.n_requests
-        return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th}
+        return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th, "upload_plan": applied}
+
+    def _applied(self, plan: UploadPlan | None) -> UploadPlan:
+        """``plan`` restricted to the current request's modalities (everything whole without plans)."""
+        if plan is None or not self.upload_plans or plan == SEND_ALL:
+            return SEND_ALL
+        img, vid, aud = self._present[self._i]
+        return plan.effective(img, vid, aud)
+
+    def _missing(self, plan: UploadPlan) -> UserInputError:
+        k = self.episode_info["start"] + self._i
+        name = self.trace.meta.get("path") or self.trace.meta.get("source") or "in memory"
+        return UserInputError(f"trace {name}: request {self.trace.ids[k]} has no outcome for upload-plan variant {plan.variant()!r} "
+                              "(record it with `mllm-offload record --variants ...`, or turn upload plans off)")
 
     def current_edge_score(self) -> float:
         """The recorded edge score of the request about to be routed (a training-time baseline:
@@ -288,8 +334,10 @@ class OffloadEnv(gym.Env):
 
     # -- for the hindsight oracle (not for deployable policies) --------------------------------
 
-    def counterfactual_rewards(self, candidates: Sequence[Thresholds], expected: bool = False) -> list[float]:
-        """Reward the current request would get under each candidate (state unchanged).
+    def counterfactual_rewards(self, candidates: Sequence[Thresholds | tuple[Thresholds, UploadPlan | None]],
+                               expected: bool = False) -> list[float]:
+        """Reward the current request would get under each candidate (state unchanged): thresholds,
+        or thresholds and an upload plan.
 
         ``expected``: score each planned outcome with the *expected* score of whoever answers
         (:data:`~mllm_offload.trace_format.EXPECTED_COLUMNS`: the cloud's or the edge's
@@ -299,10 +347,21 @@ class OffloadEnv(gym.Env):
         """
         if self.sim is None or self._i >= self.n_requests:
             raise RuntimeError("no current request")
-        plans = [self.sim.plan(self._i, th).outcome for th in candidates]
+        pairs = [c if isinstance(c, tuple) else (c, None) for c in candidates]
+        outs = []
+        for th, plan in pairs:
+            applied = self._applied(plan)
+            try:
+                outs.append(self.sim.plan(self._i, th, applied.index).outcome)
+            except KeyError:
+                raise self._missing(applied) from None
         if expected:
             edge, cloud, edge_conf = self.trace.expected_scores()
             k = self.episode_info["start"] + self._i
-            plans = [dataclasses.replace(o, score=float(cloud[k] if o.answered_by == "cloud" else edge_conf[k] if th.tau_conf > 0.0 else edge[k]))
-                     for th, o in zip(candidates, plans)]
-        return [reward_of(o, self.episode_weights, self.slo_s) for o in plans]
+            pt = self.trace.plans
+            cloud_by_plan = pt.cloud_score_expected if pt is not None else None
+            outs = [dataclasses.replace(o, score=float(
+                (cloud[k] if cloud_by_plan is None else cloud_by_plan[k, o.upload_plan]) if o.answered_by == "cloud"
+                else edge_conf[k] if th.tau_conf > 0.0 else edge[k]))
+                for (th, _), o in zip(pairs, outs)]
+        return [reward_of(o, self.episode_weights, self.slo_s) for o in outs]

@@ -179,6 +179,7 @@ class Outcome:
     upload_s: float
     energy_j: float
     edge_confidence: float
+    upload_plan: int = 0  # UploadPlan.index of what an offload sends (0: every modality whole)
 
 
 @dataclass(slots=True)
@@ -225,6 +226,9 @@ class SimRequests:
     mas_score: list[float]
     rtt: list[float]
     bg_delay: list[float]
+    #: per request and upload plan (UploadPlan.index): (payload bytes, cloud seconds, input tokens,
+    #: output tokens, cloud score), NaN where the trace has no outcome; None: plans not simulated
+    plans: list[list[tuple[float, float, float, float, float]]] | None = None
 
 
 class EdgeCloudSystem:
@@ -291,14 +295,14 @@ class EdgeCloudSystem:
 
     # -- planning (pure) -----------------------------------------------------------------------
 
-    def _cloud_path(self, i: int, ready: float) -> tuple[float, float, int, float, float, float]:
-        """(upload start, upload end, server, compute start, compute end, answer time)."""
+    def _cloud_path(self, i: int, ready: float, payload: float, svc: float) -> tuple[float, float, int, float, float, float]:
+        """(upload start, upload end, server, compute start, compute end, answer time) of ``payload``
+        bytes needing ``svc`` seconds of cloud compute."""
         r = self.req
-        u0, du = self.uplink.earliest_transfer(ready, r.payload[i], self.bw, self.offset)
+        u0, du = self.uplink.earliest_transfer(ready, payload, self.bw, self.offset)
         u1 = u0 + du
         half = 0.5 * r.rtt[i]
         at_cloud = u1 + half + r.bg_delay[i]
-        svc = r.cloud_s[i]
         best_k, best_s = 0, math.inf
         for k, srv in enumerate(self.servers):
             ends = srv.ends
@@ -309,9 +313,20 @@ class EdgeCloudSystem:
                     break
         return u0, u1, best_k, best_s, best_s + svc, best_s + svc + half
 
-    def plan(self, i: int, th: Thresholds) -> Plan:
-        """What would happen to request ``i`` under ``th`` (no state changes)."""
+    def plan(self, i: int, th: Thresholds, upload_plan: int = 0) -> Plan:
+        """What would happen to request ``i`` under ``th``, sending ``upload_plan``
+        (:attr:`~mllm_offload.decision.UploadPlan.index`) on an offload (no state changes).
+
+        Raises ``KeyError`` when the requests have no outcome for that plan (the caller names it)."""
         r = self.req
+        if upload_plan:
+            if r.plans is None:
+                raise KeyError(upload_plan)
+            payload, cloud_s, in_tok, out_tok, c_score = r.plans[i][upload_plan]
+            if cloud_s != cloud_s:  # NaN: no outcome recorded for this variant
+                raise KeyError(upload_plan)
+        else:
+            payload, cloud_s, in_tok, out_tok, c_score = r.payload[i], r.cloud_s[i], r.in_tokens[i], r.out_tokens[i], r.cloud_score[i]
         a = r.arrival[i]
         s_mas = r.mas_score[i]
         mode = _CLOUD if s_mas >= th.tau_high else _SPECULATIVE if s_mas >= th.tau_low else _EDGE_FIRST
@@ -336,11 +351,11 @@ class EdgeCloudSystem:
             answered, latency, score = "edge", te - a, r.edge_score[i]
         else:
             ready = te if mode is _EDGE_FIRST else a
-            u0, u1, k, c0, c1, resp = self._cloud_path(i, ready)
+            u0, u1, k, c0, c1, resp = self._cloud_path(i, ready, payload, cloud_s)
             cloud_called = True
             half = 0.5 * r.rtt[i]
             if mode is _SPECULATIVE and resp < te:  # cloud first: stop the edge
-                answered, latency, score = "cloud", resp - a, r.cloud_score[i]
+                answered, latency, score = "cloud", resp - a, c_score
                 if es < resp:
                     p.edge = (a, es, resp)
                     edge_busy = resp - es if tier is None else tier.busy_s(p.edge_jobs or (), resp)
@@ -352,7 +367,7 @@ class EdgeCloudSystem:
                 cancelled = True
                 if u0 < te:
                     ue = min(u1, te)
-                    sent = r.payload[i] if ue == u1 else self.bw.bytes_between(u0 + self.offset, ue + self.offset)
+                    sent = payload if ue == u1 else self.bw.bytes_between(u0 + self.offset, ue + self.offset)
                     p.upload = (a, u0, ue, sent)
                     bytes_sent, upload_s = sent, ue - u0
                 t_cancel = te + half
@@ -360,21 +375,21 @@ class EdgeCloudSystem:
                     ce = min(c1, t_cancel)
                     p.server = (k, c0, ce)
                     frac = (ce - c0) / (c1 - c0) if c1 > c0 else 1.0
-                    tokens = r.in_tokens[i] + frac * r.out_tokens[i]
-                    cost = r.in_tokens[i] * self._price_in + frac * r.out_tokens[i] * self._price_out
+                    tokens = in_tok + frac * out_tok
+                    cost = in_tok * self._price_in + frac * out_tok * self._price_out
                 p.call = (a, te)
             else:  # cloud answers (CLOUD, escalation, or speculation that was not accepted)
-                answered, latency, score = "cloud", resp - a, r.cloud_score[i]
+                answered, latency, score = "cloud", resp - a, c_score
                 if mode is not _CLOUD:
                     p.edge = (a, es, te)
                     p.edge_service_s = e_svc
                     edge_busy = e_busy
             if not cancelled:
-                p.upload = (ready, u0, u1, r.payload[i])
-                bytes_sent, upload_s = r.payload[i], u1 - u0
+                p.upload = (ready, u0, u1, payload)
+                bytes_sent, upload_s = payload, u1 - u0
                 p.server = (k, c0, c1)
-                tokens = r.in_tokens[i] + r.out_tokens[i]
-                cost = r.in_tokens[i] * self._price_in + r.out_tokens[i] * self._price_out
+                tokens = in_tok + out_tok
+                cost = in_tok * self._price_in + out_tok * self._price_out
                 p.call = (ready, resp)
                 p.response = (resp, resp - u1, r.rtt[i])
         cfg = self.cfg
@@ -383,7 +398,7 @@ class EdgeCloudSystem:
             bytes_sent=bytes_sent, cloud_called=cloud_called, cancelled=cancelled,
             cloud_tokens=tokens, cloud_cost_usd=cost, edge_busy_s=edge_busy, upload_s=upload_s,
             energy_j=edge_busy * cfg.edge_power_w + upload_s * cfg.radio_power_w,
-            edge_confidence=r.conf[i],
+            edge_confidence=r.conf[i], upload_plan=upload_plan if cloud_called else 0,
         )
         return p
 
@@ -418,6 +433,6 @@ class EdgeCloudSystem:
             heapq.heappush(ev, (t, 1, resp_s, rtt))
         return p.outcome
 
-    def step(self, i: int, th: Thresholds) -> Outcome:
+    def step(self, i: int, th: Thresholds, upload_plan: int = 0) -> Outcome:
         """Plan and commit request ``i``."""
-        return self.commit(self.plan(i, th))
+        return self.commit(self.plan(i, th, upload_plan))

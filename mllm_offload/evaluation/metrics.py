@@ -16,6 +16,8 @@ key                         meaning
 ``throughput_rps``          highest arrival rate whose SLO attainment stays >= 90 %
                             (search over arrival-rate scales), requests per second
 ==========================  =======================================================
+
+:func:`plan_shares` adds, per modality, how the offloads that carried it sent it.
 """
 
 
@@ -26,7 +28,7 @@ import numpy as np
 from ..decision import Mode
 from .rollout import EpisodeLog
 
-__all__ = ["summarize"]
+__all__ = ["plan_shares", "summarize"]
 
 
 def summarize(log: EpisodeLog, slo_s: float) -> dict[str, float]:
@@ -51,4 +53,26 @@ def summarize(log: EpisodeLog, slo_s: float) -> dict[str, float]:
     }
     for m in Mode:
         out[f"share_{m.label}"] = float(np.mean(modes == int(m)))
+    return out
+
+
+def plan_shares(log: EpisodeLog) -> dict[str, object]:
+    """How the offloads sent each modality: ``{"offloads": n, "image": {"full": share, ...}, ...}``
+    over the offloads whose request had that modality (``"whole": 1.0`` when plans were off)."""
+    labels = [p for p in log.upload_plan if p]
+    out: dict[str, object] = {"offloads": len(labels)}
+    if labels and all(p == "all" for p in labels):
+        out["whole"] = 1.0
+        return out
+    counts: dict[str, dict[str, int]] = {}
+    for lab in labels:
+        for part in lab.split(","):
+            mod, _, choice = part.partition("=")
+            if choice:
+                counts.setdefault(mod, {}).setdefault(choice, 0)
+                counts[mod][choice] += 1
+    for mod in ("image", "video", "audio"):
+        if mod in counts:
+            n = sum(counts[mod].values())
+            out[mod] = {k: v / n for k, v in sorted(counts[mod].items())}
     return out

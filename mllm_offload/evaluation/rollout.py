@@ -11,9 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..policy import Policy
+from ..policy import Policy, decide
 
 __all__ = ["EpisodeLog", "run_episodes"]
+
+
+def _plan_label(plan: Any, env: Any) -> str:
+    """``image=model_res,audio=drop`` over the modalities the request that just ran has."""
+    present = getattr(env, "_present", None)
+    if present is None or not getattr(env, "upload_plans", False):
+        return "all"
+    img, vid, aud = present[env._i - 1]
+    return str(plan.label(img, vid, aud))
 
 
 @dataclass
@@ -30,6 +39,8 @@ class EpisodeLog:
     cost_usd: list[float] = field(default_factory=list)
     energy_j: list[float] = field(default_factory=list)
     mode: list[int] = field(default_factory=list)
+    #: per request: the upload plan applied (label over its modalities), "" when nothing was uploaded
+    upload_plan: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -54,8 +65,8 @@ def run_episodes(env: Any, policy: Policy, seeds: Sequence[int],
         policy.reset(int(s), env=base)
         done = False
         while not done:
-            th = policy.thresholds(obs)
-            obs, r, done, trunc, info = base.step_thresholds(th)
+            th, plan = decide(policy, obs)
+            obs, r, done, trunc, info = base.step_thresholds(th, plan)
             done = done or trunc
             o = info["outcome"]
             log.reward.append(r)
@@ -68,4 +79,6 @@ def run_episodes(env: Any, policy: Policy, seeds: Sequence[int],
             log.cost_usd.append(o.cloud_cost_usd)
             log.energy_j.append(o.energy_j)
             log.mode.append(int(o.mode))
+            applied = info.get("upload_plan")
+            log.upload_plan.append(_plan_label(applied, base) if o.cloud_called and applied is not None else "")
     return log

@@ -24,6 +24,12 @@ How one request is drawn (all randomness from ``seed``):
 6. latencies: ``overhead + tokens / prefill_tok_s + out_tokens / decode_tok_s``, times a
    log-normal jitter; arrivals Poisson at ``arrival_rate_rps``.
 
+7. upload-plan variants (:class:`VariantModel`, the trace's :class:`~mllm_offload.trace_format.PlanTable`
+   and, with records, each record's ``variants``): what each plan sends, the cloud's input
+   tokens and latency (its prefill scaled by the tokens), and its ``P(correct)`` times a
+   retention per changed modality; the realised score of a variant reuses the request's
+   uniform draw, so a variant is correct only where the full request is.
+
 Besides the realised scores (coin flips), the trace keeps the *expected* ones (the trace's
 optional columns ``edge_score_expected``, ``cloud_score_expected``: ``P(correct | d)`` of each
 model; ``edge_score_expected_given_conf``: ``P(edge correct | d, confidence)`` by Bayes with the
@@ -41,11 +47,12 @@ import numpy as np
 from pydantic import Field
 
 from ..config import StrictModel, SystemConfig
+from ..decision import SEND_ALL, all_plans
 from ..errors import UserInputError
 from ..mas.joint import joint_score_array
-from ..trace_format import EdgeOutcome, ModalityInfo, Outcome, RequestTrace, TraceRecord
+from ..trace_format import EdgeOutcome, ModalityInfo, Outcome, PlanTable, RequestTrace, TraceRecord, VariantOutcome
 
-__all__ = ["PROFILES", "LatencyModel", "SynthProfile", "generate", "get_profile", "qwen2vl_image_tokens"]
+__all__ = ["PROFILES", "LatencyModel", "SynthProfile", "VariantModel", "generate", "get_profile", "qwen2vl_image_tokens"]
 
 
 class LatencyModel(StrictModel):
@@ -57,6 +64,34 @@ class LatencyModel(StrictModel):
     px_per_token: int = Field(784, gt=0, description="image pixels per token (Qwen2-VL: 28x28)")
     max_image_tokens: int = Field(16384, gt=0)
     jitter: float = Field(0.1, ge=0.0, description="log-normal sigma of the service time")
+
+
+class VariantModel(StrictModel):
+    """What an upload plan's variants do to a synthetic request (figures and sources: docs/calibration.md).
+
+    ====================  =========================================================================
+    variant               effect
+    ====================  =========================================================================
+    ``model_res``         the image resized to at most ``cloud_image_max_px`` pixels (what the cloud
+                          model consumes): bytes scale with the pixels; tokens and accuracy unchanged
+                          (the model resizes to that size itself)
+    ``reduced``           ``reduced_side`` of the model-res side: bytes scale with the pixels, tokens
+                          as Qwen2-VL's processor counts them; ``P(correct)`` times
+                          ``1 - image_loss x ln(tokens_full / tokens_reduced) x 2 x spatial``
+    ``keyframes``         ``max(keyframes_min, round(frames x max(temporal, 0.25)))`` frames kept;
+                          bytes and tokens scale with them; ``P(correct)`` times
+                          ``1 - keyframe_loss x temporal x (1 - kept / frames)``
+    ``no_audio``          no audio bytes or tokens; ``P(correct)`` times ``1 - audio_loss x audio``
+                          (``audio``: the MAS audio activity)
+    ====================  =========================================================================
+    """
+
+    cloud_image_max_px: int = Field(1280 * 28 * 28, gt=0, description="pixels the cloud model consumes per image")
+    reduced_side: float = Field(0.5, gt=0.0, lt=1.0, description="reduced: fraction of the model-res side")
+    image_loss: float = Field(0.05, ge=0.0, le=1.0, description="relative accuracy lost per e-fold fewer image tokens at spatial 0.5")
+    keyframes_min: int = Field(2, ge=1)
+    keyframe_loss: float = Field(0.1, ge=0.0, le=1.0, description="relative loss x temporal novelty x dropped share")
+    audio_loss: float = Field(0.7, ge=0.0, le=1.0, description="relative loss x audio activity when audio is dropped")
 
 
 class SynthProfile(StrictModel):
@@ -91,6 +126,7 @@ class SynthProfile(StrictModel):
     bandwidth: str = Field(description="default bandwidth spec (see traces.bandwidth_source)")
     system: SystemConfig
     sources: dict[str, str]
+    variants: VariantModel = Field(default_factory=VariantModel, description="what upload plans do (see VariantModel)")
 
 
 def qwen2vl_image_tokens(width: int, height: int, min_pixels: int = 3136, max_pixels: int = 12_845_056, factor: int = 28) -> int:
@@ -374,6 +410,45 @@ def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: b
     )
     trace.mas = {k: trace.mas[k] for k in ("score", "spatial", "temporal", "audio", "text")}
     trace.extra["difficulty"] = d  # latent; not written to files, for calibration checks only
+    # 7. upload-plan variants (no random draws: the realised trace of a seed does not depend on them)
+    vm = p.variants
+    consumed = np.minimum(img_px, float(vm.cloud_image_max_px))
+    red_px = consumed * vm.reduced_side**2
+    red_tok = np.array([qwen2vl_image_tokens(max(1, round(w * math.sqrt(r / a))), max(1, round(h * math.sqrt(r / a))))
+                        for w, h, r, a in zip(width, height, red_px, img_px)])
+    red_tok = np.minimum(red_tok, cloud_img_tok)
+    img_choice = {  # bytes, tokens, retention of P(correct)
+        "full": (img_bytes, cloud_img_tok, np.ones(n)),
+        "model_res": (np.round(img_bytes * consumed / img_px), cloud_img_tok, np.ones(n)),
+        "reduced": (np.round(img_bytes * red_px / img_px), red_tok,
+                    np.clip(1.0 - vm.image_loss * np.log(np.maximum(cloud_img_tok, 1) / np.maximum(red_tok, 1)) * 2.0 * mas["spatial"], 0.0, 1.0)),
+    }
+    keep = np.minimum(frames, np.maximum(np.minimum(vm.keyframes_min, frames), np.round(frames * np.maximum(mas["temporal"], 0.25))))
+    kept_share = np.where(frames > 0, keep / np.maximum(frames, 1), 1.0)
+    vid_choice = {"all": (vid_bytes, cloud_vid_tok, np.ones(n)),
+                  "keyframes": (np.round(vid_bytes * kept_share), (keep.astype(int) + 1) // 2 * q_vid_frame,
+                                1.0 - vm.keyframe_loss * mas["temporal"] * (1.0 - kept_share))}
+    aud_choice = {"keep": (aud_bytes, aud_tok, np.ones(n)), "drop": (np.zeros(n), np.zeros(n, int), 1.0 - vm.audio_loss * mas["audio"])}
+    base_model = p.cloud.overhead_s + cloud_tok / p.cloud.prefill_tok_s + np.maximum(c_out - 1, 0) / p.cloud.decode_tok_s
+    present = np.stack([has_image, has_video, has_audio], axis=1)
+    cols: dict[str, np.ndarray] = {k: np.empty((n, len(all_plans()))) for k in
+                                   ("payload_bytes", "input_tokens", "cloud_latency_s", "cloud_out_tokens", "cloud_score", "cloud_score_expected")}
+    for plan in all_plans():
+        (ib, it, ir), (vb, vt, vr), (ab, at, ar) = img_choice[plan.image], vid_choice[plan.video], aud_choice[plan.audio]
+        ib, it, ir = np.where(has_image, ib, 0.0), np.where(has_image, it, 0), np.where(has_image, ir, 1.0)
+        vb, vt, vr = np.where(has_video, vb, 0.0), np.where(has_video, vt, 0), np.where(has_video, vr, 1.0)
+        ab, at, ar = np.where(has_audio, ab, 0.0), np.where(has_audio, at, 0), np.where(has_audio, ar, 1.0)
+        tok = it + vt + at + text_tok
+        j = plan.index
+        cols["payload_bytes"][:, j] = ib + vb + ab + text_bytes
+        cols["input_tokens"][:, j] = tok
+        cols["cloud_latency_s"][:, j] = c_lat * (p.cloud.overhead_s + tok / p.cloud.prefill_tok_s
+                                                 + np.maximum(c_out - 1, 0) / p.cloud.decode_tok_s) / base_model
+        cols["cloud_out_tokens"][:, j] = c_out
+        expected = cloud_p * ir * vr * ar
+        cols["cloud_score_expected"][:, j] = expected
+        cols["cloud_score"][:, j] = (u_c < expected).astype(float)
+    trace.plans = PlanTable(present, **cols)
     if with_records:
         recs = []
         for i in range(n):
@@ -396,6 +471,40 @@ def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: b
                                  expected_score_given_confidence=float(edge_p_conf[i])),
                 cloud=Outcome(latency_s=float(c_lat[i]), ttft_s=float(c_ttft[i]), out_tokens=int(c_out[i]),
                               score=float(cloud_ok[i]), expected_score=float(cloud_p[i])),
+                variants=_record_variants(trace.plans, i, mods, pb, float(c_ttft[i] / c_lat[i])) or None,
             ))
         trace.records = recs
     return trace
+
+
+def _record_variants(table: PlanTable, i: int, mods: dict, pb: dict, ttft_share: float) -> dict[str, VariantOutcome]:
+    """Request ``i``'s variants as trace records hold them (one per distinct effective plan)."""
+    out: dict[str, VariantOutcome] = {}
+    present = table.present[i]
+    for plan in all_plans():
+        eff = plan.effective(*present)
+        key = eff.variant()
+        if eff != plan or eff == SEND_ALL or key in out:
+            continue
+        j = plan.index
+        changed = [m for m, c in (("image", plan.image != "full"), ("video", plan.video != "all"), ("audio", plan.audio != "keep")) if c]
+        # the changed modalities' sizes: the plan's totals less the unchanged modalities'
+        rest_b = sum(v for m, v in pb.items() if m not in changed)
+        rest_t = sum(v.tokens for m, v in mods.items() if m not in changed)
+        nb, nt = round(table.payload_bytes[i, j]) - rest_b, round(table.input_tokens[i, j]) - rest_t
+        sizes_b = dict.fromkeys(changed, 0)
+        sizes_t = dict.fromkeys(changed, 0)
+        sizes_b[changed[0]], sizes_t[changed[0]] = nb, nt  # one changed modality carries the rest (others dropped or 0)
+        if len(changed) > 1:  # split per modality from the single-modality plans
+            for m in changed:
+                single = {"image": (plan.image, "all", "keep"), "video": ("full", plan.video, "keep"), "audio": ("full", "all", plan.audio)}[m]
+                k = all_plans()[0].__class__(*single).index
+                sizes_b[m] = round(table.payload_bytes[i, k]) - (sum(pb.values()) - pb.get(m, 0))
+                sizes_t[m] = round(table.input_tokens[i, k]) - (sum(v.tokens for v in mods.values()) - mods[m].tokens)
+        lat = float(table.cloud_latency_s[i, j])
+        exp = table.cloud_score_expected
+        out[key] = VariantOutcome(
+            payload_bytes=sizes_b, tokens=sizes_t,
+            cloud=Outcome(latency_s=lat, ttft_s=lat * ttft_share, out_tokens=int(table.cloud_out_tokens[i, j]),
+                          score=float(table.cloud_score[i, j]), expected_score=None if exp is None else float(exp[i, j])))
+    return out

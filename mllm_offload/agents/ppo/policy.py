@@ -14,9 +14,9 @@ import numpy as np
 
 from ..._io import atomic_write_text, json_text
 from ...artifact import Normalization
-from ...decision import Thresholds
+from ...decision import Thresholds, UploadPlan
 from ...errors import UserInputError
-from ...policy import Policy
+from ...policy import Policy, decide
 
 __all__ = ["RecordingPolicy", "SB3Policy", "current_policy", "load_vecnormalize_stats", "save_vecnormalize_stats"]
 
@@ -42,8 +42,13 @@ class SB3Policy:
         return self.norm.apply(obs) if self.norm is not None else np.asarray(obs, np.float32)
 
     def thresholds(self, obs: np.ndarray) -> Thresholds:
+        return self.decide(obs)[0]
+
+    def decide(self, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
+        """Thresholds and, for a model of six actions, the upload plan."""
         action, _ = self.model.predict(self.normalize(obs), deterministic=True)
-        return Thresholds.from_action(np.clip(action, 0.0, 1.0))
+        a = np.clip(np.asarray(action, np.float64).reshape(-1), 0.0, 1.0)
+        return Thresholds.from_action(a[:3]), (UploadPlan.from_action(a[3:6]) if a.shape[0] == 6 else None)
 
 
 def current_policy(model: Any) -> SB3Policy:
@@ -65,9 +70,12 @@ class RecordingPolicy:
         self.inner.reset(seed, env=env)
 
     def thresholds(self, obs: np.ndarray) -> Thresholds:
-        th = self.inner.thresholds(obs)
+        return self.decide(obs)[0]
+
+    def decide(self, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
+        th, plan = decide(self.inner, obs)
         self.seen.append((th.tau_low, th.tau_high, th.tau_conf))
-        return th
+        return th, plan
 
 
 def save_vecnormalize_stats(venv: Any, path: str | Path) -> None:

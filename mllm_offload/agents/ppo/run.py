@@ -27,7 +27,7 @@ __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
 RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams",
-            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget", "edge_tier")
+            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget", "edge_tier", "upload_plans")
 _PATH_ARGS = ("trace", "config", "hyperparams")
 
 
@@ -86,7 +86,7 @@ _ARG_TYPES: dict[str, type | tuple[type, ...]] = {
     "profile": str, "trace": str, "bandwidth": str, "config": str, "seed": int, "episode_len": int,
     "score_floor": (str, int, float), "hyperparams": str, "timesteps": int,
     "latency_price": (int, float), "cost_price": (int, float), "latency_price_range": str,
-    "p95_budget": (int, float), "cost_budget": (int, float), "edge_tier": str,
+    "p95_budget": (int, float), "cost_budget": (int, float), "edge_tier": str, "upload_plans": str,
 }
 _REQUIRED_ARGS = ("profile", "seed", "episode_len")
 
