@@ -128,7 +128,7 @@ def test_a_missing_trace_path_is_still_cannot_read(tmp_path):
 
 def test_a_profile_name_suggests_the_closest(capsys):
     line = _user_error(capsys, ["evaluate", "--profile", "mobile3g", "--requests", "50", "--quiet"])
-    assert line == "mllm-offload evaluate: error: profile: unknown profile 'mobile3g'; did you mean 'mobile-3g'? (known: msao-paper, mobile-3g)"
+    assert line == "mllm-offload evaluate: error: profile: unknown profile 'mobile3g'; did you mean 'mobile-3g'? (known: msao-paper, mobile-3g, mobile-photos)"
 
 
 # -- servers -------------------------------------------------------------------------------------

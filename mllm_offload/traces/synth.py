@@ -72,9 +72,9 @@ class VariantModel(StrictModel):
     ====================  =========================================================================
     variant               effect
     ====================  =========================================================================
-    ``model_res``         the image resized to at most ``cloud_image_max_px`` pixels (what the cloud
-                          model consumes): bytes scale with the pixels; tokens and accuracy unchanged
-                          (the model resizes to that size itself)
+    ``model_res``         the image resized to what the cloud model consumes (at most its
+                          ``max_image_tokens x px_per_token`` pixels): bytes scale with the pixels;
+                          tokens and accuracy unchanged (the model resizes to that size itself)
     ``reduced``           ``reduced_side`` of the model-res side: bytes scale with the pixels, tokens
                           as Qwen2-VL's processor counts them; ``P(correct)`` times
                           ``1 - image_loss x ln(tokens_full / tokens_reduced) x 2 x spatial``
@@ -86,7 +86,6 @@ class VariantModel(StrictModel):
     ====================  =========================================================================
     """
 
-    cloud_image_max_px: int = Field(1280 * 28 * 28, gt=0, description="pixels the cloud model consumes per image")
     reduced_side: float = Field(0.5, gt=0.0, lt=1.0, description="reduced: fraction of the model-res side")
     image_loss: float = Field(0.05, ge=0.0, le=1.0, description="relative accuracy lost per e-fold fewer image tokens at spatial 0.5")
     keyframes_min: int = Field(2, ge=1)
@@ -412,7 +411,7 @@ def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: b
     trace.extra["difficulty"] = d  # latent; not written to files, for calibration checks only
     # 7. upload-plan variants (no random draws: the realised trace of a seed does not depend on them)
     vm = p.variants
-    consumed = np.minimum(img_px, float(vm.cloud_image_max_px))
+    consumed = np.minimum(img_px, float(p.cloud.max_image_tokens * p.cloud.px_per_token))
     red_px = consumed * vm.reduced_side**2
     red_tok = np.array([qwen2vl_image_tokens(max(1, round(w * math.sqrt(r / a))), max(1, round(h * math.sqrt(r / a))))
                         for w, h, r, a in zip(width, height, red_px, img_px)])
@@ -508,3 +507,18 @@ def _record_variants(table: PlanTable, i: int, mods: dict, pb: dict, ttft_share:
             cloud=Outcome(latency_s=lat, ttft_s=lat * ttft_share, out_tokens=int(table.cloud_out_tokens[i, j]),
                           score=float(table.cloud_score[i, j]), expected_score=None if exp is None else float(exp[i, j])))
     return out
+
+
+PROFILES["mobile-photos"] = PROFILES["mobile-3g"].model_copy(update={
+    "name": "mobile-photos",
+    "description": "mobile-3g with phone-camera photos (12 MP JPEGs of about 3 MB) instead of COCO-sized images, and a cloud "
+    "served with Qwen2-VL's suggested pixel budget (1280 tokens): what a phone app sends when it uploads the photo as taken.",
+    "image_sizes": [(4000, 3000, 0.6), (3000, 4000, 0.3), (4032, 3024, 0.1)],
+    "jpeg_bytes_per_px": 0.25,
+    "cloud": PROFILES["mobile-3g"].cloud.model_copy(update={"max_image_tokens": 1280}),
+    "sources": {**PROFILES["mobile-3g"].sources,
+                "image sizes / bytes": "12 MP phone photo: about 4000x3000 px, 2-4 MB JPEG (thesmartphonephotographer.com; "
+                "2020mobiletech blog) -> 3 MB / 12 MP = 0.25 bytes/pixel [D]",
+                "cloud max_image_tokens": "Qwen2-VL README: suggested max_pixels = 1280 x 28 x 28 (1280 tokens, about 1.0 MP "
+                "consumed of a 12 MP photo) [D]; the default max_pixels (16,384 tokens) would read 15,306 tokens of it"},
+})
