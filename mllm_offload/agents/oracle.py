@@ -8,6 +8,9 @@
   flip) and the realised system (latency, cost and energy of the simulator's plan for each
   mode): a more honest ceiling. It needs a synthetic trace (only a profile knows the difficulty).
 
+With upload plans on (``env.upload_plans``), both also choose the plan: every mode that calls the
+cloud is tried with each plan the request can be sent with (``env.request_plans()``).
+
 Neither is a deployable policy: both read the simulator's counterfactual outcomes
 (``env.counterfactual_rewards``), handed to them by ``reset(seed, env=...)`` at the start of every
 episode. What they *earn* in an evaluation is, like every policy's, the realised outcome of the
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..decision import Thresholds
+from ..decision import SEND_ALL, Thresholds, UploadPlan
 from ..errors import UserInputError
 from ..policy import PolicyContext, register
 
@@ -51,10 +54,17 @@ class HindsightOracle:
         self._env = env
 
     def thresholds(self, obs: np.ndarray) -> Thresholds:
+        return self.decide(obs)[0]
+
+    def decide(self, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
+        """The best candidate (thresholds and, with upload plans, the plan) for the current request."""
         if self._env is None:
             raise TypeError(f"{type(self).__name__} needs realised outcomes: reset(seed, env=env) binds the simulator first")
-        rewards = self._env.counterfactual_rewards(self.CANDIDATES, expected=True) if self.expected else self._env.counterfactual_rewards(self.CANDIDATES)
-        return self.CANDIDATES[int(np.argmax(rewards))]
+        plans = self._env.request_plans() if getattr(self._env, "upload_plans", False) else [SEND_ALL]
+        cands: list[tuple[Thresholds, UploadPlan | None]] = [
+            (th, p) for th in self.CANDIDATES for p in (plans if th.tau_conf > 0.0 or th.tau_high < 1.0 else [SEND_ALL])]
+        rewards = self._env.counterfactual_rewards(cands, expected=self.expected)
+        return cands[int(np.argmax(rewards))]
 
 
 class ExpectedOracle(HindsightOracle):

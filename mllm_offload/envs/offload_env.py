@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ..config import EpisodeConfig, RewardWeights, SystemConfig
-from ..decision import SEND_ALL, Thresholds, UploadPlan
+from ..decision import SEND_ALL, Thresholds, UploadPlan, all_plans
 from ..edge_tier.tier import EdgeTier, draw_outages
 from ..errors import UserInputError
 from ..observation import OBSERVATION_SPEC, build_observation
@@ -311,6 +311,21 @@ class OffloadEnv(gym.Env):
         self._i += 1
         done = self._i >= self.n_requests
         return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th, "upload_plan": applied}
+
+    def request_plans(self) -> list[UploadPlan]:
+        """The distinct upload plans the current request can be sent with (its modalities' choices
+        that the trace has outcomes for; ``[SEND_ALL]`` without plans). For the oracles."""
+        if not self.upload_plans or self.sim is None or self._i >= self.n_requests:
+            return [SEND_ALL]
+        img, vid, aud = self._present[self._i]
+        rows = self.sim.req.plans
+        assert rows is not None
+        seen: dict[UploadPlan, None] = {}
+        for p in all_plans():
+            e = p.effective(img, vid, aud)
+            if e not in seen and rows[self._i][e.index][1] == rows[self._i][e.index][1]:  # not NaN
+                seen[e] = None
+        return list(seen)
 
     def _applied(self, plan: UploadPlan | None) -> UploadPlan:
         """``plan`` restricted to the current request's modalities (everything whole without plans)."""

@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Upload plans against the same policy families without them, at equal score, on the test split.
+
+Families (with plans / without):
+
+* **PPO**: one trade-off-conditioned policy per seed trained with upload plans (``--upload-plans
+  on``) and one without (``off``); both evaluated over the latency prices ``--prices`` (a
+  frontier each). At every point of the policy without plans, the policy with plans' mean upload
+  bytes and p95 latency are interpolated along its own frontier at that score (linear in score;
+  none where the score lies outside its frontier): the ratios the issue asks for "at equal score".
+* **MSAO + model_res** (``msao-model-res``) against MSAO, and **moaoff** against its own routing
+  without plans (MSAO): one point each at the balanced price, with the score difference (the
+  comparison holds "at equal score" only when it is within 0.5 points).
+
+Run folders already holding an exported policy are reused. Example (mobile-3g on a folder of real
+bandwidth traces, 3 seeds, about 20 minutes on 2 cores)::
+
+    python benchmarks/upload_plans.py --bandwidth PENSIEVE_DIR --seeds 0,1,2 --out runs/bench-plans-m3g
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
+from mllm_offload.evaluation import evaluate
+from mllm_offload.scenario import Scenario
+from mllm_offload.tradeoff import PRESETS, TradeOff, parse_prices
+
+
+def _train(cmd: list[str], out: Path) -> tuple[Path, float]:
+    if (out / "policy" / "policy.json").is_file():
+        return out, 0.0
+    t0 = time.perf_counter()
+    args = [*cmd, "--out", str(out), "--no-eval", "--quiet"] + (["--overwrite"] if (out / "run.json").is_file() else [])
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"training {out} failed:\n{r.stderr[-2000:]}")
+    return out, time.perf_counter() - t0
+
+
+def _point(scn: Scenario, policy: Any, price: float, requests: int) -> dict[str, float]:
+    env = scn.with_tradeoff(TradeOff(latency_price=price, cost_price=scn.trade.cost_price)).make_env("test")
+    res, _ = evaluate(env, [policy], requests, throughput=False)
+    m = res[policy.name]
+    return {"price": price, "reward": m["reward_mean"], "score": m["score_mean"], "mb": m["mb_uploaded_mean"],
+            "p95_s": m["latency_p95_s"]}
+
+
+def _fmt(v: float | None) -> str:
+    return "  -   " if v is None else f"{v:6.2f}"
+
+
+def _at_score(points: list[dict[str, float]], score: float, key: str) -> float | None:
+    """``key`` interpolated linearly in score along ``points`` (None outside their score range)."""
+    pts = sorted(points, key=lambda p: p["score"])
+    s = np.array([p["score"] for p in pts])
+    if not s[0] - 1e-9 <= score <= s[-1] + 1e-9:
+        return None
+    return float(np.interp(score, s, [p[key] for p in pts]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="mobile-3g")
+    ap.add_argument("--trace", help="recorded request trace with variants (record --variants) instead of the profile's requests")
+    ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
+    ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontiers")
+    ap.add_argument("--timesteps", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-plans"))
+    ap.add_argument("--json", type=Path, help="write every point and ratio as JSON")
+    args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    prices = parse_prices(args.prices, "--prices")
+    scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth)
+    if (scn.trace.plans if scn.trace is not None else True) is None:
+        raise SystemExit(f"{args.trace}: no variant outcomes (record it with --variants)")
+    base = [sys.executable, "-m", "mllm_offload", "train", "--profile", args.profile, "--timesteps", str(args.timesteps)]
+    base += ["--trace", args.trace] if args.trace else []
+    base += ["--bandwidth", args.bandwidth] if args.bandwidth else []
+    jobs = [([*base, "--seed", str(s), "--upload-plans", mode], args.out / f"{mode}-s{s}") for s in seeds for mode in ("on", "off")]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as ex:
+        trained = list(ex.map(lambda j: _train(*j), jobs))
+    print(f"trained {sum(1 for _, t in trained if t > 0)} runs in {time.perf_counter() - t0:.0f} s ({len(trained)} in all)\n")
+    with_plans, without = dataclasses.replace(scn, upload_plans=True), dataclasses.replace(scn, upload_plans=False)
+    doc: dict[str, Any] = {"profile": args.profile, "trace": args.trace, "bandwidth": scn.bandwidth, "requests": args.requests,
+                           "ppo": {}, "rules": {}}
+    rows = []
+    for s in seeds:
+        on = [_point(with_plans, with_plans.policy(args.out / f"on-s{s}" / "policy", "ppo-plans"), p, args.requests) for p in prices]
+        off = [_point(without, without.policy(args.out / f"off-s{s}" / "policy", "ppo"), p, args.requests) for p in prices]
+        ratios = []
+        for q in off:
+            mb, p95 = _at_score(on, q["score"], "mb"), _at_score(on, q["score"], "p95_s")
+            ratios.append({"price": q["price"], "score": q["score"], "mb_ratio": None if mb is None else mb / q["mb"] if q["mb"] > 0 else None,
+                           "p95_ratio": None if p95 is None else p95 / q["p95_s"]})
+        doc["ppo"][f"seed{s}"] = {"with_plans": on, "without": off, "at_equal_score": ratios}
+        rows.append((s, on, off, ratios))
+    print("PPO (conditioned) with upload plans against without, test split; per latency price of the policy without plans:")
+    print(f"  {'seed':>4} {'price':>6} | {'score':>6} {'MB':>7} {'p95 s':>7} | with plans: {'score':>6} {'MB':>7} {'p95 s':>7} "
+          f"| at equal score: {'MB x':>6} {'p95 x':>6}")
+    for s, on, off, ratios in rows:
+        for q, o, r in zip(off, on, ratios):
+            print(f"  {s:>4} {q['price']:>6g} | {q['score']:6.3f} {q['mb']:7.3f} {q['p95_s']:7.2f} | {'':12}{o['score']:6.3f} "
+                  f"{o['mb']:7.3f} {o['p95_s']:7.2f} | {'':16}{_fmt(r['mb_ratio'])} {_fmt(r['p95_ratio'])}")
+    mb_all = [r["mb_ratio"] for *_, rs in rows for r in rs if r["mb_ratio"] is not None]
+    p95_all = [r["p95_ratio"] for *_, rs in rows for r in rs if r["p95_ratio"] is not None]
+    if mb_all:
+        print(f"  at equal score, over {len(mb_all)} points: bytes x{np.median(mb_all):.2f} (median; {min(mb_all):.2f}-{max(mb_all):.2f}), "
+              f"p95 x{np.median(p95_all):.2f} ({min(p95_all):.2f}-{max(p95_all):.2f}); goal: bytes <= 0.6x, p95 <= 0.75x")
+    balanced = PRESETS["balanced"]
+    msao = _point(without, without.policy("msao"), balanced, args.requests)
+    print(f"\nRules at the balanced price ({balanced:g}), against MSAO sending everything (score {msao['score']:.3f}, "
+          f"{msao['mb']:.3f} MB, p95 {msao['p95_s']:.2f} s):")
+    for name in ("msao-model-res", "moaoff"):
+        q = _point(with_plans, with_plans.policy(name), balanced, args.requests)
+        d = 100 * (q["score"] - msao["score"])
+        doc["rules"][name] = {"point": q, "msao": msao, "score_diff_points": d, "mb_ratio": q["mb"] / msao["mb"],
+                              "p95_ratio": q["p95_s"] / msao["p95_s"]}
+        print(f"  {name:15s} score {q['score']:.3f} ({d:+.1f} pts{', within 0.5' if abs(d) <= 0.5 else ', NOT within 0.5'}), "
+              f"{q['mb']:.3f} MB (x{q['mb'] / msao['mb']:.2f}), p95 {q['p95_s']:.2f} s (x{q['p95_s'] / msao['p95_s']:.2f})")
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
