@@ -1,4 +1,4 @@
-"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,report,tiny-model,serve,route,record,shapes,edge-plan}``
+"""Command line: ``mllm-offload {evaluate,train,export,synth,profiles,report,tiny-model,serve,route,record,shapes,edge-plan,edge-cluster}``
 (also ``train.py``, ``evaluate.py``). One small module per command: parse arguments, call the
 library, print.
 
@@ -16,12 +16,12 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserInputError
-from . import edge_plan, evaluate, export, profiles, record, report, route, serve, shapes, synth, tiny_model, train
+from . import edge_cluster, edge_plan, evaluate, export, profiles, record, report, route, serve, shapes, synth, tiny_model, train
 from ._parser import CLIParser, command_parser
 
 __all__ = ["build_parser", "main", "main_evaluate", "main_train"]
 
-_COMMANDS = (evaluate, train, export, synth, profiles, tiny_model, serve, route, record, report, shapes, edge_plan)
+_COMMANDS = (evaluate, train, export, synth, profiles, tiny_model, serve, route, record, report, shapes, edge_plan, edge_cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:
