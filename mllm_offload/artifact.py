@@ -557,7 +557,10 @@ class ArtifactPolicy:
 
     @property
     def chooses_plan(self) -> bool:
-        """Whether the policy also chooses the upload plan (six outputs)."""
+        """Whether the policy also chooses the upload plan: six outputs, or a rule that does
+        (``msao-model-res``, ``moaoff``)."""
+        if self._rule is not None:
+            return callable(getattr(self._rule, "decide", None))
         return self.manifest.action.mapping == "thresholds-plan-v1"
 
     def decide(self, obs: np.ndarray) -> tuple[Thresholds, UploadPlan | None]:
@@ -566,7 +569,7 @@ class ArtifactPolicy:
             f = getattr(self._rule, "decide", None)
             return f(obs) if f is not None else (self.thresholds(obs), None)
         a = self.actions(obs)
-        return Thresholds.from_action(a[:3]), (UploadPlan.from_action(a[3:6]) if self.chooses_plan else None)
+        return Thresholds.from_action(a[:3]), (UploadPlan.from_action(a[3:6]) if a.shape[-1] == 6 else None)
 
     def __repr__(self) -> str:
         return f"ArtifactPolicy(name={self.name!r}, kind={self.kind!r}, backend={self.backend!r}, path={str(self.path)!r})"

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from ..mllm_backends.base import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_REQUEST_PIXELS
+from ._cloud_image import add_cloud_image_args, cloud_image_spec
 from ._common import cost_price, price
 from ._parser import positive_int
 from ._servers import add_backend_args, add_verbose_arg, backend, bind_port, check_port, library_output
@@ -19,7 +20,8 @@ def add_parser(sub: Any) -> None:
                         description="Route each chat completion to the edge, the cloud or both (speculation) with a policy; "
                         "log every request as a trace record in --log-dir.")
     add_backend_args(ro)
-    ro.add_argument("--policy", required=True, help="exported policy folder, or a heuristic name: msao, edge, cloud")
+    ro.add_argument("--policy", required=True, help="exported policy folder, or a heuristic name: msao, edge, cloud; "
+                    "msao-model-res and moaoff also choose upload plans")
     ro.add_argument("--policy-backend", default="numpy", choices=["numpy", "onnx"], help="policy inference backend [numpy]")
     ro.add_argument("--policy-key-env", metavar="NAME",
                     help="require policy.json to carry an HMAC keyed by the environment variable NAME [MLLM_OFFLOAD_POLICY_KEY when set]")
@@ -51,6 +53,7 @@ def add_parser(sub: Any) -> None:
     ro.add_argument("--profile", default=None,
                     help="take estimator priors and the SLO from this synthetic profile's system "
                     "[the system recorded in the policy's policy.json, else the built-in SystemConfig defaults]")
+    add_cloud_image_args(ro)
     ro.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level [warning]")
     add_verbose_arg(ro)
 
@@ -78,13 +81,23 @@ def run(args: argparse.Namespace) -> int:
     if getattr(policy, "manifest", None) is None:  # a named rule: MSAO's thresholds move with the SLO
         policy = OffloadPolicy.load(args.policy, backend=args.policy_backend, slo_s=system.slo_s, key=key)
     tradeoff = default_tradeoff(policy, args.latency_price, args.cost_price)
+    plans = _chooses_plans(policy)
+    cloud_image = cloud_image_spec(args, args.cloud, strict=plans)  # before the port is bound: a bad flag or config is one line
     sock = bind_port(args.host, args.port)  # a busy port is one line, before the models load or anything is announced
     try:
         with library_output(args.verbose):
-            _serve(args, policy, system, sock, tradeoff)
+            _serve(args, policy, system, sock, tradeoff, cloud_image, plans)
     finally:
         sock.close()
     return 0
+
+
+def _chooses_plans(policy: Any) -> bool:
+    """Whether ``policy`` chooses upload plans: a rule with ``decide`` (``msao-model-res``,
+    ``moaoff``), a heuristic artifact of one, or an artifact of six outputs."""
+    if not callable(getattr(policy, "decide", None)):
+        return False
+    return bool(getattr(policy, "chooses_plan", True))
 
 
 def default_tradeoff(policy: Any, latency_price: float | None, cost_price: float | None) -> Any:
@@ -97,7 +110,7 @@ def default_tradeoff(policy: Any, latency_price: float | None, cost_price: float
     return router_default(policy, latency_price, cost_price, flags + where)
 
 
-def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any, tradeoff: Any) -> None:
+def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any, tradeoff: Any, cloud_image: Any, plans: bool) -> None:
     from ..runtime.router import Router, RouterConfig
     from ..runtime.server import run_route_server
     from ..runtime.tracelog import TraceLog
@@ -113,11 +126,14 @@ def _serve(args: argparse.Namespace, policy: Any, system: Any, sock: Any, tradeo
                        max_prompt_chars=args.max_prompt_chars, max_image_pixels=args.max_image_pixels, max_request_pixels=args.max_request_pixels)
     log = TraceLog(args.log_dir, {"edge_model": getattr(edge, "name", args.edge), "cloud_model": getattr(cloud, "name", args.cloud),
                                   "policy": policy.name, "policy_path": str(args.policy), "hardware": hardware_info(),
-                                  "tradeoff": {"latency_price": tradeoff.latency_price, "cost_price": tradeoff.cost_price}},
+                                  "tradeoff": {"latency_price": tradeoff.latency_price, "cost_price": tradeoff.cost_price},
+                                  "cloud_image": cloud_image.describe() if cloud_image is not None else None},
                    max_bytes=int(args.log_max_mb * 1024 * 1024))
-    router = Router(edge, cloud, policy, cfg, log, tradeoff=tradeoff)
+    router = Router(edge, cloud, policy, cfg, log, tradeoff=tradeoff, cloud_image=cloud_image)
     trade = tradeoff.label() if getattr(policy, "tradeoff_range", None) is not None else "no trade-off input"
-    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}, {trade}); "
+    uploads = "" if not plans else f", upload plans: cloud images {cloud_image.describe()}" if cloud_image is not None else \
+        ", upload plans: cloud image size unknown, images sent whole (give --cloud-image-size, --cloud-image-pixels or --cloud-image-family)"
+    print(f"routing on http://{args.host}:{args.port}/v1 (edge {args.edge}, cloud {args.cloud}, policy {policy.name}, {trade}{uploads}); "
           f"logs in {args.log_dir}", flush=True)
     run_route_server(router, args.host, args.port, api_key=args.api_key, max_queue=args.max_queue,
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024), log_level=args.log_level, sock=sock, public_metrics=args.public_metrics)

@@ -12,6 +12,12 @@ feature             range   definition
 
 A clip of one repeated frame has ``temporal`` 0; a clip of unrelated frames close to 1. A single
 frame counts as no video (0).
+
+Per frame, :func:`frame_novelty` applies the same formula to each frame and its predecessor:
+``0.6 (1 - dup) + 0.4 min(1, mad / 32)`` with ``dup`` the near-duplicate test above and ``mad``
+their mean absolute difference; the first frame is new (1). A frame is novel (``>=``
+:data:`NOVEL`, 0.6) exactly when it is not a near-duplicate of the frame before it: the
+``keyframes`` upload plan sends those (:func:`mllm_offload.mllm_backends.upload_plan.keyframe_indices`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import numpy as np
 
 from ._image import small_gray
 
-__all__ = ["DUP_BITS", "DUP_MAD", "dhash", "temporal_features"]
+__all__ = ["DUP_BITS", "DUP_MAD", "NOVEL", "dhash", "frame_novelty", "temporal_features"]
 
 DUP_BITS = 6
 DUP_MAD = 3.0
+#: per-frame novelty at or above which a frame is not a near-duplicate of its predecessor
+NOVEL = 0.6
 
 
 def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -45,10 +53,8 @@ def dhash(gray: np.ndarray) -> np.ndarray:
     return (s[:, 1:] > s[:, :-1]).ravel()
 
 
-def temporal_features(frames: Sequence[Any], what: str = "video") -> dict[str, float]:
-    """Temporal MAS features of a clip (oldest frame first); see the module table."""
-    if frames is None or len(frames) < 2:
-        return {"dup_share": 0.0, "frame_mad": 0.0, "temporal": 0.0}
+def _pair_stats(frames: Sequence[Any], what: str) -> tuple[list[bool], list[float]]:
+    """Per consecutive pair of frames: near-duplicate (dHash and MAD test) and mean absolute difference, grey levels."""
     hashes, smalls = [], []
     for i, f in enumerate(frames):
         g, _ = small_gray(f, max_side=64, what=f"{what} frame {i}")
@@ -59,7 +65,26 @@ def temporal_features(frames: Sequence[Any], what: str = "video") -> dict[str, f
         mad = float(np.abs(a - b).mean())
         mads.append(mad)
         dups.append(int(np.count_nonzero(ha != hb)) <= DUP_BITS and mad < DUP_MAD)
+    return dups, mads
+
+
+def temporal_features(frames: Sequence[Any], what: str = "video") -> dict[str, float]:
+    """Temporal MAS features of a clip (oldest frame first); see the module table."""
+    if frames is None or len(frames) < 2:
+        return {"dup_share": 0.0, "frame_mad": 0.0, "temporal": 0.0}
+    dups, mads = _pair_stats(frames, what)
     dup_share = float(np.mean(dups))
     frame_mad = float(np.mean(mads))
     novelty = 0.6 * (1.0 - dup_share) + 0.4 * min(1.0, frame_mad / 32.0)
     return {"dup_share": dup_share, "frame_mad": frame_mad, "temporal": float(min(max(novelty, 0.0), 1.0))}
+
+
+def frame_novelty(frames: Sequence[Any], what: str = "video") -> np.ndarray:
+    """Novelty of each frame against the one before it, in [0, 1] (the first frame: 1); see the
+    module docstring. Frames are decoded small (64 px grey), as for :func:`temporal_features`."""
+    n = len(frames) if frames is not None else 0
+    out = np.ones(n, dtype=np.float64)
+    if n >= 2:
+        dups, mads = _pair_stats(frames, what)
+        out[1:] = 0.6 * (1.0 - np.asarray(dups, dtype=np.float64)) + 0.4 * np.minimum(1.0, np.asarray(mads) / 32.0)
+    return out

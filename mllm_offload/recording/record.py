@@ -15,6 +15,19 @@ answers with the dataset's metric, computes MAS from the real media, and writes 
 * A bad item (missing image, a backend error or timeout on it) is reported and skipped; the run
   stops only after ``max_consecutive_failures`` items failed in a row (a dead backend), keeping
   what it recorded for the next run.
+* Upload-plan variants (``variants=["model_res", "reduced", "keyframes", "no_audio"]``, or
+  ``+``-joined combinations such as ``model_res+no_audio``): besides the base call, the cloud is run
+  on each variant that applies to the item's modalities (an image for ``model_res``/``reduced``, a
+  video for ``keyframes``, audio for ``no_audio``), the request made by the same
+  :func:`~mllm_offload.mllm_backends.upload_plan.apply_plan` the router uses, and the record's
+  ``variants`` holds, per variant, the changed modalities' ``payload_bytes`` (base64 data-URL
+  bytes, as ``payload_bytes``; 0 for dropped audio) and ``tokens`` (from the cloud's prompt token
+  count against the base call's; estimated from the pixels the model consumes, the frames kept,
+  when the cloud reports none) and the ``cloud`` outcome scored against the same label. A variant
+  that changes nothing (``model_res`` on images already at or below the model's size, keyframes
+  that keep every frame) reuses the base outcome instead of calling again. A variant whose call
+  fails is left out of that record with a note (the simulator then refuses that plan there rather
+  than guessing). Items resumed from an earlier run keep what they had.
 """
 
 from __future__ import annotations
@@ -33,13 +46,52 @@ from typing import Any
 import numpy as np
 
 from .._io import json_text
+from ..decision import UploadPlan
 from ..errors import UserInputError
-from ..mas import compute_mas
-from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, load_image
+from ..mas import compute_mas, frame_novelty
+from ..mllm_backends.base import AudioClip, Backend, CancelToken, Generation, MMRequest, image_size, load_image
+from ..mllm_backends.upload_plan import CloudImageSpec, PlannedRequest, apply_plan
 from ..trace_format import RequestTrace, TraceRecord, hardware_info, load_trace
 from ..traces.datasets import DatasetItem
 
-__all__ = ["RecordSummary", "record_dataset"]
+__all__ = ["VARIANT_CHOICES", "RecordSummary", "parse_variants", "record_dataset"]
+
+#: the single variants ``record`` knows, with the plan choice each makes (``+`` joins them)
+VARIANT_CHOICES: dict[str, tuple[str, str]] = {"model_res": ("image", "model_res"), "reduced": ("image", "reduced"),
+                                               "keyframes": ("video", "keyframes"), "no_audio": ("audio", "drop")}
+
+
+def parse_variants(text: str | Sequence[str]) -> list[str]:
+    """Variant names from ``model_res,reduced,keyframes,no_audio`` (or a list), each a single
+    variant or several joined by ``+`` in the order image, video, audio; one-line
+    :class:`UserInputError` naming the first bad one."""
+    import difflib
+
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    out: list[str] = []
+    for name in names:
+        if not name:
+            raise UserInputError("variants: empty name in the list (expected e.g. model_res,reduced,keyframes,no_audio)")
+        fields: dict[str, str] = {}
+        for part in name.split("+"):
+            if part not in VARIANT_CHOICES:
+                close = difflib.get_close_matches(part, VARIANT_CHOICES, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UserInputError(f"variants: unknown variant {part!r}{hint}; known: {', '.join(VARIANT_CHOICES)}")
+            modality, choice = VARIANT_CHOICES[part]
+            if modality in fields:
+                raise UserInputError(f"variants: {name!r} changes the {modality} twice")
+            fields[modality] = choice
+        canonical = UploadPlan(**fields).variant()
+        if canonical != name:
+            raise UserInputError(f"variants: write {name!r} as {canonical!r} (the order image, video, audio)")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _variant_plan(name: str) -> UploadPlan:
+    return UploadPlan(**dict(VARIANT_CHOICES[p] for p in name.split("+")))
 
 
 @dataclass
@@ -105,6 +157,8 @@ async def record_dataset(
     max_consecutive_failures: int = 20,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    variants: Sequence[str] = (),
+    cloud_image: CloudImageSpec | None = None,
 ) -> RecordSummary:
     """Run both backends on ``items`` and write the trace to ``out`` (see the module docstring).
 
@@ -122,9 +176,17 @@ async def record_dataset(
         max_consecutive_failures: stop after this many failed items in a row.
         progress: show a progress bar (stderr).
         report: where one-line notes about skipped items go (default: stderr).
+        variants: upload-plan variants to run the cloud on too (see the module docstring;
+            :func:`parse_variants` checks the names).
+        cloud_image: what the cloud model's image processor consumes; needed by the image
+            variants (``model_res``, ``reduced``).
     """
     if rate_rps <= 0 or max_new_tokens < 1 or edge_concurrency < 1 or cloud_concurrency < 1:
         raise UserInputError("record: rate, max_new_tokens and concurrencies must be positive")
+    variants = parse_variants(list(variants)) if variants else []
+    if cloud_image is None and any(_variant_plan(v).image != "full" for v in variants):
+        raise UserInputError("record: the image variants need the cloud model's image input size (cloud_image; "
+                             "--cloud-image-size, --cloud-image-pixels or --cloud-image-family for a URL)")
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     say = report or (lambda m: print(m, file=sys.stderr))
@@ -155,7 +217,13 @@ async def record_dataset(
             if state["fails"] >= max_consecutive_failures:
                 return
             try:
-                rec, scores = await _record_item(item, arrival[item.id], edge, cloud, edge_sem, cloud_sem, max_new_tokens, timeout_s, image_tokens)
+                rec, scores, req, gc = await _record_item(item, arrival[item.id], edge, cloud, edge_sem, cloud_sem, max_new_tokens, timeout_s,
+                                                          image_tokens)
+                if variants:
+                    rec["variants"] = await _record_variants(item, rec, req, gc, cloud, cloud_sem, timeout_s, variants, cloud_image, say)
+                    if not rec["variants"]:
+                        del rec["variants"]
+                    TraceRecord.model_validate(rec)
             except Exception as e:
                 msg = f"item {item.id}: skipped: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 say(msg)
@@ -189,6 +257,9 @@ async def record_dataset(
               "hardware": hardware_info(), "edge_model": getattr(edge, "name", "edge"), "cloud_model": getattr(cloud, "name", "cloud"),
               "max_new_tokens": max_new_tokens, "arrival_rate_rps": rate_rps, "arrival_seed": seed, "items": len(records),
               "cloud_concurrency": cloud_concurrency}
+    if variants:
+        header["variants"] = list(variants)
+        header["cloud_image"] = cloud_image.describe() if cloud_image is not None else None
     RequestTrace.from_records(records, meta=header).write_jsonl(out)
     partial.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - t_start
@@ -199,7 +270,8 @@ async def record_dataset(
 
 
 async def _record_item(item: DatasetItem, arrival_s: float, edge: Backend, cloud: Backend, edge_sem: asyncio.Semaphore,
-                       cloud_sem: asyncio.Semaphore, max_new_tokens: int, timeout_s: float, image_tokens: int) -> tuple[dict[str, Any], tuple[float, float]]:
+                       cloud_sem: asyncio.Semaphore, max_new_tokens: int, timeout_s: float,
+                       image_tokens: int) -> tuple[dict[str, Any], tuple[float, float], MMRequest, Generation]:
     images, video, audio = item.load_media()
     sizes = [load_image(b, f"item {item.id}: image {i}").size for i, b in enumerate(images)]
     for i, fr in enumerate(video or ()):
@@ -247,4 +319,77 @@ async def _record_item(item: DatasetItem, arrival_s: float, edge: Backend, cloud
     if item.meta:
         rec["item"] = dict(item.meta)
     TraceRecord.model_validate(rec)  # a record that does not validate is this item's failure, not the file's
-    return rec, (se, sc)
+    return rec, (se, sc), req, gc
+
+
+async def _record_variants(item: DatasetItem, rec: dict[str, Any], req: MMRequest, gc: Generation, cloud: Backend, cloud_sem: asyncio.Semaphore,
+                           timeout_s: float, variants: Sequence[str], cloud_image: CloudImageSpec | None,
+                           say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``variants`` of one record: the cloud on each variant of ``req`` that applies to its
+    modalities (see the module docstring); a variant that fails is reported and left out."""
+    present = (bool(req.images), bool(req.video), req.audio is not None)
+    todo = [v for v in variants if _variant_plan(v).effective(*present).variant() == v]
+
+    async def one(name: str) -> tuple[str, dict[str, Any] | None]:
+        try:
+            planned = await asyncio.to_thread(apply_plan, req, _variant_plan(name), cloud_image, frame_novelty)
+            if planned.changed:
+                async with cloud_sem:
+                    gv = await _timed(cloud, planned.request, timeout_s)
+            else:
+                gv = gc
+            lat, ttft = gv.server_times()
+            outcome = {"latency_s": lat, "ttft_s": ttft, "out_tokens": gv.out_tokens, "score": item.score(gv.text)}
+            return name, {"payload_bytes": _variant_bytes(planned), "tokens": _variant_tokens(rec, req, planned, gc, gv, cloud_image),
+                          "cloud": outcome}
+        except Exception as e:
+            say(f"item {item.id}: variant {name}: skipped: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return name, None
+
+    done = await asyncio.gather(*(one(v) for v in todo))
+    return {name: v for name, v in done if v is not None}
+
+
+def _variant_bytes(planned: PlannedRequest) -> dict[str, int]:
+    """Payload bytes of the modalities a variant changes (base64 data URLs, as ``payload_bytes``)."""
+    r, plan = planned.request, planned.plan
+    out: dict[str, int] = {}
+    if plan.image != "full":
+        out["image"] = sum(_b64_len(len(b)) + 23 for b in r.images)  # encoded bytes: the dataset's or apply_plan's
+    if plan.video != "all":
+        out["video"] = sum(_b64_len(len(b)) + 23 for b in r.video or ())
+    if plan.audio == "drop":
+        out["audio"] = 0
+    return out
+
+
+def _variant_tokens(rec: dict[str, Any], req: MMRequest, planned: PlannedRequest, gc: Generation, gv: Generation,
+                    cloud_image: CloudImageSpec | None) -> dict[str, int]:
+    """Input tokens of the modalities a variant changes. Estimates first: an image's tokens scale
+    with the pixels the model consumes of it (the same for a fixed input side), a video's with the
+    frames kept, dropped audio has none; then, when the cloud counted the prompt tokens of both
+    calls, the changed modalities together take the base's tokens plus the measured difference
+    (shared in proportion to the estimates)."""
+    mods = rec["modalities"]
+    plan = planned.plan
+    est: dict[str, float] = {}
+    if plan.image != "full":
+        base = float(mods["image"]["tokens"])
+        if cloud_image is not None:
+            old = sum(cloud_image.consumed_pixels(*image_size(b)) for b in req.images)
+            new = sum(cloud_image.consumed_pixels(w, h) for w, h in planned.image_sizes)
+            base = base * new / old if old else base
+        est["image"] = base
+    if plan.video != "all":
+        total = len(req.video or ())
+        est["video"] = float(mods["video"]["tokens"]) * len(planned.frames or ()) / total if total else 0.0
+    if plan.audio == "drop":
+        est["audio"] = 0.0
+    if gc.in_tokens > 0 and gv.in_tokens > 0:
+        measured = max(0.0, sum(float(mods[m]["tokens"]) for m in est) + (gv.in_tokens - gc.in_tokens))
+        total_est = sum(est.values())
+        if total_est > 0:
+            est = {m: measured * v / total_est for m, v in est.items()}
+        else:
+            est = {m: (measured / max(1, len(est)) if m != "audio" else 0.0) for m in est}
+    return {m: round(v) for m, v in est.items()}

@@ -38,6 +38,20 @@ before anything runs; a policy without a range (a rule, a version-1 artifact) ac
 trade-off used is in :attr:`RoutedAnswer.tradeoff` and in the trace record
 (``route.tradeoff``).
 
+Upload plans: a policy that chooses what an offload sends (``decide(obs)``, e.g. ``moaoff``,
+``msao-model-res`` or an artifact of six outputs; :func:`mllm_offload.policy.decide`) gets its
+:class:`~mllm_offload.decision.UploadPlan` applied to the cloud's copy of the request by
+:func:`~..mllm_backends.upload_plan.apply_plan` (images resized to what the cloud model consumes,
+``cloud_image=``; keyframes by the temporal MAS; audio dropped), in a worker thread, only when the
+cloud is called (an accepted edge-first answer never pays for it). The edge always gets the
+request as given. A policy without a plan sends everything whole and pays nothing extra. The plan
+over the request's modalities is in :attr:`RoutedAnswer.upload_plan` (the response header
+``x-offload-upload-plan``) and the trace record's ``route.upload_plan``, with the bytes the cloud
+was sent (``route.bytes_sent``, ``route.payload_sent``; ``null`` when the cloud was not called)
+and the time the plan took (``route.upload_plan_s``). A plan that fails on a request (an image
+Pillow cannot re-encode) sends it whole and logs why (``route.upload_plan_error``). The logged
+``cloud`` outcome is that of the request as sent.
+
 Pseudo-labels: deployment has no ground truth, so when both answers exist the cloud answer is the
 reference (cloud score 1, edge score 1 if the normalised answers agree, else 0); otherwise the
 score is logged as unknown (``null``).
@@ -52,6 +66,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +74,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import SystemConfig
-from ..decision import Mode, Thresholds, accept_edge, decide
+from ..decision import SEND_ALL, Mode, Thresholds, UploadPlan, accept_edge, decide
 from ..errors import UserInputError
-from ..mas import compute_mas
+from ..mas import compute_mas, frame_novelty
 from ..mllm_backends.base import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_PROMPT_CHARS,
@@ -77,8 +92,10 @@ from ..mllm_backends.base import (
     load_image,
     now,
 )
+from ..mllm_backends.upload_plan import CloudImageSpec, PlannedRequest, apply_plan, effective_plan
 from ..observation import RequestFeatures, build_observation
 from ..policy import Policy
+from ..policy import decide as policy_decide
 from ..scoring import normalize_answer
 from ..tradeoff import TradeOff
 from .estimators import RuntimeEstimators
@@ -159,6 +176,11 @@ class RoutedAnswer:
             ``edge_error`` ...), or ``None``.
         observation: the observation vector the policy saw.
         tradeoff: the trade-off the policy was asked for (its prices are in the observation).
+        upload_plan: what an offload of this request sends, over its modalities
+            (``image=model_res,audio=drop``; ``text`` without media; everything ``full``/``all``/
+            ``keep`` for a policy without plans): the ``x-offload-upload-plan`` header.
+        bytes_sent: payload bytes the cloud was sent (media as base64 data URLs, text), ``None``
+            when the cloud was not called.
     """
 
     id: str
@@ -174,6 +196,8 @@ class RoutedAnswer:
     #: seconds the server spent on this request besides the answering backend call (set by the server)
     router_overhead_s: float | None = None
     tradeoff: TradeOff = field(default_factory=TradeOff)
+    upload_plan: str = ""
+    bytes_sent: int | None = None
 
 
 @dataclass
@@ -183,6 +207,36 @@ class _Prepared:
     mas: dict[str, float]
     modalities: dict[str, dict[str, Any]]
     payload: dict[str, int]
+
+
+@dataclass
+class _Upload:
+    """The cloud's copy of one request under the policy's plan, built at most once, when the cloud
+    is first called (:meth:`Router._cloud_request`)."""
+
+    plan: UploadPlan  # the effective plan (SEND_ALL: the request as given)
+    label: str
+    planned: PlannedRequest | None = None
+    request: MMRequest | None = None
+    payload: dict[str, int] | None = None
+    error: str | None = None
+    called: bool = False
+
+    @property
+    def bytes(self) -> int | None:
+        return sum(self.payload.values()) if self.called and self.payload is not None else None
+
+
+def _payload(prompt: str, images: Sequence[Any], frames: Sequence[Any], audio: Any) -> dict[str, int]:
+    """Bytes of each modality on the wire: media as base64 ``data:`` URLs, text as UTF-8."""
+    payload = {"text": len(prompt.encode())}
+    if images:
+        payload["image"] = sum(_b64_len(len(b)) + 23 for b in images)  # data:image/jpeg;base64,
+    if frames:
+        payload["video"] = sum(_b64_len(len(b)) + 23 for b in frames)
+    if audio is not None:
+        payload["audio"] = _b64_len(44 + 2 * len(audio.samples))
+    return payload
 
 
 def _encode(image: Any, what: str, max_pixels: int | None) -> tuple[bytes, int, int]:
@@ -226,11 +280,14 @@ class Router:
         tradeoff: the trade-off of a request that names none (``None``: the policy's
             ``tradeoff_range.default()`` when it has a range, else ``TradeOff()``); one outside
             the policy's trained range raises :class:`~mllm_offload.errors.UserInputError`.
+        cloud_image: what the cloud model's image processor consumes, for the ``model_res`` and
+            ``reduced`` image plans (``None``: unknown, images are sent whole whatever the plan).
     """
 
     def __init__(self, edge: Backend, cloud: Backend, policy: Policy, config: RouterConfig | None = None, log: TraceLog | None = None,
-                 tradeoff: TradeOff | None = None) -> None:
+                 tradeoff: TradeOff | None = None, cloud_image: CloudImageSpec | None = None) -> None:
         self.edge, self.cloud, self.policy = edge, cloud, policy
+        self.cloud_image = cloud_image
         self.cfg = config or RouterConfig()
         self.log = log
         #: the trade-off of a request that names none
@@ -368,17 +425,14 @@ class Router:
                           sample_rate=audio.sample_rate if audio is not None else None)
         text_tokens = max(1, len(request.prompt.encode()) // 4)
         modalities: dict[str, dict[str, Any]] = {"text": {"tokens": text_tokens}}
-        payload = {"text": len(request.prompt.encode())}
+        payload = _payload(request.prompt, images, frames, audio)
         if images:
             modalities["image"] = {"tokens": self.cfg.image_tokens * len(images), "count": len(images),
                                    "width": max(w for w, _ in sizes), "height": max(h for _, h in sizes)}
-            payload["image"] = sum(_b64_len(len(b)) + 23 for b in images)  # data:image/jpeg;base64,
         if frames:
             modalities["video"] = {"tokens": self.cfg.image_tokens * len(frames), "frames": len(frames)}
-            payload["video"] = sum(_b64_len(len(b)) + 23 for b in frames)
         if audio is not None:
             modalities["audio"] = {"tokens": int(self.cfg.audio_tokens_per_s * audio.duration_s), "seconds": audio.duration_s}
-            payload["audio"] = _b64_len(44 + 2 * len(audio.samples))
         feats = RequestFeatures(mas=mas, payload_bytes=float(sum(payload.values())),
                                 input_tokens=float(sum(m["tokens"] for m in modalities.values())),
                                 has_video=bool(frames), has_audio=audio is not None)
@@ -403,19 +457,21 @@ class Router:
         else:
             prep = self._prepare(request)
         obs = build_observation(prep.features, self.est.state(), trade)
-        th = self.policy.thresholds(obs)
+        th, plan = policy_decide(self.policy, obs)
         s_mas = float(prep.mas["score"])
         mode = decide(s_mas, th)
-        size = int(prep.features.payload_bytes)
+        req = prep.request
+        eff = SEND_ALL if plan is None else effective_plan(req, plan, self.cloud_image)
+        up = _Upload(eff, eff.label(bool(req.images), bool(req.video), req.audio is not None))
         edge = cloud = SideResult()
         tasks: list[asyncio.Task] = []
         answered_by: str | None = None
         fallback: str | None = None
         cancelled = False
-        req = prep.request
         try:
             if mode is Mode.CLOUD:
-                cloud = await self._run_cloud(req, CancelToken(), size)
+                creq, csize = await self._cloud_request(prep, up)
+                cloud = await self._run_cloud(creq, CancelToken(), csize)
                 if cloud.ok:
                     answered_by = "cloud"
                 else:
@@ -429,13 +485,14 @@ class Router:
                 else:
                     if not edge.ok:
                         fallback = f"edge_{edge.status}"
-                    cloud = await self._run_cloud(req, CancelToken(), size)
+                    creq, csize = await self._cloud_request(prep, up)
+                    cloud = await self._run_cloud(creq, CancelToken(), csize)
                     if cloud.ok:
                         answered_by = "cloud"
                     elif edge.ok:
                         answered_by, fallback = "edge-degraded", f"cloud_{cloud.status}"
             else:
-                answered_by, fallback, cancelled, edge, cloud, tasks = await self._speculate(req, th, size)
+                answered_by, fallback, cancelled, edge, cloud, tasks = await self._speculate(prep, up, th)
         except asyncio.CancelledError:  # the caller went away: stop whatever still runs
             for t in tasks:
                 t.cancel()
@@ -444,19 +501,46 @@ class Router:
         if answered_by is None:
             msg = f"request {rid}: no backend answered (edge: {edge.error or edge.status}; cloud: {cloud.error or cloud.status})"
             self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
-                                     size=size, answered_by=None, fallback=fallback, error=msg, trade=trade))
+                                     up=up, answered_by=None, fallback=fallback, error=msg, trade=trade))
             ran = [s for s in (edge, cloud) if s.status != "not_run"]
             raise RouterError(msg, rid, refused=bool(ran) and all(s.refused for s in ran))
         used = cloud if answered_by == "cloud" else edge
         assert used.gen is not None
         self._spawn(self._finish(edge, cloud, tasks, rid=rid, wall0=wall0, prep=prep, obs=obs, th=th, mode=mode, latency=latency,
-                                 size=size, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled, trade=trade))
-        return RoutedAnswer(rid, used.gen, mode, answered_by, th, s_mas, latency, cancelled, fallback, obs.tolist(), tradeoff=trade)
+                                 up=up, answered_by=answered_by, fallback=fallback, error=None, cancelled=cancelled, trade=trade))
+        return RoutedAnswer(rid, used.gen, mode, answered_by, th, s_mas, latency, cancelled, fallback, obs.tolist(), tradeoff=trade,
+                            upload_plan=up.label, bytes_sent=up.bytes)
 
-    async def _speculate(self, req: MMRequest, th: Thresholds, size: int) -> tuple[str | None, str | None, bool, SideResult, SideResult, list[asyncio.Task]]:
+    async def _cloud_request(self, prep: _Prepared, up: _Upload) -> tuple[MMRequest, int]:
+        """The cloud's copy of the request and its payload bytes: the plan applied (in a worker
+        thread, once per request), or the request as given for :data:`SEND_ALL` or when applying
+        the plan failed (``up.error``)."""
+        up.called = True
+        if up.request is not None:
+            return up.request, sum((up.payload or {}).values())
+        req = prep.request
+        if up.plan != SEND_ALL:
+            try:
+                planned = await asyncio.to_thread(apply_plan, req, up.plan, self.cloud_image, frame_novelty,
+                                                  max_image_pixels=self.cfg.max_image_pixels, max_request_pixels=self.cfg.max_request_pixels)
+            except (UserInputError, ValueError, OSError) as e:  # sent whole rather than not at all
+                up.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                up.label = SEND_ALL.label(bool(req.images), bool(req.video), req.audio is not None)
+            else:
+                up.planned, req = planned, planned.request
+        up.request = req
+        up.payload = _payload(req.prompt, req.images, req.video or (), req.audio) if req is not prep.request else dict(prep.payload)
+        return req, sum(up.payload.values())
+
+    async def _speculate(self, prep: _Prepared, up: _Upload, th: Thresholds) -> tuple[str | None, str | None, bool, SideResult, SideResult, list[asyncio.Task]]:
         ce, cc = CancelToken(), CancelToken()
-        et = asyncio.create_task(self._run_edge(req, ce))
-        ct = asyncio.create_task(self._run_cloud(req, cc, size))
+        et = asyncio.create_task(self._run_edge(prep.request, ce))
+        try:
+            creq, csize = await self._cloud_request(prep, up)  # the edge is already running
+        except BaseException:  # the caller went away while the plan was applied: stop the edge too
+            et.cancel()
+            raise
+        ct = asyncio.create_task(self._run_cloud(creq, cc, csize))
         tasks = [et, ct]
         done, _ = await asyncio.wait({et, ct}, return_when=asyncio.FIRST_COMPLETED)
         if ct in done and ct.result().ok and et not in done:  # the cloud answered first: stop the edge
@@ -483,7 +567,7 @@ class Router:
         task.add_done_callback(self._background.discard)
 
     async def _finish(self, edge: SideResult, cloud: SideResult, tasks: list[asyncio.Task], *, rid: str, wall0: float, prep: _Prepared,
-                      obs: Any, th: Thresholds, mode: Mode, latency: float, size: int, answered_by: str | None,
+                      obs: Any, th: Thresholds, mode: Mode, latency: float, up: _Upload, answered_by: str | None,
                       fallback: str | None, error: str | None, cancelled: bool = False, trade: TradeOff | None = None) -> None:
         """Settle cancelled side calls, run the shadow side if sampled, and log the record."""
         if tasks:
@@ -502,15 +586,16 @@ class Router:
             return
         if self.cfg.shadow_rate > 0 and (edge.ok != cloud.ok) and self._rng.random() < self.cfg.shadow_rate:
             if edge.ok:
-                cloud = await self._run_cloud(prep.request, CancelToken(), size)
+                creq, csize = await self._cloud_request(prep, up)
+                cloud = await self._run_cloud(creq, CancelToken(), csize)
             else:
                 edge = await self._run_edge(prep.request, CancelToken())
             (cloud if edge.ok else edge).shadow = True
-        self.log.write(self._record(rid, wall0, prep, obs, th, mode, latency, answered_by, fallback, cancelled, edge, cloud, trade))
+        self.log.write(self._record(rid, wall0, prep, obs, th, mode, latency, answered_by, fallback, cancelled, edge, cloud, trade, up))
 
     def _record(self, rid: str, wall0: float, prep: _Prepared, obs: Any, th: Thresholds, mode: Mode, latency: float,
                 answered_by: str | None, fallback: str | None, cancelled: bool, edge: SideResult, cloud: SideResult,
-                trade: TradeOff) -> dict[str, Any]:
+                trade: TradeOff, up: _Upload) -> dict[str, Any]:
         assert self.log is not None
         both = edge.ok and cloud.ok and edge.gen is not None and cloud.gen is not None
         agree = both and normalize_answer(edge.gen.text) == normalize_answer(cloud.gen.text)  # type: ignore[union-attr]
@@ -542,10 +627,14 @@ class Router:
             "edge_error": edge.error, "cloud_error": cloud.error,
             "cloud_cancelled": cancelled, "fallback": fallback, "degraded": answered_by == "edge-degraded",
             "shadow": edge.shadow or cloud.shadow, "cloud_bytes_sent": sent,
+            "upload_plan": up.label, "bytes_sent": up.bytes, "payload_sent": dict(up.payload) if up.called and up.payload else None,
+            "upload_plan_s": up.planned.seconds if up.planned is not None else None,
             "edge_confidence": edge.gen.confidence if edge.gen is not None else None,
             "score_source": "cloud-agreement" if both else None,
             "time_unix": wall0,
         }
+        if up.error is not None:
+            rec["route"]["upload_plan_error"] = up.error
         return rec
 
     async def drain(self, timeout_s: float = 30.0) -> None:

@@ -32,6 +32,12 @@ field (``param``). Once the trade-off is known, every response (answer, stream, 
 400s of routing) carries the prices used in ``x-offload-latency-price`` and
 ``x-offload-cost-price``; the trace record has them in ``route.tradeoff``.
 
+**Upload plan.** Every answer (and stream) carries ``x-offload-upload-plan``: what an offload of
+the request sends, per modality present (``image=model_res,audio=drop``; ``text`` for a request
+without media; ``image=full`` etc. for a policy that chooses no plan), also in the body's
+``offload.upload_plan`` with ``offload.bytes_sent`` (payload bytes the cloud was sent, ``null``
+when it was not called).
+
 A streamed request is answered once the routing has settled (a speculative edge answer is only
 known to be accepted when the edge finishes), then its tokens are sent as chunks: the stream is
 ordinary OpenAI SSE, but its first token comes with the routed answer, not earlier.
@@ -91,13 +97,15 @@ from ..mllm_backends.openai_protocol import (
 from ..tradeoff import MAX_COST_PRICE, MAX_LATENCY_PRICE, PRESETS, TradeOff
 from .router import RoutedAnswer, Router, RouterError
 
-__all__ = ["COST_PRICE_HEADER", "LATENCY_PRICE_HEADER", "OffloadInfo", "RouteChatCompletion", "RouteChatCompletionChunk",
+__all__ = ["COST_PRICE_HEADER", "LATENCY_PRICE_HEADER", "UPLOAD_PLAN_HEADER", "OffloadInfo", "RouteChatCompletion", "RouteChatCompletionChunk",
            "create_route_app", "request_tradeoff", "run_route_server", "tradeoff_headers"]
 
 #: request and response header of the latency price (score per SLO of latency)
 LATENCY_PRICE_HEADER = "x-offload-latency-price"
 #: request and response header of the cost price (score per USD per 1k requests)
 COST_PRICE_HEADER = "x-offload-cost-price"
+#: response header of the upload plan (``image=model_res,audio=drop``)
+UPLOAD_PLAN_HEADER = "x-offload-upload-plan"
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -167,6 +175,8 @@ class OffloadInfo(OpenAIBaseModel):
     cloud_cancelled: bool = False
     fallback: str | None = None
     tradeoff: TradeOffInfo | None = None
+    upload_plan: str | None = None
+    bytes_sent: int | None = None
 
     @classmethod
     def from_answer(cls, ans: RoutedAnswer) -> OffloadInfo:
@@ -175,7 +185,8 @@ class OffloadInfo(OpenAIBaseModel):
                    thresholds=ThresholdsInfo(tau_low=th.tau_low, tau_high=th.tau_high, tau_conf=th.tau_conf),
                    confidence=ans.generation.confidence, latency_s=ans.latency_s, backend_latency_s=ans.generation.latency_s,
                    router_overhead_s=ans.router_overhead_s, cloud_cancelled=ans.cloud_cancelled, fallback=ans.fallback,
-                   tradeoff=TradeOffInfo(latency_price=t.latency_price, cost_price=t.cost_price))
+                   tradeoff=TradeOffInfo(latency_price=t.latency_price, cost_price=t.cost_price),
+                   upload_plan=ans.upload_plan or None, bytes_sent=ans.bytes_sent)
 
 
 class RouteChatCompletion(ChatCompletionResponse):
@@ -272,6 +283,8 @@ def create_route_app(router: Router, *, served_name: str = "mllm-offload-router"
         ans.router_overhead_s = max(time.perf_counter() - t_in - ans.generation.latency_s, 0.0)
         headers = {"x-offload-mode": ans.mode.label, "x-offload-answered-by": ans.answered_by, "x-offload-request-id": ans.id,
                    **tradeoff_headers(ans.tradeoff)}
+        if ans.upload_plan:
+            headers[UPLOAD_PLAN_HEADER] = ans.upload_plan
         cid = new_completion_id()
         if body.stream:
             return StreamingResponse(_chunks(ans, body, cid), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
