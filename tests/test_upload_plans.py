@@ -205,3 +205,15 @@ def test_evaluate_reports_plan_shares_and_refuses_plans_without_variants(tmp_pat
     assert main(["evaluate", "--policies", "msao", "--trace", str(old), "--bandwidth", "constant:2", "--upload-plans", "on"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no variant outcomes" in err
+
+
+def test_report_shows_what_each_variant_costs(tmp_path, capsys):
+    t = generate("mobile-3g", 300, 5, with_records=True)
+    t.write_jsonl(tmp_path / "t.jsonl")
+    assert main(["report", "--trace", str(tmp_path / "t.jsonl"), "--json", str(tmp_path / "r.json")]) == 0
+    v = json.loads((tmp_path / "r.json").read_text())["variants"]
+    red, mr = v["reduced"], v["model_res"]
+    assert red["n"] == mr["n"] == int(t.plans.present[:, 0].sum())
+    assert red["bytes_mean"] < red["bytes_whole_mean"] and red["cloud_score"] <= red["cloud_score_whole"]
+    assert mr["bytes_mean"] == mr["bytes_whole_mean"] and mr["cloud_score"] == mr["cloud_score_whole"]  # COCO sizes
+    assert "variant reduced" in capsys.readouterr().out

@@ -11,6 +11,10 @@ figure                   definition
 ``mas_difficulty_rho``   Spearman rank correlation of the MAS score with the difficulty level
                          (easy 0, medium 1, hard 2), and with ``item.objects``
 ``mas_edge_error_rho``   Spearman correlation of the MAS score with edge error (1 - score)
+``variants``             per upload-plan variant the trace holds (``record --variants``), over
+                         the records that have it: the cloud's mean score sent that way and sent
+                         whole, mean bytes uploaded both ways (the whole request, bytes) and
+                         the score by ``item.qtype``
 =======================  =====================================================================
 """
 
@@ -92,6 +96,34 @@ def trace_report(trace: RequestTrace) -> dict[str, Any]:
         by_q[q] = {"edge": float(es[m].mean()), "cloud": float(cs[m].mean()), "n": int(m.sum())}
     if by_q:
         out["accuracy_by_qtype"] = by_q
+    variants = _variant_figures(recs, qtypes)
+    if variants:
+        out["variants"] = variants
+    return out
+
+
+def _variant_figures(recs: list[Any], qtypes: list[Any]) -> dict[str, Any]:
+    """Per variant name: n, cloud score sent that way and whole, bytes both ways, score by question type."""
+    names = sorted({k for r in recs for k in (r.variants or {})})
+    out: dict[str, Any] = {}
+    for name in names:
+        rows = [(r, q) for r, q in zip(recs, qtypes) if name in (r.variants or {}) and r.variants[name].cloud.score is not None]
+        if not rows:
+            continue
+        whole = np.array([r.cloud.score for r, _ in rows])
+        sent = np.array([r.variants[name].cloud.score for r, _ in rows])
+        b_whole = np.array([sum(r.payload_bytes.values()) for r, _ in rows], float)
+        b_sent = np.array([sum(r.payload_bytes.values()) - sum(r.payload_bytes.get(m, 0) for m in r.variants[name].payload_bytes)
+                           + sum(r.variants[name].payload_bytes.values()) for r, _ in rows], float)
+        fig: dict[str, Any] = {"n": len(rows), "cloud_score": float(sent.mean()), "cloud_score_whole": float(whole.mean()),
+                               "bytes_mean": float(b_sent.mean()), "bytes_whole_mean": float(b_whole.mean())}
+        by_q = {}
+        for q in sorted({q for _, q in rows if q}):
+            m = np.array([x == q for _, x in rows])
+            by_q[q] = {"cloud_score": float(sent[m].mean()), "cloud_score_whole": float(whole[m].mean()), "n": int(m.sum())}
+        if by_q:
+            fig["by_qtype"] = by_q
+        out[name] = fig
     return out
 
 
@@ -107,4 +139,8 @@ def format_report(rep: dict[str, Any]) -> str:
                      ("mas_edge_error_rho", "MAS score vs edge error")):
         if k in rep:
             lines.append(f"Spearman rho, {label}: {rep[k]:.3f}")
+    for name, v in rep.get("variants", {}).items():
+        q = ", ".join(f"{k} {x['cloud_score']:.3f} ({x['cloud_score_whole']:.3f})" for k, x in v.get("by_qtype", {}).items())
+        lines.append(f"variant {name} ({v['n']} records): cloud score {v['cloud_score']:.3f} (whole {v['cloud_score_whole']:.3f}), "
+                     f"{v['bytes_mean'] / 1e3:.1f} KB (whole {v['bytes_whole_mean'] / 1e3:.1f} KB)" + (f"; by question type: {q}" if q else ""))
     return "\n".join(lines)
