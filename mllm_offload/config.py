@@ -210,6 +210,10 @@ class PolicyKwargs(StrictModel):
     activation_fn: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
+    action_bias_init: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        None, min_length=1, max_length=6,
+        description="initial bias of the action mean, from the first action on (None: SB3's zeros: every threshold starts "
+                    "at 0, all CLOUD); e.g. [0.5, 0.5, 0.5] starts at the centre of the threshold box")
 
 
 class NormalizeConfig(StrictModel):
