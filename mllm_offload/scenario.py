@@ -135,6 +135,13 @@ class Scenario:
         return scn
 
     @property
+    def plans_on(self) -> bool:
+        """Whether policies choose upload plans here (``upload_plans``, else: the requests have variants)."""
+        if self.upload_plans is not None:
+            return self.upload_plans
+        return self.trace is None or self.trace.plans is not None
+
+    @property
     def slo_s(self) -> float:
         """The latency SLO, seconds."""
         return self.system.slo_s

@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
                     "this unpickles SB3's model.zip and vecnormalize.pkl of RUN_DIR: resume only run folders you trust")
     tr.add_argument("--eval-requests", type=positive_int, default=2000, help="test requests per policy in the final comparison [2000]")
     tr.add_argument("--baselines", help="policies compared with PPO at the end "
-                    "[edge,cloud,msao,tuned,oracle, and oracle-expected on a synthetic profile's requests]")
+                    "[edge,cloud,msao,tuned,oracle, moaoff with upload plans, and oracle-expected on a synthetic profile's requests]")
     tr.add_argument("--latency-prices", metavar="LIST",
                     help="for a conditioned policy: the latency prices of the final frontier "
                     "[quality-first,balanced,latency-first: 0.05,0.2,1]")
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_eval:
         return 0
     scn = done.scenario or scn  # at a trade-off the policy serves, with the budgets
-    baselines = args.baselines or ("edge,cloud,msao,tuned,oracle" + (",oracle-expected" if scn.trace is None else ""))
+    baselines = args.baselines or ("edge,cloud,msao" + (",moaoff" if scn.plans_on else "") + ",tuned,oracle"
+                                   + (",oracle-expected" if scn.trace is None else ""))
     results, logs, env = final_comparison(scn, done.policy_dir, baselines, args.eval_requests, seed=args.seed, throughput=args.throughput,
                                     tuning_progress=progress("tuning static thresholds", args.quiet),
                                     progress=progress("evaluating on the test split", args.quiet))
