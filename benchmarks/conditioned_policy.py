@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _runs import train_run
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
 from mllm_offload.agents import threshold_grid
@@ -42,17 +42,6 @@ from mllm_offload.tradeoff import TradeOff, parse_prices
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _train(cmd: list[str], out: Path) -> tuple[Path, float]:
-    if (out / "policy" / "policy.json").is_file():
-        return out, 0.0
-    t0 = time.perf_counter()
-    args = [*cmd, "--out", str(out), "--no-eval", "--quiet"] + (["--overwrite"] if (out / "run.json").is_file() else [])
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"training {out} failed:\n{r.stderr[-2000:]}")
-    return out, time.perf_counter() - t0
 
 
 def main() -> int:
@@ -78,7 +67,7 @@ def main() -> int:
     jobs += [([*base, "--seed", str(s), "--latency-price", f"{p:g}"], a.out / f"fixed-{p:g}-s{s}") for p in fixed_prices for s in fseeds]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(a.jobs) as ex:
-        for out, sec in ex.map(lambda j: _train(*j), jobs):
+        for out, sec in ex.map(lambda j: train_run(*j), jobs):
             print(f"trained {out} in {sec:.0f} s" if sec else f"reused {out}", file=sys.stderr)
     train_s = time.perf_counter() - t0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,22 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _runs import train_run
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
 from mllm_offload.evaluation import evaluate
 from mllm_offload.scenario import Scenario
 from mllm_offload.tradeoff import PRESETS, TradeOff, parse_prices
-
-
-def _train(cmd: list[str], out: Path) -> tuple[Path, float]:
-    if (out / "policy" / "policy.json").is_file():
-        return out, 0.0
-    t0 = time.perf_counter()
-    args = [*cmd, "--out", str(out), "--no-eval", "--quiet"] + (["--overwrite"] if (out / "run.json").is_file() else [])
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"training {out} failed:\n{r.stderr[-2000:]}")
-    return out, time.perf_counter() - t0
 
 
 def _point(scn: Scenario, policy: Any, price: float, requests: int) -> dict[str, float]:
@@ -94,7 +83,7 @@ def main() -> int:
     jobs = [([*base, "--seed", str(s), "--upload-plans", mode], args.out / f"{mode}-s{s}") for s in seeds for mode in ("on", "off")]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as ex:
-        trained = list(ex.map(lambda j: _train(*j), jobs))
+        trained = list(ex.map(lambda j: train_run(*j), jobs))
     print(f"trained {sum(1 for _, t in trained if t > 0)} runs in {time.perf_counter() - t0:.0f} s ({len(trained)} in all)\n")
     with_plans, without = dataclasses.replace(scn, upload_plans=True), dataclasses.replace(scn, upload_plans=False)
     doc: dict[str, Any] = {"profile": args.profile, "trace": args.trace, "bandwidth": scn.bandwidth, "requests": args.requests,
