@@ -420,3 +420,14 @@ def test_commands_that_unpickle_say_so_in_their_help(capsys, command, words):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "unpickles" in text and "trust" in text and words in text
+
+
+def test_action_bias_init_longer_than_the_actions_is_one_line(tmp_path, capsys):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default:\n  n_timesteps: 512\n  policy_kwargs: {action_bias_init: [0.5, 0.5, 0.5, 0.0, 0.0, 0.0]}\n")
+    one_line(capsys, ["train", "--profile", "msao-paper", "--upload-plans", "off", "--latency-price", "0.2", "--hyperparams", str(hp),
+                      "--out", str(tmp_path / "run"), "--no-eval", "--quiet"], "action_bias_init: 6 values for 3 actions")
+    assert not (tmp_path / "run").exists()  # refused before run.json is written
+    hp.write_text("default:\n  policy_kwargs: {action_bias_init: [1.5]}\n")
+    one_line(capsys, ["train", "--profile", "msao-paper", "--hyperparams", str(hp), "--out", str(tmp_path / "run2"), "--quiet"],
+             "action_bias_init")

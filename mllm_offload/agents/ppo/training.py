@@ -169,11 +169,7 @@ def train(
             vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm, target_kl=hp.target_kl,
         )
         if pk.action_bias_init is not None:  # where the deterministic policy starts (not an SB3 policy_kwarg)
-            bias: torch.Tensor = model.policy.action_net.bias  # type: ignore[assignment]
-            n_act = int(bias.shape[0])
-            if len(pk.action_bias_init) > n_act:
-                venv.close()
-                raise UserInputError(f"policy_kwargs.action_bias_init: {len(pk.action_bias_init)} values for {n_act} actions")
+            bias: torch.Tensor = model.policy.action_net.bias  # type: ignore[assignment]  # length checked by train_and_export
             with torch.no_grad():
                 bias[: len(pk.action_bias_init)] = torch.as_tensor(pk.action_bias_init, dtype=torch.float32)
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
