@@ -79,6 +79,28 @@ def check_model_dir(path: str | Path) -> Path:
     return d
 
 
+def encode_request(processor: Any, request: MMRequest, rid: str, *, max_video_frames: int, max_image_pixels: int | None,
+                   max_request_pixels: int | None, image_side: int | None) -> Any:
+    """The processor's encoding of ``request`` (chat template, images then video frames as images,
+    at most ``max_video_frames`` evenly spaced): pixel limits checked from the headers before any
+    decode; a processor error is a :class:`UserInputError` naming ``rid``. Shared by
+    :class:`HFLocalBackend` and the pipeline backend, so both see the same tokens."""
+    frames = list(request.video or ())
+    if len(frames) > max_video_frames:
+        idx = np.linspace(0, len(frames) - 1, max_video_frames).round().astype(int)
+        frames = [frames[i] for i in idx]
+    check_image_pixels([*request.images, *frames], max_image_pixels, max_request_pixels, f"{rid}: image")
+    opts: dict[str, Any] = {"max_pixels": max_image_pixels, "min_side": image_side}
+    images = [load_image(im, f"{rid}: image {i}", **opts) for i, im in enumerate(request.images)]
+    images += [load_image(f, f"{rid}: video frame {i}", **opts) for i, f in enumerate(frames)]
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in images] + [{"type": "text", "text": request.prompt}]
+    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    try:
+        return processor(images=images or None, text=prompt, return_tensors="pt")
+    except (ValueError, TypeError) as e:
+        raise UserInputError(f"{rid}: the processor rejected the input ({str(e).splitlines()[0]})") from None
+
+
 class HFLocalBackend:
     """A transformers model in this process (see the module docstring).
 
@@ -243,27 +265,12 @@ class HFLocalBackend:
         limit = self.max_prompt_tokens
         if limit and len(request.prompt) > CHARS_PER_TOKEN_BOUND * limit:
             raise self._too_long(len(request.prompt), "characters", rid)
-        frames = list(request.video or ())
-        if frames:
-            if self._has_video:
-                raise UserInputError(f"{self.name}: native video input is not wired yet; pass frames as images")
-            if len(frames) > self.max_video_frames:
-                idx = np.linspace(0, len(frames) - 1, self.max_video_frames).round().astype(int)
-                frames = [frames[i] for i in idx]
-        # headers first: nothing over the pixel limits is decoded
-        check_image_pixels([*request.images, *frames], self.max_image_pixels, self.max_request_pixels, f"{rid}: image")
-        opts: dict[str, Any] = {"max_pixels": self.max_image_pixels, "min_side": self.image_side}
-        images = [load_image(im, f"{rid}: image {i}", **opts) for i, im in enumerate(request.images)]
-        images += [load_image(f, f"{rid}: video frame {i}", **opts) for i, f in enumerate(frames)]
+        if request.video and self._has_video:
+            raise UserInputError(f"{self.name}: native video input is not wired yet; pass frames as images")
         if request.audio is not None and self.unsupported == "error":
             raise UserInputError(f"request {request.id or '?'}: model {self.name} does not accept audio (use unsupported='ignore' to drop it)")
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in images] + [{"type": "text", "text": request.prompt}]
-        messages = [{"role": "user", "content": content}]
-        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        try:
-            enc = self.processor(images=images or None, text=prompt, return_tensors="pt")
-        except (ValueError, TypeError) as e:
-            raise UserInputError(f"request {request.id or '?'}: the processor rejected the input ({str(e).splitlines()[0]})") from None
+        enc = encode_request(self.processor, request, rid, max_video_frames=self.max_video_frames, max_image_pixels=self.max_image_pixels,
+                             max_request_pixels=self.max_request_pixels, image_side=self.image_side)
         n_in = int(enc["input_ids"].shape[1])
         if limit and n_in > limit:  # before any prefill
             raise self._too_long(n_in, "tokens (images and chat template included)", rid)

@@ -108,12 +108,10 @@ from .base import (
     MMRequest,
     TokenCallback,
     TokenEvent,
-    check_image_pixels,
-    load_image,
     now,
 )
 from .confidence import confidence_from_logprobs
-from .hf_local import CHARS_PER_TOKEN_BOUND, check_model_dir
+from .hf_local import CHARS_PER_TOKEN_BOUND, check_model_dir, encode_request
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -1075,20 +1073,8 @@ class PipelineBackend:
         self.check_prompt(request.prompt, rid)
         if request.audio is not None:
             raise UserInputError(f"{rid}: model {self.name} does not accept audio")
-        frames = list(request.video or ())
-        if len(frames) > self.max_video_frames:  # evenly spaced, as HFLocalBackend
-            idx = np.linspace(0, len(frames) - 1, self.max_video_frames).round().astype(int)
-            frames = [frames[i] for i in idx]
-        check_image_pixels([*request.images, *frames], self.max_image_pixels, self.max_request_pixels, f"{rid}: image")
-        opts: dict[str, Any] = {"max_pixels": self.max_image_pixels, "min_side": self.image_side}
-        images = [load_image(im, f"{rid}: image {i}", **opts) for i, im in enumerate(request.images)]
-        images += [load_image(f, f"{rid}: video frame {i}", **opts) for i, f in enumerate(frames)]
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in images] + [{"type": "text", "text": request.prompt}]
-        prompt = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-        try:
-            enc = self.processor(images=images or None, text=prompt, return_tensors="pt")
-        except (ValueError, TypeError) as e:
-            raise UserInputError(f"{rid}: the processor rejected the input ({str(e).splitlines()[0]})") from None
+        enc = encode_request(self.processor, request, rid, max_video_frames=self.max_video_frames, max_image_pixels=self.max_image_pixels,
+                             max_request_pixels=self.max_request_pixels, image_side=self.image_side)
         ids = [int(x) for x in enc["input_ids"][0].tolist()]
         if self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
             raise self._too_long(len(ids), "tokens (images and chat template included)", rid)
