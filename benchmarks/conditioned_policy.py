@@ -56,11 +56,15 @@ def main() -> int:
     ap.add_argument("--timesteps", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
+    ap.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",
+                    help="upload plans in training and evaluation (off: every modality sent whole, as the baselines' refits do) [auto]")
+    ap.add_argument("--hyperparams", type=Path, help="PPO hyperparameter YAML passed to every training [the shipped one]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-conditioned"))
     a = ap.parse_args()
 
     scen = [*(["--profile", a.profile]), *(["--trace", a.trace] if a.trace else []), *(["--bandwidth", a.bandwidth] if a.bandwidth else [])]
-    base = [sys.executable, "-m", "mllm_offload", "train", *scen, "--timesteps", str(a.timesteps)]
+    base = [sys.executable, "-m", "mllm_offload", "train", *scen, "--timesteps", str(a.timesteps), "--upload-plans", a.upload_plans,
+            *(["--hyperparams", str(a.hyperparams)] if a.hyperparams else [])]
     seeds, fseeds = _ints(a.seeds), _ints(a.fixed_seeds)
     fixed_prices, prices = parse_prices(a.fixed_prices), parse_prices(a.prices)
     jobs: list[tuple[list[str], Path]] = [([*base, "--seed", str(s)], a.out / f"cond-s{s}") for s in seeds]
@@ -71,7 +75,8 @@ def main() -> int:
             print(f"trained {out} in {sec:.0f} s" if sec else f"reused {out}", file=sys.stderr)
     train_s = time.perf_counter() - t0
 
-    scn = Scenario.build(profile=a.profile, trace=a.trace, bandwidth=a.bandwidth)
+    plans = {"auto": None, "on": True, "off": False}[a.upload_plans]
+    scn = Scenario.build(profile=a.profile, trace=a.trace, bandwidth=a.bandwidth, upload_plans=plans)
     fams = "edge,cloud,msao,tuned,oracle" + (",oracle-expected" if scn.trace is None else "")
     frs = [frontier(scn, scn.policy(a.out / f"cond-s{s}" / "policy", "ppo"), fams, prices, a.requests, tuned_grid=threshold_grid())
            for s in seeds]
