@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["AUDIO_PLANS", "IMAGE_PLANS", "N_PLANS", "SEND_ALL", "VARIANTS", "VIDEO_PLANS", "Mode", "Thresholds", "UploadPlan",
-           "accept_edge", "all_plans", "decide"]
+           "accept_edge", "all_plans", "decide", "distinct_plans"]
 
 
 class Mode(enum.IntEnum):
@@ -222,3 +222,13 @@ SEND_ALL = _PLANS[0]
 def all_plans() -> tuple[UploadPlan, ...]:
     """Every plan, in :attr:`UploadPlan.index` order."""
     return _PLANS
+
+
+def distinct_plans(present: Sequence[bool]) -> list[UploadPlan]:
+    """The plans that differ on requests whose modalities (image, video, audio) occur as in
+    ``present`` (a choice for a modality no request has changes nothing), in index order:
+    ``SEND_ALL`` first."""
+    out: dict[UploadPlan, None] = {}
+    for p in _PLANS:
+        out.setdefault(p.effective(*(bool(x) for x in present)), None)
+    return list(out)

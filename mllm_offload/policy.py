@@ -19,7 +19,7 @@ name           what it builds                                             needs
 ``model-res``
 ``moaoff``     MSAO's routing with MoA-Off-style per-modality plans       the SLO
                (:class:`~mllm_offload.rules.MoAOffRule`)
-``tuned``      best fixed thresholds by grid search on training episodes  a scenario
+``tuned``      best fixed thresholds and plan, grid search on training    a scenario
 ``oracle``     per request the best mode in hindsight (an upper bound)    the simulator
 ``oracle-``    per request the best mode by expected score given the      the simulator
 ``expected``   latent difficulty (synthetic profiles; a fairer ceiling)
@@ -224,7 +224,7 @@ def _needs_agents(name: str) -> Callable[[PolicyContext, str | None], Policy]:
 from . import rules as _rules  # noqa: E402,F401  (registers the deployable rules)
 
 # Placeholders, replaced when mllm_offload.agents is imported: the registry always lists every name.
-register("tuned", "TunedStatic: best fixed thresholds by grid search on the training split", _needs_agents("tuned"), needs="scenario")
+register("tuned", "TunedStatic: best fixed thresholds (and fixed upload plan) by grid search on the training split", _needs_agents("tuned"), needs="scenario")
 register("oracle", "HindsightOracle: best mode per request in hindsight (an upper bound)", _needs_agents("oracle"), needs="simulator")
 register("oracle-expected", "ExpectedOracle: best mode per request by expected score given the latent difficulty "
          "(synthetic profiles; a more honest ceiling than oracle)", _needs_agents("oracle-expected"), needs="simulator")

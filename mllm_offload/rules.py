@@ -23,7 +23,7 @@ from .errors import UserInputError
 from .observation import OBSERVATION_SPEC
 from .policy import REGISTRY, PolicyContext, register
 
-__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAOModelRes", "MSAORule", "MoAOffRule", "RandomPolicy", "StaticThresholds",
+__all__ = ["CLOUD_ONLY", "EDGE_ONLY", "CloudOnly", "EdgeOnly", "MSAOModelRes", "MSAORule", "MoAOffRule", "RandomPolicy", "StaticPlan", "StaticThresholds",
            "make_rule"]
 
 _I_UPLOAD = OBSERVATION_SPEC.index("upload_est_s_log1p")
@@ -170,6 +170,17 @@ class StaticThresholds(_Rule):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.th})"
+
+
+class StaticPlan(StaticThresholds):
+    """The same thresholds and the same upload plan for every request (a candidate of TunedStatic)."""
+
+    def __init__(self, th: Thresholds, plan: UploadPlan | None, name: str = "static") -> None:
+        super().__init__(th, name)
+        self.plan = plan
+
+    def decide(self, obs: Any) -> tuple[Thresholds, UploadPlan | None]:
+        return self.th, self.plan
 
 
 class EdgeOnly(StaticThresholds):

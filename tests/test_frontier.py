@@ -81,6 +81,7 @@ def test_tuned_refit_is_the_argmax_and_matches_a_direct_fit(scn):
         fit = TunedStatic.fit_scenario(scn.with_tradeoff(t))
         th = Thresholds(pt["params"]["tau_low"], pt["params"]["tau_high"], pt["params"]["tau_conf"])
         assert pt["knob"] == p and th == fit.th
+        assert pt["params"].get("upload_plan") == (fit.plan.variant() if fit.plan is not None else None)  # the plan search too
         assert pt["train_reward"] == fit.train_reward
         for cand in [*grid[::9], Thresholds(1.0, 1.0, 0.0), Thresholds(0.0, 0.0, 1.0)]:  # rollouts at that price, no recomputation
             log = run_episodes(env, StaticThresholds(cand), list(TUNING_SEEDS), {"tradeoff": t})

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mllm_offload.agents import CloudOnly, EdgeOnly, HindsightOracle, MSAORule, RandomPolicy, StaticThresholds, TunedStatic
-from mllm_offload.decision import Thresholds
+from mllm_offload.decision import SEND_ALL, Thresholds, UploadPlan, distinct_plans
 from mllm_offload.evaluation import evaluate, markdown_table, run_episodes
 from mllm_offload.observation import OBSERVATION_SPEC, RequestFeatures, SystemState, build_observation
 from mllm_offload.scenario import Scenario
@@ -47,6 +47,28 @@ def test_tuned_static_is_best_of_its_grid():
     assert tuned.train_reward == pytest.approx(score(tuned))
     for lo, hi, c in [(0, 0, 0), (0, 1, 0.7), (1, 1, 0), (0.5, 1, 0.7)]:
         assert tuned.train_reward >= score(StaticThresholds(Thresholds(lo, hi, c))) - 1e-12
+
+
+def test_tuned_static_plan_search_is_the_coordinate_search():
+    """(1) best thresholds sending all, (2) best plan there, (3) thresholds again under that plan."""
+    reduced, keyframes = UploadPlan(image="reduced"), UploadPlan(video="keyframes")
+    calls = []
+
+    def score(p):
+        th, plan = p.decide(None)
+        calls.append((th, plan))
+        bonus = {None: 0.0, reduced: 0.1, keyframes: 0.05}.get(plan, -1.0)
+        return -abs(th.tau_low - 0.5) + bonus + (0.7 if plan == reduced and th.tau_low == 0.0 else 0.0)
+
+    grid = ((0.0, 0.5, 1.0), (0.0,))
+    tuned = TunedStatic.fit(score, grid, plans=[SEND_ALL, reduced, keyframes])
+    assert tuned.plan == reduced and tuned.th.tau_low == 0.0 and tuned.train_reward == pytest.approx(-0.5 + 0.1 + 0.7)
+    assert tuned.decide(None) == (tuned.th, reduced)
+    assert len(calls) == 6 + 2 + 6  # grid, the two plans, the grid again
+    plain = TunedStatic.fit(score, grid)
+    assert plain.plan is None and plain.decide(None)[1] is None and plain.th.tau_low == 0.5
+    assert [p.variant() for p in distinct_plans([True, False, True])] == ["", "no_audio", "model_res", "model_res+no_audio",
+                                                                           "reduced", "reduced+no_audio"]
 
 
 def test_throughput_search_orders_policies():

@@ -12,10 +12,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..decision import Thresholds
+from ..decision import SEND_ALL, Thresholds, UploadPlan, distinct_plans
 from ..errors import UserInputError
 from ..policy import Policy, PolicyContext, register
-from ..rules import CloudOnly, EdgeOnly, MSAORule, RandomPolicy, StaticThresholds
+from ..rules import CloudOnly, EdgeOnly, MSAORule, RandomPolicy, StaticPlan, StaticThresholds
 from ..splits import TUNING_SEEDS
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "EdgeOnly",
     "MSAORule",
     "RandomPolicy",
+    "StaticPlan",
     "StaticThresholds",
     "TunedStatic",
     "threshold_grid",
@@ -44,16 +45,20 @@ def threshold_grid(grid: tuple[Sequence[float], Sequence[float]] = DEFAULT_GRID)
             for c in conf_values]
 
 
-class TunedStatic(StaticThresholds):
-    """The best fixed thresholds found by grid search on *training* episodes.
+class TunedStatic(StaticPlan):
+    """The best fixed thresholds (and, where policies choose upload plans, the best fixed plan)
+    found by grid search on *training* episodes.
 
     Build it with :meth:`fit` (or :meth:`fit_scenario`); the bar a learned policy must clear to be
     worth deploying.
     """
 
-    def __init__(self, th: Thresholds, train_reward: float = float("nan")) -> None:
-        super().__init__(th, "tuned")
+    def __init__(self, th: Thresholds, train_reward: float = float("nan"), plan: UploadPlan | None = None) -> None:
+        super().__init__(th, plan, "tuned")
         self.train_reward = train_reward
+
+    def __repr__(self) -> str:
+        return f"TunedStatic({self.th}" + (f", plan={self.plan.variant()}" if self.plan is not None else "") + ")"
 
     @classmethod
     def fit(
@@ -61,20 +66,52 @@ class TunedStatic(StaticThresholds):
         score: Callable[[Policy], float],
         grid: tuple[Sequence[float], Sequence[float]] = DEFAULT_GRID,
         progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+        plans: Sequence[UploadPlan] | None = None,
     ) -> TunedStatic:
-        """Grid search: ``score(policy)`` is the mean training reward of a candidate policy."""
+        """Grid search: ``score(policy)`` is the mean training reward of a candidate policy.
+
+        With ``plans`` (the distinct plans of the scenario's requests, :func:`~mllm_offload.decision.distinct_plans`), a coordinate
+        search: (1) the best thresholds sending everything whole; (2) the best plan at those
+        thresholds; (3) if a plan beat sending everything whole, the best thresholds under that
+        plan. Ties keep the earlier candidate. :func:`mllm_offload.evaluation.frontier` repeats
+        exactly this search at every price.
+        """
         cands = threshold_grid(grid)
-        it = progress(cands) if progress else cands
-        best, best_r = cands[0], -math.inf
-        for th in it:
-            r = score(StaticThresholds(th))
-            if r > best_r:
-                best, best_r = th, r
-        return cls(best, best_r)
+
+        def search(plan: UploadPlan | None) -> tuple[Thresholds, float]:
+            best, best_r = cands[0], -math.inf
+            for th in (progress(cands) if progress else cands):
+                try:
+                    r = score(StaticPlan(th, plan))
+                except UserInputError:
+                    if plan is None:
+                        raise
+                    continue  # the trace lacks the plan's variant for a request these thresholds offload
+                if r > best_r:
+                    best, best_r = th, r
+            return best, best_r
+
+        th, r = search(None)
+        others = [p for p in (plans or ()) if p != SEND_ALL]
+        if not others:
+            return cls(th, r)
+        plan: UploadPlan | None = None
+        for p in others:
+            try:
+                rp = score(StaticPlan(th, p))
+            except UserInputError:  # the trace lacks this plan's variant for some request: not a candidate
+                continue
+            if rp > r:
+                plan, r = p, rp
+        if plan is None:
+            return cls(th, r)
+        th3, r3 = search(plan)
+        return cls(th3, r3, plan) if r3 > r else cls(th, r, plan)
 
     @classmethod
     def fit_scenario(cls, scenario: Any, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> TunedStatic:
-        """Fit on the training split of ``scenario``, episodes :data:`~mllm_offload.splits.TUNING_SEEDS`."""
+        """Fit on the training split of ``scenario``, episodes :data:`~mllm_offload.splits.TUNING_SEEDS`
+        (with the plan search where the scenario's policies choose upload plans)."""
         from ..evaluation.rollout import run_episodes
 
         env = scenario.make_env("train")
@@ -83,7 +120,8 @@ class TunedStatic(StaticThresholds):
         def score(p: Policy) -> float:
             return sum(run_episodes(env, p, seeds).reward) / (len(seeds) * env.n_requests)
 
-        return cls.fit(score, progress=progress)
+        plans = distinct_plans(env.trace.plans.present.any(axis=0).tolist()) if env.upload_plans and env.trace.plans is not None else None
+        return cls.fit(score, progress=progress, plans=plans)
 
 
 def _tuned(ctx: PolicyContext, arg: str | None) -> TunedStatic:
@@ -94,4 +132,4 @@ def _tuned(ctx: PolicyContext, arg: str | None) -> TunedStatic:
     return TunedStatic.fit_scenario(ctx.scenario, progress=ctx.progress)
 
 
-register("tuned", "TunedStatic: best fixed thresholds by grid search on the training split", _tuned, needs="scenario")
+register("tuned", "TunedStatic: best fixed thresholds (and fixed upload plan) by grid search on the training split", _tuned, needs="scenario")

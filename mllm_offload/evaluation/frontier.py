@@ -26,7 +26,9 @@ decisions do not depend on the price, so each candidate runs once; its mean trai
 every price is recomputed from that one log, and the best candidate per price (the first in grid
 order on a tie, as in ``TunedStatic.fit``) is evaluated on the test episodes (once per distinct
 candidate). ``tuned``'s candidates are ``TunedStatic``'s grid (``tuned_grid``: pass
-:func:`mllm_offload.agents.threshold_grid`, which this stage cannot import). ``msao``'s
+:func:`mllm_offload.agents.threshold_grid`, which this stage cannot import); where the scenario's
+policies choose upload plans, each price then gets TunedStatic's plan search (the best plan at its
+best thresholds, then the best thresholds under that plan; ``params`` gains ``upload_plan``). ``msao``'s
 candidates (:data:`MSAO_GRID`) shift ``base_low`` and ``base_high`` together by one of
 ``-0.3, -0.2, -0.1, 0, 0.1, 0.2, 0.3`` (a lower MAS band sends more requests to the cloud) and set
 ``base_conf`` to one of ``0, 0.2, 0.35, 0.5, 0.65, 0.75, 0.85, 0.95`` (a lower one accepts more edge
@@ -55,10 +57,10 @@ from typing import Any
 import numpy as np
 
 from ..config import RewardWeights
-from ..decision import Thresholds
+from ..decision import SEND_ALL, Thresholds, UploadPlan, distinct_plans
 from ..errors import UserInputError
 from ..policy import REGISTRY, Policy, split_names
-from ..rules import MSAORule, StaticThresholds
+from ..rules import MSAORule, StaticPlan, StaticThresholds
 from ..splits import TUNING_SEEDS, evaluation_seeds
 from ..tradeoff import MAX_LATENCY_PRICE, TradeOff
 from .metrics import summarize
@@ -258,7 +260,7 @@ def frontier(
         raise UserInputError(f"frontier: a family is named twice: {', '.join(dup)}")
     fixed: list[Policy] = []
     per_price: list[tuple[Policy, list[int]]] = []
-    refits: list[tuple[str, list[tuple[dict[str, float], Policy]]]] = []
+    refits: list[tuple[str, list[tuple[dict[str, Any], Policy]]]] = []
 
     def add(pol: Policy) -> None:  # a policy that reads the trade-off runs per price inside its range, any other once
         rng = getattr(pol, "tradeoff_range", None)
@@ -332,6 +334,8 @@ def frontier(
 
     # -- refits: the best candidate per price on train, each distinct one evaluated on the test split once
     chosen = {fam: [int(np.argmax(train_r[fam][:, k])) for k in range(len(prices))] for fam, _ in refits}
+    if "tuned" in chosen and train_env is not None and train_env.upload_plans and train_env.trace.plans is not None:
+        chosen["tuned"] = _tuned_plans(dict(refits)["tuned"], train_r, chosen["tuned"], train_env, tuning, weights, own_w, slo, wrap)
     test_jobs = sorted({(fam, c) for fam, cs in chosen.items() for c in cs})
     cand_of = dict(refits)
     test_logs: dict[tuple[str, int], EpisodeLog] = {}
@@ -356,6 +360,55 @@ def frontier(
         fr.families[name] = pts
     fr.seconds = time.perf_counter() - t0
     return fr
+
+
+def _tuned_plans(cands: list[tuple[dict[str, Any], Policy]], train_r: dict[str, np.ndarray], first: list[int], train_env: Any,
+                 tuning: list[int], weights: Sequence[RewardWeights], own_w: RewardWeights, slo: float,
+                 wrap: Callable[[Iterable[Any]], Iterable[Any]]) -> list[int]:
+    """TunedStatic's plan search (:meth:`~mllm_offload.agents.TunedStatic.fit`) at every price at
+    once: (2) each price's best plan at its best thresholds, (3) the best thresholds under that
+    plan. New candidates are appended to ``cands`` and ``train_r["tuned"]``; returns the chosen
+    candidate per price."""
+    grid: list[Thresholds] = [pol.th for _, pol in cands]  # type: ignore[attr-defined]  # StaticThresholds
+    n = len(tuning) * train_env.n_requests
+    plans = [p for p in distinct_plans(train_env.trace.plans.present.any(axis=0).tolist()) if p != SEND_ALL]
+    index: dict[tuple[Thresholds, UploadPlan | None], int] = {(th, None): c for c, th in enumerate(grid)}
+
+    def run(pairs: list[tuple[Thresholds, UploadPlan]]) -> None:
+        rows = []
+        for th, plan in wrap([q for q in dict.fromkeys(pairs) if q not in index]):
+            try:
+                log = _checked(run_episodes(train_env, StaticPlan(th, plan, "tuned"), tuning), own_w, slo, f"tuned candidate {plan.variant()}")
+                row = [sum(reward_at(log, w, slo).tolist()) / n for w in weights]
+            except UserInputError:  # the trace lacks this plan's variant for some request: never chosen
+                row = [-math.inf] * len(weights)
+            index[th, plan] = len(cands)
+            cands.append(({"tau_low": th.tau_low, "tau_high": th.tau_high, "tau_conf": th.tau_conf, "upload_plan": plan.variant()},
+                          StaticPlan(th, plan, "tuned")))
+            rows.append(row)
+        if rows:
+            train_r["tuned"] = np.vstack([train_r["tuned"], np.asarray(rows)])
+
+    run([(grid[c], p) for c in sorted(set(first)) for p in plans])
+    best_plan: list[UploadPlan | None] = []
+    for k, c in enumerate(first):  # stage 2: the first plan that beats the best so far, in plan order (as fit)
+        bp, br = None, train_r["tuned"][c, k]
+        for p in plans:
+            rp = train_r["tuned"][index[grid[c], p], k]
+            if rp > br:
+                bp, br = p, rp
+        best_plan.append(bp)
+    run([(th, q) for q in sorted({q for q in best_plan if q is not None}, key=lambda q: q.index) for th in grid])
+    r = train_r["tuned"]
+    out = []
+    for k, (c, bq) in enumerate(zip(first, best_plan)):  # stage 3: the best thresholds under that plan, if strictly better
+        if bq is None:
+            out.append(c)
+            continue
+        rows = [index[th, bq] for th in grid]
+        c3 = rows[int(np.argmax(r[rows, k]))]
+        out.append(c3 if r[c3, k] > r[index[grid[c], bq], k] else index[grid[c], bq])
+    return out
 
 
 # -- dominance ------------------------------------------------------------------------------------
@@ -446,7 +499,8 @@ def _params(p: Mapping[str, Any]) -> str:
     if not q:
         return ""
     if "tau_low" in q:
-        return f"thresholds {q['tau_low']:g}/{q['tau_high']:g}/{q['tau_conf']:g}"
+        plan = f", plan {q['upload_plan']}" if q.get("upload_plan") else ""
+        return f"thresholds {q['tau_low']:g}/{q['tau_high']:g}/{q['tau_conf']:g}{plan}"
     return f"shift {q['shift']:+.1f}, base_conf {q['base_conf']:g}"
 
 
