@@ -48,6 +48,7 @@ __all__ = [
     "TradeOff",
     "TradeOffRange",
     "parse_prices",
+    "preset_price",
     "price_features",
 ]
 
@@ -188,14 +189,21 @@ DEFAULT_RANGE = TradeOffRange()
 TRAIN_MARGIN = 2.0
 
 
+def preset_price(name: str) -> float | None:
+    """The latency price of a preset name (any case, surrounding blanks ignored), ``None`` when
+    ``name`` is not one of :data:`PRESETS`."""
+    return PRESETS.get(name.strip().lower())
+
+
 def parse_prices(text: str, flag: str = "--latency-prices") -> list[float]:
     """``0.05,0.2,1.0`` (or preset names) -> prices, each finite, >= 0 and <= the maximum."""
     out: list[float] = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
             continue
-        if part in PRESETS:
-            out.append(PRESETS[part])
+        named = preset_price(part)
+        if named is not None:
+            out.append(named)
             continue
         try:
             v = float(part)

@@ -31,7 +31,7 @@ from mllm_offload.runtime.router import Router, RouterConfig, RouterError
 from mllm_offload.runtime.server import COST_PRICE_HEADER, LATENCY_PRICE_HEADER, create_route_app
 from mllm_offload.runtime.tracelog import TraceLog
 from mllm_offload.trace_format import TraceRecord
-from mllm_offload.tradeoff import PRESETS, TradeOff, TradeOffRange
+from mllm_offload.tradeoff import PRESETS, TradeOff, TradeOffRange, parse_prices
 
 CHAT = "/v1/chat/completions"
 MSGS = [{"role": "user", "content": "What is in the picture?"}]
@@ -183,13 +183,22 @@ def test_a_price_outside_the_trained_range_is_400_naming_the_header(policy, valu
     assert cloud.calls == 0 and "x-offload-mode" not in r.headers
 
 
-@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1", "1e5", "", "0x10", "1_0", "0.2,0.3", "Balanced"])
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1", "1e5", "", "0x10", "1_0", "0.2,0.3", "balanced2"])
 def test_a_malformed_latency_price_header_is_400(policy, value):
     with TestClient(create_route_app(make_router(policy))) as client:
         r = client.post(CHAT, json={"messages": MSGS}, headers={LATENCY_PRICE_HEADER: value})
     e = error_of(r)
     assert r.status_code == 400 and e["param"] == LATENCY_PRICE_HEADER
     assert e["message"].startswith(f"{LATENCY_PRICE_HEADER}: ") and "is not a number in [0, 100] or one of quality-first" in e["message"]
+
+
+def test_preset_names_in_any_case(policy):
+    with TestClient(create_route_app(make_router(policy))) as client:
+        r = client.post(CHAT, json={"messages": MSGS, "max_tokens": 4}, headers={LATENCY_PRICE_HEADER: " Latency-First "})
+    assert r.status_code == 200 and float(r.headers[LATENCY_PRICE_HEADER]) == 1.0
+    from mllm_offload.cli._common import price
+
+    assert price("BALANCED") == 0.2 and parse_prices("Quality-First, 1") == [0.05, 1.0]
 
 
 def test_a_cost_price_header_outside_the_range_or_twice_is_400(policy):

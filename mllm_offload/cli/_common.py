@@ -39,10 +39,11 @@ def add_scenario_args(p: argparse.ArgumentParser, seed_help: str = "seed of the 
 
 def price(text: str) -> float:
     """A trade-off price: a number in [0, 100] or a preset name of :data:`~mllm_offload.tradeoff.PRESETS`."""
-    from ..tradeoff import PRESETS, parse_prices
+    from ..tradeoff import parse_prices, preset_price
 
-    if text in PRESETS:
-        return PRESETS[text]
+    named = preset_price(text)
+    if named is not None:
+        return named
     if "," in text:
         raise argparse.ArgumentTypeError(f"one price, got {text!r}")
     try:

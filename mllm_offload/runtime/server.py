@@ -334,8 +334,8 @@ def _header_price(headers: Any, name: str, top: float, presets: dict[str, float]
     if len(values) > 1:
         raise _TradeOffError(f"{name}: given {len(values)} times; send it once", name)
     text = values[0].strip()
-    if text in presets:
-        return presets[text]
+    if text.lower() in presets:  # preset names in any case
+        return presets[text.lower()]
     v = float(text) if _NUMBER.fullmatch(text) else math.nan
     if not (math.isfinite(v) and 0.0 <= v <= top):
         shown = text if len(text) <= 40 else text[:40] + "..."
