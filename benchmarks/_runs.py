@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
 
+#: the training command a benchmark ran into a run folder (to refuse reusing it for another)
+CMD_FILE = "bench_cmd.json"
+
 
 def train_run(cmd: list[str], out: Path) -> tuple[Path, float]:
     """Run ``cmd`` (a ``train`` command line) into ``out`` unless it already holds an exported
-    policy; returns the folder and the seconds spent (0 when reused)."""
-    if (out / "policy" / "policy.json").is_file():
+    policy trained by the same command; returns the folder and the seconds spent (0 when reused).
+    A folder trained by another command (other flags, e.g. ``--upload-plans``) is an error, not
+    silently reused."""
+    wanted = cmd[1:]  # without the interpreter's path
+    done = (out / "policy" / "policy.json").is_file()
+    if done and (out / CMD_FILE).is_file():
+        had = json.loads((out / CMD_FILE).read_text())
+        if had != wanted:
+            raise SystemExit(f"{out}: trained by another command ({' '.join(had)}); use another --out or delete the folder")
+    if done:
         return out, 0.0
     t0 = time.perf_counter()
     args = [*cmd, "--out", str(out), "--no-eval", "--quiet"] + (["--overwrite"] if (out / "run.json").is_file() else [])
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"training {out} failed:\n{r.stderr[-2000:]}")
+    (out / CMD_FILE).write_text(json.dumps(wanted))
     return out, time.perf_counter() - t0

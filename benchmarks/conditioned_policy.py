@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--trace", help="recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
     ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds of the conditioned policy [0,1,2]")
-    ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price [0.05,0.2,1.0]")
+    ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price (empty: none) [0.05,0.2,1.0]")
     ap.add_argument("--fixed-seeds", default="0", help="training seeds of the fixed-price policies [0]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontier [0.02,0.05,0.1,0.2,0.5,1.0]")
     ap.add_argument("--timesteps", type=int, default=100_000)
@@ -66,7 +66,7 @@ def main() -> int:
     base = [sys.executable, "-m", "mllm_offload", "train", *scen, "--timesteps", str(a.timesteps), "--upload-plans", a.upload_plans,
             *(["--hyperparams", str(a.hyperparams)] if a.hyperparams else [])]
     seeds, fseeds = _ints(a.seeds), _ints(a.fixed_seeds)
-    fixed_prices, prices = parse_prices(a.fixed_prices), parse_prices(a.prices)
+    fixed_prices, prices = (parse_prices(a.fixed_prices) if a.fixed_prices.strip() else []), parse_prices(a.prices)
     jobs: list[tuple[list[str], Path]] = [([*base, "--seed", str(s)], a.out / f"cond-s{s}") for s in seeds]
     jobs += [([*base, "--seed", str(s), "--latency-price", f"{p:g}"], a.out / f"fixed-{p:g}-s{s}") for p in fixed_prices for s in fseeds]
     t0 = time.perf_counter()

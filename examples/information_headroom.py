@@ -23,7 +23,7 @@ on what the router sees, on a synthetic profile at one latency price:
 
 If the per-cell figures stay near "one candidate for all" while the oracle is far above, the
 oracle's lead comes from the latent difficulty, which the observation does not carry: no
-trained policy can recover it. Example (about a minute)::
+trained policy can recover it. Example (about 10 s)::
 
     python examples/information_headroom.py --profile msao-paper --latency-price 0.2
 """
@@ -82,7 +82,7 @@ class Cells:
         """Cell of every row of ``x`` (n, features)."""
         idx = np.zeros(len(x), dtype=np.int64)
         for c, e, size in zip(self.columns, self.edges, self.sizes):
-            idx = idx * size + np.searchsorted(e, x[:, c], side="right")
+            idx = idx * size + np.searchsorted(e, x[:, c], side="left")  # x <= edge: the lower bin (ties at a mass point split off)
         return idx
 
 

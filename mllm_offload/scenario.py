@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import EdgeTierConfig, EpisodeConfig, RewardWeights, ScenarioOverrides, SystemConfig, load_yaml
+from .decision import UploadPlan, distinct_plans
 from .edge_tier.tier import EdgeTier
 from .envs.offload_env import OffloadEnv
 from .errors import UserInputError
@@ -140,6 +141,19 @@ class Scenario:
         if self.upload_plans is not None:
             return self.upload_plans
         return self.trace is None or self.trace.plans is not None
+
+    def static_plans(self) -> list[UploadPlan] | None:
+        """The upload plans a fixed-plan policy (TunedStatic's search) may use here: ``None`` when
+        policies choose no plans; else the distinct plans of the requests' modalities
+        (:func:`~mllm_offload.decision.distinct_plans`, ``SEND_ALL`` first) that every request of
+        the trace, in every split, has an outcome for."""
+        if not self.plans_on:
+            return None
+        trace = self.trace if self.trace is not None else self.make_env("train").trace
+        table = trace.plans
+        if table is None:
+            return None
+        return [p for p in distinct_plans([bool(table.present[:, k].any()) for k in range(3)]) if table.complete(p)]
 
     @property
     def slo_s(self) -> float:

@@ -376,6 +376,11 @@ class PlanTable:
         """Whether request ``i`` has no outcome under ``plan``."""
         return bool(np.isnan(self.cloud_latency_s[i, plan.index]))
 
+    def complete(self, plan: UploadPlan) -> bool:
+        """Whether every request has an outcome under ``plan`` (restricted to its modalities)."""
+        idx = np.array([plan.effective(*row).index for row in self.present.tolist()], dtype=np.int64)
+        return bool(not np.isnan(self.cloud_latency_s[np.arange(len(idx)), idx]).any()) if len(idx) else True
+
     def coverage(self) -> dict[str, float]:
         """Share of requests with an outcome, per variant name (the base excluded)."""
         out: dict[str, float] = {}

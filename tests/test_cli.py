@@ -40,7 +40,7 @@ def test_evaluate_real_bandwidth_with_tuned(shared_bw, tmp_path, capsys):
     assert data["meta"]["split"] == "test" and data["meta"]["bandwidth_traces"] >= 5
     pol = data["policies"]
     assert pol["oracle"]["reward_mean"] >= max(m["reward_mean"] for k, m in pol.items() if k != "oracle")
-    assert "tuned" in data["meta"]["thresholds"]
+    assert "tuned" in data["meta"]["thresholds"] and set(data["meta"]["upload_plans"]) <= {"tuned"}  # a fixed plan, if tuned chose one
 
 
 def test_evaluate_recorded_trace(shared_bw, tmp_path):

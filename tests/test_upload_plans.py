@@ -217,3 +217,31 @@ def test_report_shows_what_each_variant_costs(tmp_path, capsys):
     assert red["bytes_mean"] < red["bytes_whole_mean"] and red["cloud_score"] <= red["cloud_score_whole"]
     assert mr["bytes_mean"] == mr["bytes_whole_mean"] and mr["cloud_score"] == mr["cloud_score_whole"]  # COCO sizes
     assert "variant reduced" in capsys.readouterr().out
+
+
+def test_static_plans_leave_out_a_plan_that_some_request_lacks():
+    """TunedStatic's plan candidates are the plans every request of the trace has an outcome for:
+    a variant missing for one *test* request must not make the fitted baseline fail on test."""
+    import copy
+
+    import mllm_offload.agents  # noqa: F401
+    from mllm_offload.agents import TunedStatic
+    from mllm_offload.decision import UploadPlan
+    from mllm_offload.evaluation import run_episodes
+    from mllm_offload.scenario import Scenario
+    from mllm_offload.splits import split_slice
+
+    full = Scenario.build(trace="shapes-real", bandwidth="constant:2")
+    assert "reduced" in [p.variant() for p in full.static_plans()]
+    tr = copy.deepcopy(full.trace)
+    test = range(len(tr))[split_slice(len(tr), "test")]
+    i = next(k for k in test if tr.plans.present[k, 0])
+    tr.plans.cloud_latency_s[i, UploadPlan(image="reduced").index] = np.nan
+    scn = Scenario.build(trace=tr, bandwidth="constant:2")
+    names = [p.variant() for p in scn.static_plans()]
+    assert "reduced" not in names and "model_res" in names and names[0] == ""
+    tuned = TunedStatic.fit_scenario(scn)
+    assert tuned.plan is None or tuned.plan.image != "reduced"
+    log = run_episodes(scn.make_env("test"), tuned, scn.evaluation_seeds(len(list(test))))
+    assert len(log) > 0
+    assert Scenario.build(trace=tr, bandwidth="constant:2", upload_plans=False).static_plans() is None

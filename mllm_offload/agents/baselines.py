@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..decision import SEND_ALL, Thresholds, UploadPlan, distinct_plans
+from ..decision import SEND_ALL, Thresholds, UploadPlan
 from ..errors import UserInputError
 from ..policy import Policy, PolicyContext, register
 from ..rules import CloudOnly, EdgeOnly, MSAORule, RandomPolicy, StaticPlan, StaticThresholds
@@ -70,7 +70,8 @@ class TunedStatic(StaticPlan):
     ) -> TunedStatic:
         """Grid search: ``score(policy)`` is the mean training reward of a candidate policy.
 
-        With ``plans`` (the distinct plans of the scenario's requests, :func:`~mllm_offload.decision.distinct_plans`), a coordinate
+        With ``plans`` (the plans a fixed-plan policy may use, :meth:`Scenario.static_plans
+        <mllm_offload.scenario.Scenario.static_plans>`), a coordinate
         search: (1) the best thresholds sending everything whole; (2) the best plan at those
         thresholds; (3) if a plan beat sending everything whole, the best thresholds under that
         plan. Ties keep the earlier candidate. :func:`mllm_offload.evaluation.frontier` repeats
@@ -86,7 +87,7 @@ class TunedStatic(StaticPlan):
                 except UserInputError:
                     if plan is None:
                         raise
-                    continue  # the trace lacks the plan's variant for a request these thresholds offload
+                    continue  # the trace lacks the plan's variant for one of the episodes' requests
                 if r > best_r:
                     best, best_r = th, r
             return best, best_r
@@ -99,7 +100,7 @@ class TunedStatic(StaticPlan):
         for p in others:
             try:
                 rp = score(StaticPlan(th, p))
-            except UserInputError:  # the trace lacks this plan's variant for some request: not a candidate
+            except UserInputError:  # the trace lacks this plan's variant for one of the episodes' requests
                 continue
             if rp > r:
                 plan, r = p, rp
@@ -120,8 +121,7 @@ class TunedStatic(StaticPlan):
         def score(p: Policy) -> float:
             return sum(run_episodes(env, p, seeds).reward) / (len(seeds) * env.n_requests)
 
-        plans = distinct_plans(env.trace.plans.present.any(axis=0).tolist()) if env.upload_plans and env.trace.plans is not None else None
-        return cls.fit(score, progress=progress, plans=plans)
+        return cls.fit(score, progress=progress, plans=scenario.static_plans())
 
 
 def _tuned(ctx: PolicyContext, arg: str | None) -> TunedStatic:

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed, "slo_s": env.slo_s, "seconds": round(time.perf_counter() - t0, 2),
         "system": env.system_cfg.model_dump(), "reward": env.weights.model_dump(),
         "thresholds": {p.name: [p.th.tau_low, p.th.tau_high, p.th.tau_conf] for p in policies if hasattr(p, "th")},
+        "upload_plans": {p.name: p.plan.variant() or "whole" for p in policies if getattr(p, "plan", None) is not None},
     }
     print(f"{meta['profile'] if not args.trace else args.trace} | bandwidth {meta['bandwidth']} ({meta['bandwidth_traces']} traces, split {args.split}) | "
           f"{meta['requests']} requests per policy | SLO {env.slo_s:g} s\n")

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RewardWeights
-from ..decision import SEND_ALL, Thresholds, UploadPlan, distinct_plans
+from ..decision import SEND_ALL, Thresholds, UploadPlan
 from ..errors import UserInputError
 from ..policy import REGISTRY, Policy, split_names
 from ..rules import MSAORule, StaticPlan, StaticThresholds
@@ -334,8 +334,13 @@ def frontier(
 
     # -- refits: the best candidate per price on train, each distinct one evaluated on the test split once
     chosen = {fam: [int(np.argmax(train_r[fam][:, k])) for k in range(len(prices))] for fam, _ in refits}
-    if "tuned" in chosen and train_env is not None and train_env.upload_plans and train_env.trace.plans is not None:
-        chosen["tuned"] = _tuned_plans(dict(refits)["tuned"], train_r, chosen["tuned"], train_env, tuning, weights, own_w, slo, wrap)
+    static_plans = base.static_plans() if "tuned" in chosen else None
+    if static_plans and train_env is not None:
+        n_grid = len(dict(refits)["tuned"])
+        chosen["tuned"] = _tuned_plans(dict(refits)["tuned"], train_r, chosen["tuned"], static_plans, train_env, tuning, weights, own_w,
+                                       slo, wrap)
+        fr.grids["tuned"]["plans"] = [p.variant() or "whole" for p in static_plans]
+        fr.grids["tuned"]["plan_candidates_run"] = len(dict(refits)["tuned"]) - n_grid
     test_jobs = sorted({(fam, c) for fam, cs in chosen.items() for c in cs})
     cand_of = dict(refits)
     test_logs: dict[tuple[str, int], EpisodeLog] = {}
@@ -362,16 +367,16 @@ def frontier(
     return fr
 
 
-def _tuned_plans(cands: list[tuple[dict[str, Any], Policy]], train_r: dict[str, np.ndarray], first: list[int], train_env: Any,
-                 tuning: list[int], weights: Sequence[RewardWeights], own_w: RewardWeights, slo: float,
-                 wrap: Callable[[Iterable[Any]], Iterable[Any]]) -> list[int]:
+def _tuned_plans(cands: list[tuple[dict[str, Any], Policy]], train_r: dict[str, np.ndarray], first: list[int],
+                 static_plans: Sequence[UploadPlan], train_env: Any, tuning: list[int], weights: Sequence[RewardWeights],
+                 own_w: RewardWeights, slo: float, wrap: Callable[[Iterable[Any]], Iterable[Any]]) -> list[int]:
     """TunedStatic's plan search (:meth:`~mllm_offload.agents.TunedStatic.fit`) at every price at
     once: (2) each price's best plan at its best thresholds, (3) the best thresholds under that
     plan. New candidates are appended to ``cands`` and ``train_r["tuned"]``; returns the chosen
     candidate per price."""
     grid: list[Thresholds] = [pol.th for _, pol in cands]  # type: ignore[attr-defined]  # StaticThresholds
     n = len(tuning) * train_env.n_requests
-    plans = [p for p in distinct_plans(train_env.trace.plans.present.any(axis=0).tolist()) if p != SEND_ALL]
+    plans = [p for p in static_plans if p != SEND_ALL]
     index: dict[tuple[Thresholds, UploadPlan | None], int] = {(th, None): c for c, th in enumerate(grid)}
 
     def run(pairs: list[tuple[Thresholds, UploadPlan]]) -> None:
@@ -380,7 +385,7 @@ def _tuned_plans(cands: list[tuple[dict[str, Any], Policy]], train_r: dict[str, 
             try:
                 log = _checked(run_episodes(train_env, StaticPlan(th, plan, "tuned"), tuning), own_w, slo, f"tuned candidate {plan.variant()}")
                 row = [sum(reward_at(log, w, slo).tolist()) / n for w in weights]
-            except UserInputError:  # the trace lacks this plan's variant for some request: never chosen
+            except UserInputError:  # the trace lacks this plan's variant for one of the episodes' requests: never chosen
                 row = [-math.inf] * len(weights)
             index[th, plan] = len(cands)
             cands.append(({"tau_low": th.tau_low, "tau_high": th.tau_high, "tau_conf": th.tau_conf, "upload_plan": plan.variant()},
