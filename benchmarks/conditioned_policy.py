@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price (empty: none) [0.05,0.2,1.0]")
     ap.add_argument("--fixed-seeds", default="0", help="training seeds of the fixed-price policies [0]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontier [0.02,0.05,0.1,0.2,0.5,1.0]")
-    ap.add_argument("--timesteps", type=int, default=100_000)
+    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",
@@ -63,7 +63,7 @@ def main() -> int:
     a = ap.parse_args()
 
     scen = [*(["--profile", a.profile]), *(["--trace", a.trace] if a.trace else []), *(["--bandwidth", a.bandwidth] if a.bandwidth else [])]
-    base = [sys.executable, "-m", "mllm_offload", "train", *scen, "--timesteps", str(a.timesteps), "--upload-plans", a.upload_plans,
+    base = [sys.executable, "-m", "mllm_offload", "train", *scen, *(["--timesteps", str(a.timesteps)] if a.timesteps else []), "--upload-plans", a.upload_plans,
             *(["--hyperparams", str(a.hyperparams)] if a.hyperparams else [])]
     seeds, fseeds = _ints(a.seeds), _ints(a.fixed_seeds)
     fixed_prices, prices = (parse_prices(a.fixed_prices) if a.fixed_prices.strip() else []), parse_prices(a.prices)

@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontiers")
-    ap.add_argument("--timesteps", type=int, default=100_000)
+    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-plans"))
@@ -77,7 +77,7 @@ def main() -> int:
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth)
     if (scn.trace.plans if scn.trace is not None else True) is None:
         raise SystemExit(f"{args.trace}: no variant outcomes (record it with --variants)")
-    base = [sys.executable, "-m", "mllm_offload", "train", "--profile", args.profile, "--timesteps", str(args.timesteps)]
+    base = [sys.executable, "-m", "mllm_offload", "train", "--profile", args.profile, *(["--timesteps", str(args.timesteps)] if args.timesteps else [])]
     base += ["--trace", args.trace] if args.trace else []
     base += ["--bandwidth", args.bandwidth] if args.bandwidth else []
     jobs = [([*base, "--seed", str(s), "--upload-plans", mode], args.out / f"{mode}-s{s}") for s in seeds for mode in ("on", "off")]
