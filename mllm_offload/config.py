@@ -210,10 +210,30 @@ class PolicyKwargs(StrictModel):
     activation_fn: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
-    action_bias_init: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
-        None, min_length=1, max_length=6,
-        description="initial bias of the action mean, from the first action on (None: SB3's zeros: every threshold starts "
-                    "at 0, all CLOUD); e.g. [0.5, 0.5, 0.5] starts at the centre of the threshold box")
+    action_bias_init: Annotated[float, Field(ge=0.0, le=1.0)] | list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        None,
+        description="initial bias of the action mean: one number for every action, or a list from the first action on "
+                    "(None: SB3's zeros: every threshold starts at 0, all CLOUD, and every upload plan sends everything "
+                    "whole); e.g. 0.5 starts at the centre of the action box (with plans: images at model_res)")
+
+    @field_validator("action_bias_init")
+    @classmethod
+    def _bias_length(cls, v: float | list[float] | None) -> float | list[float] | None:
+        if isinstance(v, list) and not 1 <= len(v) <= 6:
+            raise ValueError(f"a list of 1 to 6 values (one per action), got {len(v)}")
+        return v
+
+    def action_bias(self, n_actions: int) -> list[float] | None:
+        """The initial bias of the first actions (``None``: SB3's zeros). A number covers all
+        ``n_actions``; a list longer than ``n_actions`` is a :class:`UserInputError`."""
+        b = self.action_bias_init
+        if b is None:
+            return None
+        if not isinstance(b, list):
+            return [float(b)] * n_actions
+        if len(b) > n_actions:
+            raise UserInputError(f"policy_kwargs.action_bias_init: {len(b)} values for {n_actions} actions")
+        return [float(x) for x in b]
 
 
 class NormalizeConfig(StrictModel):

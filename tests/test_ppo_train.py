@@ -131,3 +131,23 @@ def test_two_envs_use_subprocesses(tmp_path):
     from stable_baselines3 import PPO
 
     assert PPO.load(tmp_path / "final" / "model.zip", device="cpu").n_envs == 2
+
+
+def test_action_bias_init_one_number_starts_every_action_there(tmp_path):
+    """``action_bias_init: 0.5`` sets the initial mean of all six actions (thresholds and upload
+    plan: images at ``model_res``); a list covers the first actions only; too long a list is refused."""
+    from stable_baselines3 import PPO
+
+    from mllm_offload.config import PolicyKwargs
+    from mllm_offload.errors import UserInputError
+
+    assert PolicyKwargs(action_bias_init=0.5).action_bias(6) == [0.5] * 6
+    assert PolicyKwargs(action_bias_init=[0.2, 0.9]).action_bias(3) == [0.2, 0.9]
+    assert PolicyKwargs().action_bias(6) is None
+    with pytest.raises(UserInputError, match="4 values for 3 actions"):
+        PolicyKwargs(action_bias_init=[0.5] * 4).action_bias(3)
+    hp = PPOHyperparams(n_timesteps=512, learning_rate=1e-12, policy_kwargs={"action_bias_init": 0.5}, **HP)
+    train(make_env, hp, tmp_path, seed=0, progress_bar=False, log=lambda s: None)
+    bias = PPO.load(tmp_path / "final" / "model.zip", device="cpu").policy.action_net.bias.detach().numpy()
+    assert make_env("train").action_space.shape == (6,)
+    np.testing.assert_allclose(bias, 0.5, atol=1e-4)

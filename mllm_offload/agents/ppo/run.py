@@ -210,9 +210,7 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     floor = score_floor(floor_spec, fixed)
     n_actions = int(tt.make_env("train").action_space.shape[0])
     tt.make_env("val")
-    bias = hp.policy_kwargs.action_bias_init
-    if bias is not None and len(bias) > n_actions:  # before run.json: a bad setting leaves no run folder
-        raise UserInputError(f"policy_kwargs.action_bias_init: {len(bias)} values for {n_actions} actions")
+    hp.policy_kwargs.action_bias(n_actions)  # before run.json: a bad setting leaves no run folder
     budgets = fixed.trade.budgets
     export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
                    "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,

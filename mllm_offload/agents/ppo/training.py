@@ -168,10 +168,11 @@ def train(
             gamma=hp.gamma, gae_lambda=hp.gae_lambda, clip_range=hp.clip_range, ent_coef=hp.ent_coef,
             vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm, target_kl=hp.target_kl,
         )
-        if pk.action_bias_init is not None:  # where the deterministic policy starts (not an SB3 policy_kwarg)
-            bias: torch.Tensor = model.policy.action_net.bias  # type: ignore[assignment]  # length checked by train_and_export
+        start = pk.action_bias(int(venv.action_space.shape[0]))  # type: ignore[index]
+        if start is not None:  # where the deterministic policy starts (not an SB3 policy_kwarg)
+            bias: torch.Tensor = model.policy.action_net.bias  # type: ignore[assignment]
             with torch.no_grad():
-                bias[: len(pk.action_bias_init)] = torch.as_tensor(pk.action_bias_init, dtype=torch.float32)
+                bias[: len(start)] = torch.as_tensor(start, dtype=torch.float32)
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
     val_floor = None if score_floor is None else (msao_val["score_mean"] - 0.005 if floor_from_msao else score_floor)
     best_prev: dict[str, Any] = {}
