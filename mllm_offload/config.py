@@ -287,12 +287,13 @@ def default_hyperparams_path() -> Path:
     return Path(str(resources.files("mllm_offload") / "configs" / "ppo.yaml"))
 
 
-def load_hyperparams(path: str | Path, section: str) -> PPOHyperparams:
-    """Read ``section`` of an rl-zoo style YAML, merged over its ``default`` section.
+def load_hyperparams(path: str | Path, section: str, *more: str) -> PPOHyperparams:
+    """Read ``section`` of an rl-zoo style YAML, merged over its ``default`` section (and each
+    of ``more`` merged over that, in order).
 
-    The file maps section names (``default``, profile names such as ``mobile-3g``) to
-    hyperparameters; a missing section means ``default`` alone. Errors name the file, the section
-    and the field: ``configs/ppo.yaml: mobile-3g.batch_size: Input should be ...``.
+    The file maps section names (``default``, profile names such as ``mobile-3g``, embedded trace
+    names such as ``shapes-real``) to hyperparameters; a missing section adds nothing. Errors name
+    the file, the section and the field: ``configs/ppo.yaml: mobile-3g.batch_size: Input should be ...``.
     """
     p = Path(path)
     raw = load_yaml(p, _HyperparamFile).root
@@ -300,7 +301,7 @@ def load_hyperparams(path: str | Path, section: str) -> PPOHyperparams:
         if not isinstance(body, dict):
             raise UserInputError(f"{p}: {name}: expected a mapping of hyperparameters")
     merged: dict[str, Any] = {}
-    for name in ("default", section):
+    for name in ("default", section, *more):
         body = raw.get(name) or {}
         for k, v in body.items():
             if isinstance(v, dict) and isinstance(merged.get(k), dict):

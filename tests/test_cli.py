@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -191,3 +192,28 @@ def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
 
     for section in ("mobile-3g", "msao-paper", "some-trace"):
         assert load_hyperparams(default_hyperparams_path(), section) == PPOHyperparams()
+
+
+def test_example_narrow_hyperparameters_validate_and_start_every_action_at_the_centre():
+    """examples/ppo-narrow.yaml (documented in docs/training.md) loads for any profile and starts
+    thresholds and upload plan at 0.5, with or without plans."""
+    from mllm_offload.config import load_hyperparams
+
+    hp = load_hyperparams(ROOT / "examples" / "ppo-narrow.yaml", "mobile-3g")
+    assert hp.policy_kwargs.log_std_init == -2.0 and hp.eval_episodes == 40 and hp.n_steps == 2048
+    assert hp.policy_kwargs.action_bias(6) == [0.5] * 6 and hp.policy_kwargs.action_bias(3) == [0.5] * 3
+
+
+def test_an_embedded_trace_has_its_own_section_over_the_profile(tmp_path):
+    """`train --trace shapes-real` reads the shipped file's shapes-real section over the profile's
+    (the narrow start of examples/ppo-narrow.yaml); a trace file of another name does not."""
+    from mllm_offload.agents.ppo.run import hyperparams
+    from mllm_offload.config import load_hyperparams
+
+    shapes, _ = hyperparams(None, "mobile-3g", trace=Path("shapes-real"))
+    assert shapes == load_hyperparams(ROOT / "examples" / "ppo-narrow.yaml", "mobile-3g")
+    assert shapes.policy_kwargs.net_arch == [64, 64]  # policy_kwargs merged key by key over default's
+    other, _ = hyperparams(None, "mobile-3g", trace=tmp_path / "shapes-real.jsonl")
+    plain, _ = hyperparams(None, "mobile-3g")
+    assert other == plain and plain.policy_kwargs.action_bias_init is None and plain.n_steps == 512
+    assert hyperparams(None, "mobile-3g", timesteps=4096, trace=Path("shapes-real"))[0].n_timesteps == 4096

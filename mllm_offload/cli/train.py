@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
                     help="PPO environment steps in total, rounded up to whole rollouts of n_steps x n_envs [hyperparameter file: n_timesteps]")
     tr.add_argument("--n-envs", type=positive_int, help="parallel environments, SubprocVecEnv when > 1 [hyperparameter file: n_envs]")
     tr.add_argument("--hyperparams", type=Path,
-                    help="rl-zoo style YAML of PPO hyperparameters; section = profile name over 'default' [the shipped configs/ppo.yaml]")
+                    help="rl-zoo style YAML of PPO hyperparameters: section 'default', then the profile's, then an embedded trace's (shapes-real) [the shipped configs/ppo.yaml]")
     tr.add_argument("--score-floor", default="none",
                     help="constrain the mean score: 'none' (plain reward), 'msao' (MSAO's score on training episodes) or a number in [0,1] [none]")
     tr.add_argument("--latency-price-range", metavar="LO,HI",
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.out.exists() and any(args.out.iterdir()):
         _clear(args.out, args.overwrite)
     scn = scenario(args)
-    hp, hp_source = hyperparams(args.hyperparams, scn.profile, args.timesteps, args.n_envs)
+    hp, hp_source = hyperparams(args.hyperparams, scn.profile, args.timesteps, args.n_envs, trace=args.trace)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     done = train_and_export(scn, {k: getattr(args, k) for k in RUN_ARGS}, hp, hp_source, args.out, floor_spec=str(args.score_floor),
                             resume=resume, progress_bar=not args.quiet, log=log)

@@ -20,6 +20,7 @@ from ...config import PPOHyperparams, default_hyperparams_path, format_validatio
 from ...errors import UserInputError
 from ...observation import OBSERVATION_SPEC
 from ...splits import SCORE_FLOOR_SEEDS
+from ...trace_format import EMBEDDED_TRACES
 from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
 __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor",
@@ -31,11 +32,14 @@ RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "s
 _PATH_ARGS = ("trace", "config", "hyperparams")
 
 
-def hyperparams(path: Path | None, section: str, timesteps: int | None = None, n_envs: int | None = None) -> tuple[PPOHyperparams, str]:
-    """Hyperparameters of ``section`` (a profile name) from ``path`` or the shipped file, with
+def hyperparams(path: Path | None, section: str, timesteps: int | None = None, n_envs: int | None = None,
+                trace: str | Path | None = None) -> tuple[PPOHyperparams, str]:
+    """Hyperparameters of ``section`` (a profile name) from ``path`` or the shipped file, with the
+    section of ``trace`` over it when that is an embedded trace's name (``shapes-real``), and
     ``--timesteps``/``--n-envs`` overrides; returns them and where they came from."""
     src = path if path is not None else default_hyperparams_path()
-    hp = load_hyperparams(src, section) if src.is_file() or path is not None else PPOHyperparams()
+    embedded = str(trace) if trace is not None and str(trace) in EMBEDDED_TRACES and not Path(trace).exists() else None
+    hp = load_hyperparams(src, section, *([embedded] if embedded else [])) if src.is_file() or path is not None else PPOHyperparams()
     upd = {k: v for k, v in (("n_timesteps", timesteps), ("n_envs", n_envs)) if v is not None}
     if upd:
         try:
