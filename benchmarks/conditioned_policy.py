@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price (empty: none) [0.05,0.2,1.0]")
     ap.add_argument("--fixed-seeds", default="0", help="training seeds of the fixed-price policies [0]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontier [0.02,0.05,0.1,0.2,0.5,1.0]")
-    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile]")
+    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile or embedded trace]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",

@@ -210,17 +210,22 @@ class PolicyKwargs(StrictModel):
     activation_fn: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = Field(0.0, ge=-5.0, le=2.0, description="initial log std of the Gaussian actions")
     ortho_init: bool = True
-    action_bias_init: Annotated[float, Field(ge=0.0, le=1.0)] | list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+    action_bias_init: float | list[float] | None = Field(
         None,
-        description="initial bias of the action mean: one number for every action, or a list from the first action on "
-                    "(None: SB3's zeros: every threshold starts at 0, all CLOUD, and every upload plan sends everything "
-                    "whole); e.g. 0.5 starts at the centre of the action box (with plans: images at model_res)")
+        description="initial bias of the action mean, each in [0, 1]: one number for every action, or a list from the "
+                    "first action on (None: SB3's zeros: every threshold starts at 0, all CLOUD, and every upload plan "
+                    "sends everything whole); e.g. 0.5 starts at the centre of the action box (with plans: images at "
+                    "model_res, and video and audio on the boundary of their two choices)")
 
     @field_validator("action_bias_init")
     @classmethod
-    def _bias_length(cls, v: float | list[float] | None) -> float | list[float] | None:
+    def _bias_values(cls, v: float | list[float] | None) -> float | list[float] | None:
+        # checked here rather than by a constrained type, so that the error names the value, not a union branch
         if isinstance(v, list) and not 1 <= len(v) <= 6:
             raise ValueError(f"a list of 1 to 6 values (one per action), got {len(v)}")
+        for x in v if isinstance(v, list) else [] if v is None else [v]:
+            if not 0.0 <= x <= 1.0:  # NaN fails too
+                raise ValueError(f"every value must lie in [0, 1], got {x}")
         return v
 
     def action_bias(self, n_actions: int) -> list[float] | None:

@@ -137,9 +137,12 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
                "--policies", "edge,msao", "--requests", "200", "--no-throughput", "--json", str(js), "--quiet"])
     assert rc == 0
     assert set(json.loads(js.read_text())["policies"]) == {"edge", "msao", "ppo"}
-    # resume to a larger budget
+    # resume to a larger budget, with the hyperparameters it was trained with (the file has changed since)
+    hp.write_text("default:\n  n_envs: 1\n  n_steps: 512\n  batch_size: 128\n  eval_freq: 1024\n  eval_episodes: 3\n")
     rc = main(["train", "--resume", str(run), "--timesteps", "1536", "--no-eval", "--quiet"])
     assert rc == 0
+    recorded = json.loads((run / "run.json").read_text())["hyperparams"]
+    assert (recorded["n_steps"], recorded["eval_episodes"], recorded["n_timesteps"]) == (256, 2, 1536)
     assert json.loads((run / "checkpoint" / "info.json").read_text())["num_timesteps"] == 1536
     assert json.loads((run / "best" / "info.json").read_text())["validation"]["timesteps"] in (1024, 1536)
     # a finished run, a changed scenario flag on --resume, an occupied --out: one line each, nothing written
@@ -204,16 +207,40 @@ def test_example_narrow_hyperparameters_validate_and_start_every_action_at_the_c
     assert hp.policy_kwargs.action_bias(6) == [0.5] * 6 and hp.policy_kwargs.action_bias(3) == [0.5] * 3
 
 
-def test_an_embedded_trace_has_its_own_section_over_the_profile(tmp_path):
+def test_an_embedded_trace_has_its_own_section_over_the_profile(tmp_path, monkeypatch):
     """`train --trace shapes-real` reads the shipped file's shapes-real section over the profile's
-    (the narrow start of examples/ppo-narrow.yaml); a trace file of another name does not."""
+    (the narrow start of examples/ppo-narrow.yaml); a trace file, even one named shapes-real, does not."""
     from mllm_offload.agents.ppo.run import hyperparams
     from mllm_offload.config import load_hyperparams
 
-    shapes, _ = hyperparams(None, "mobile-3g", trace=Path("shapes-real"))
+    shapes, source = hyperparams(None, "mobile-3g", trace=Path("shapes-real"))
     assert shapes == load_hyperparams(ROOT / "examples" / "ppo-narrow.yaml", "mobile-3g")
-    assert shapes.policy_kwargs.net_arch == [64, 64]  # policy_kwargs merged key by key over default's
-    other, _ = hyperparams(None, "mobile-3g", trace=tmp_path / "shapes-real.jsonl")
+    assert source.endswith("[default < mobile-3g < shapes-real]")
     plain, _ = hyperparams(None, "mobile-3g")
-    assert other == plain and plain.policy_kwargs.action_bias_init is None and plain.n_steps == 512
+    assert plain.policy_kwargs.action_bias_init is None and plain.n_steps == 512
     assert hyperparams(None, "mobile-3g", timesteps=4096, trace=Path("shapes-real"))[0].n_timesteps == 4096
+    monkeypatch.chdir(tmp_path)
+    Path("shapes-real").write_text("{}\n")  # a local file of that name is a trace file, not the embedded one
+    assert hyperparams(None, "mobile-3g", trace=Path("shapes-real"))[0] == plain
+    # sections merge in order, policy_kwargs key by key
+    f = tmp_path / "hp.yaml"
+    f.write_text("default:\n  n_steps: 256\n  policy_kwargs: {net_arch: [32]}\nmobile-3g:\n  batch_size: 64\n"
+                 "shapes-real:\n  n_steps: 1024\n  policy_kwargs: {log_std_init: -1.0}\n")
+    Path("shapes-real").unlink()
+    hp, _ = hyperparams(f, "mobile-3g", trace=Path("shapes-real"))
+    assert (hp.n_steps, hp.batch_size, hp.policy_kwargs.net_arch, hp.policy_kwargs.log_std_init) == (1024, 64, [32], -1.0)
+
+
+@pytest.mark.slow
+def test_train_applies_the_trace_section_only_with_upload_plans(tmp_path):
+    """The shapes-real section is tuned for its upload plans: `--upload-plans off` trains without it."""
+    pytest.importorskip("stable_baselines3")
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default:\n  n_steps: 64\n  batch_size: 64\n  eval_freq: 64\n  eval_episodes: 1\n  checkpoint_freq: 64\n"
+                  "shapes-real:\n  eval_episodes: 2\n")
+    for plans, episodes, source in (("auto", 2, "[default < mobile-3g < shapes-real]"), ("off", 1, "[default < mobile-3g]")):
+        run = tmp_path / f"run-{plans}"
+        assert main(["train", "--trace", "shapes-real", "--bandwidth", "constant:2", "--upload-plans", plans, "--episode-len", "10",
+                     "--latency-price", "0.2", "--timesteps", "64", "--hyperparams", str(hp), "--out", str(run), "--no-eval", "--quiet"]) == 0
+        record = json.loads((run / "run.json").read_text())
+        assert record["hyperparams"]["eval_episodes"] == episodes and record["hyperparams_source"].endswith(source)

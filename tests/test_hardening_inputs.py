@@ -430,4 +430,4 @@ def test_action_bias_init_longer_than_the_actions_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # refused before run.json is written
     hp.write_text("default:\n  policy_kwargs: {action_bias_init: [1.5]}\n")
     one_line(capsys, ["train", "--profile", "msao-paper", "--hyperparams", str(hp), "--out", str(tmp_path / "run2"), "--quiet"],
-             "action_bias_init")
+             "default.policy_kwargs.action_bias_init: Value error, every value must lie in [0, 1], got 1.5")

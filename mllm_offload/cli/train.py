@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agents.ppo.run import RUN_ARGS, final_comparison, hyperparams, read_run_args, train_and_export
+    from ..agents.ppo.run import RUN_ARGS, final_comparison, hyperparams, read_run_args, resumed_hyperparams, train_and_export
     from ..evaluation import write_json
     from ..evaluation.report import comparison_text
 
@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.out.exists() and any(args.out.iterdir()):
         _clear(args.out, args.overwrite)
     scn = scenario(args)
-    hp, hp_source = hyperparams(args.hyperparams, scn.profile, args.timesteps, args.n_envs, trace=args.trace)
+    # resumed: the hyperparameters it was trained with (run.json), not today's file; an embedded
+    # trace's section (shapes-real) is tuned for its upload plans: only with them
+    recorded = resumed_hyperparams(args.resume, args.timesteps, args.n_envs) if resume else None
+    hp, hp_source = recorded or hyperparams(args.hyperparams, scn.profile, args.timesteps, args.n_envs,
+                                            trace=args.trace if scn.plans_on else None)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     done = train_and_export(scn, {k: getattr(args, k) for k in RUN_ARGS}, hp, hp_source, args.out, floor_spec=str(args.score_floor),
                             resume=resume, progress_bar=not args.quiet, log=log)

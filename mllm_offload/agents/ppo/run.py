@@ -23,7 +23,7 @@ from ...splits import SCORE_FLOOR_SEEDS
 from ...trace_format import EMBEDDED_TRACES
 from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
-__all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "score_floor",
+__all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "resumed_hyperparams", "score_floor",
            "train_and_export", "training_tradeoffs", "write_run_record"]
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
@@ -35,18 +35,43 @@ _PATH_ARGS = ("trace", "config", "hyperparams")
 def hyperparams(path: Path | None, section: str, timesteps: int | None = None, n_envs: int | None = None,
                 trace: str | Path | None = None) -> tuple[PPOHyperparams, str]:
     """Hyperparameters of ``section`` (a profile name) from ``path`` or the shipped file, with the
-    section of ``trace`` over it when that is an embedded trace's name (``shapes-real``), and
-    ``--timesteps``/``--n-envs`` overrides; returns them and where they came from."""
+    section of ``trace`` over it when that is an embedded trace's name (``shapes-real``; pass it
+    only when its section applies), and ``--timesteps``/``--n-envs`` overrides; returns them and
+    where they came from (the file and the sections merged)."""
     src = path if path is not None else default_hyperparams_path()
     embedded = str(trace) if trace is not None and str(trace) in EMBEDDED_TRACES and not Path(trace).exists() else None
-    hp = load_hyperparams(src, section, *([embedded] if embedded else [])) if src.is_file() or path is not None else PPOHyperparams()
+    sections = [section, *([embedded] if embedded else [])]
+    hp = load_hyperparams(src, *sections) if src.is_file() or path is not None else PPOHyperparams()
+    return _override(hp, timesteps, n_envs), f"{src} [{' < '.join(['default', *sections])}]" if src.is_file() else "built-in defaults"
+
+
+def _override(hp: PPOHyperparams, timesteps: int | None, n_envs: int | None) -> PPOHyperparams:
     upd = {k: v for k, v in (("n_timesteps", timesteps), ("n_envs", n_envs)) if v is not None}
-    if upd:
-        try:
-            hp = PPOHyperparams.model_validate({**hp.model_dump(), **upd})
-        except ValidationError as e:
-            raise UserInputError(format_validation_error("train: --timesteps/--n-envs", e)) from None
-    return hp, str(src) if src.is_file() else "built-in defaults"
+    if not upd:
+        return hp
+    try:
+        return PPOHyperparams.model_validate({**hp.model_dump(), **upd})
+    except ValidationError as e:
+        raise UserInputError(format_validation_error("train: --timesteps/--n-envs", e)) from None
+
+
+def resumed_hyperparams(run: Path, timesteps: int | None = None, n_envs: int | None = None) -> tuple[PPOHyperparams, str] | None:
+    """The hyperparameters ``run`` was trained with (``run/run.json``), not today's file: a resumed
+    run keeps them, with only ``--timesteps``/``--n-envs`` overridden. ``None`` when the record
+    has none (a run folder written before they were recorded)."""
+    rj = run / "run.json"
+    try:
+        record = json.loads(rj.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or record.get("hyperparams") is None:
+            return None
+        hp = PPOHyperparams.model_validate(record["hyperparams"])
+    except (OSError, ValueError, TypeError, RecursionError) as e:  # ValidationError is a ValueError
+        raise UserInputError(f"{rj}: hyperparams: unreadable ({_first_line(e)}); start a new run") from None
+    return _override(hp, timesteps, n_envs), str(record.get("hyperparams_source") or rj)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def read_run_args(run: Path) -> dict[str, Any]:
