@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -11,17 +12,25 @@ from pathlib import Path
 CMD_FILE = "bench_cmd.json"
 
 
+def _shipped_hyperparams_sha() -> str:
+    from mllm_offload.config import default_hyperparams_path
+
+    return hashlib.sha256(default_hyperparams_path().read_bytes()).hexdigest()[:16]
+
+
 def train_run(cmd: list[str], out: Path) -> tuple[Path, float]:
     """Run ``cmd`` (a ``train`` command line) into ``out`` unless it already holds an exported
-    policy trained by the same command; returns the folder and the seconds spent (0 when reused).
-    A folder trained by another command (other flags, e.g. ``--upload-plans``) is an error, not
-    silently reused."""
-    wanted = cmd[1:]  # without the interpreter's path
+    policy trained by the same command with the same shipped hyperparameter file; returns the
+    folder and the seconds spent (0 when reused). A folder trained by another command (other
+    flags, e.g. ``--upload-plans``) or under another version of the shipped hyperparameters is an
+    error, not silently reused."""
+    wanted = {"cmd": cmd[1:], "shipped_hyperparams_sha256": _shipped_hyperparams_sha()}  # cmd without the interpreter's path
     done = (out / "policy" / "policy.json").is_file()
     if done and (out / CMD_FILE).is_file():
         had = json.loads((out / CMD_FILE).read_text())
         if had != wanted:
-            raise SystemExit(f"{out}: trained by another command ({' '.join(had)}); use another --out or delete the folder")
+            what = " ".join(had["cmd"] if isinstance(had, dict) else had)
+            raise SystemExit(f"{out}: trained by another command or shipped hyperparameter file ({what}); use another --out or delete the folder")
     if done:
         return out, 0.0
     t0 = time.perf_counter()
