@@ -223,9 +223,9 @@ class PolicyKwargs(StrictModel):
         # checked here rather than by a constrained type, so that the error names the value, not a union branch
         if isinstance(v, list) and not 1 <= len(v) <= 6:
             raise ValueError(f"a list of 1 to 6 values (one per action), got {len(v)}")
-        for x in v if isinstance(v, list) else [] if v is None else [v]:
-            if not 0.0 <= x <= 1.0:  # NaN fails too
-                raise ValueError(f"every value must lie in [0, 1], got {x}")
+        bad = [x for x in (v if isinstance(v, list) else [v] if v is not None else []) if not 0.0 <= x <= 1.0]  # NaN too
+        if bad:
+            raise ValueError(f"every value must lie in [0, 1], got {bad[0]}")
         return v
 
     def action_bias(self, n_actions: int) -> list[float] | None:

@@ -108,6 +108,7 @@ __all__ = [
     "TraceHeader",
     "TraceRecord",
     "VariantOutcome",
+    "embedded_trace_name",
     "hardware_info",
     "load_trace",
     "resolve_trace",
@@ -651,10 +652,16 @@ EMBEDDED_TRACES: dict[str, str] = {
 }
 
 
+def embedded_trace_name(path: str | Path) -> str | None:
+    """The embedded trace ``path`` names (``shapes-real``), or ``None``: a path that exists is a
+    file or folder, never the embedded trace."""
+    return str(path) if str(path) in EMBEDDED_TRACES and not Path(path).exists() else None
+
+
 def resolve_trace(path: str | Path) -> Path:
     """``path`` itself, or the packaged file of an embedded trace name when no such path exists."""
     p = Path(path)
-    if not p.exists() and str(path) in EMBEDDED_TRACES:
+    if embedded_trace_name(path) is not None:
         from importlib import resources
 
         f = Path(str(resources.files("mllm_offload") / "traces" / "data" / EMBEDDED_TRACES[str(path)]))

@@ -227,6 +227,22 @@ def test_resume_with_a_damaged_run_record(run_dir, capsys, edit, expect):
     one_line(capsys, ["train", "--resume", str(run_dir), *RESUME], "run.json: unreadable")
 
 
+def test_resume_with_damaged_recorded_hyperparameters(run_dir, capsys):
+    """--resume trains with run.json's hyperparameters: a damaged record is one line naming the field."""
+    doc = json.loads((run_dir / "run.json").read_text())
+    doc["hyperparams"] = {"n_steps": -1}
+    (run_dir / "run.json").write_text(json.dumps(doc))
+    one_line(capsys, ["train", "--resume", str(run_dir), *RESUME], "run.json: hyperparams.n_steps: Input should be greater than")
+
+
+def test_a_bad_value_in_a_trace_section_names_the_section(tmp_path, capsys):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default: {}\nshapes-real:\n  policy_kwargs: {action_bias_init: 2}\n")
+    one_line(capsys, ["train", "--trace", "shapes-real", "--hyperparams", str(hp), "--out", str(tmp_path / "run"), "--quiet"],
+             "hp.yaml: shapes-real.policy_kwargs.action_bias_init: Value error, every value must lie in [0, 1], got 2")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("names, drop, expect", [
     (None, "latency_price", "reads 17 observation features, this build has 20"),  # before the trade-off input
     (None, None, "reads 19 observation features, this build has 20"),  # before the edge capacity

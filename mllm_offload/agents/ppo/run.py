@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..._io import atomic_write_json
+from ..._io import atomic_write_json, read_json_object
 from ...config import PPOHyperparams, default_hyperparams_path, format_validation_error, load_hyperparams
 from ...errors import UserInputError
 from ...observation import OBSERVATION_SPEC
 from ...splits import SCORE_FLOOR_SEEDS
-from ...trace_format import EMBEDDED_TRACES
+from ...trace_format import embedded_trace_name
 from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
 __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "resumed_hyperparams", "score_floor",
@@ -39,7 +39,7 @@ def hyperparams(path: Path | None, section: str, timesteps: int | None = None, n
     only when its section applies), and ``--timesteps``/``--n-envs`` overrides; returns them and
     where they came from (the file and the sections merged)."""
     src = path if path is not None else default_hyperparams_path()
-    embedded = str(trace) if trace is not None and str(trace) in EMBEDDED_TRACES and not Path(trace).exists() else None
+    embedded = embedded_trace_name(trace) if trace is not None else None
     sections = [section, *([embedded] if embedded else [])]
     hp = load_hyperparams(src, *sections) if src.is_file() or path is not None else PPOHyperparams()
     return _override(hp, timesteps, n_envs), f"{src} [{' < '.join(['default', *sections])}]" if src.is_file() else "built-in defaults"
@@ -60,18 +60,14 @@ def resumed_hyperparams(run: Path, timesteps: int | None = None, n_envs: int | N
     run keeps them, with only ``--timesteps``/``--n-envs`` overridden. ``None`` when the record
     has none (a run folder written before they were recorded)."""
     rj = run / "run.json"
+    record = read_json_object(rj, "run record")
+    if record.get("hyperparams") is None:
+        return None
     try:
-        record = json.loads(rj.read_text(encoding="utf-8"))
-        if not isinstance(record, dict) or record.get("hyperparams") is None:
-            return None
         hp = PPOHyperparams.model_validate(record["hyperparams"])
-    except (OSError, ValueError, TypeError, RecursionError) as e:  # ValidationError is a ValueError
-        raise UserInputError(f"{rj}: hyperparams: unreadable ({_first_line(e)}); start a new run") from None
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(f"{rj}: hyperparams", e).replace("hyperparams: ", "hyperparams.", 1)) from None
     return _override(hp, timesteps, n_envs), str(record.get("hyperparams_source") or rj)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def read_run_args(run: Path) -> dict[str, Any]:
