@@ -193,8 +193,11 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
 def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
     from mllm_offload.config import PPOHyperparams, default_hyperparams_path, load_hyperparams
 
-    for section in ("mobile-3g", "msao-paper", "some-trace"):
+    for section in ("mobile-3g", "some-trace"):
         assert load_hyperparams(default_hyperparams_path(), section) == PPOHyperparams()
+    msao = load_hyperparams(default_hyperparams_path(), "msao-paper")  # the defaults but the warm start
+    assert msao.warm_start == "tuned" and msao.policy_kwargs.log_std_init == -1.0
+    assert msao.model_copy(update={"warm_start": "none", "policy_kwargs": PPOHyperparams().policy_kwargs}) == PPOHyperparams()
 
 
 def test_example_narrow_hyperparameters_validate_and_start_every_action_at_the_centre():

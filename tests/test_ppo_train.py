@@ -115,7 +115,7 @@ def test_exported_policy_matches_sb3_predict(run):
         obs, *_ = env.step_thresholds(ref)
     assert worst <= 1e-5
     manifest = json.loads((art / "policy.json").read_text())
-    assert manifest["training"]["parity_max_abs_diff"]["max"] <= 1e-4  # the export tolerance (extreme inputs included)
+    assert manifest["training"]["parity_max_abs_diff"]["max"] <= 1e-3  # the export tolerance (extreme inputs included)
     assert np.isfinite(manifest["training"]["checkpoint_info"]["validation"]["reward_mean"])
 
 
@@ -151,3 +151,40 @@ def test_action_bias_init_one_number_starts_every_action_there(tmp_path):
     bias = PPO.load(tmp_path / "final" / "model.zip", device="cpu").policy.action_net.bias.detach().numpy()
     assert make_env("train").action_space.shape == (6,)
     np.testing.assert_allclose(bias, 0.5, atol=1e-4)
+
+
+def test_warm_start_imitates_tuned_static_and_is_validated_at_step_zero(tmp_path):
+    """``warm_start: tuned``: before any PPO update the actor reproduces TunedStatic fitted at the
+    run's price (thresholds and plan), and that actor is validated at step 0 (a candidate for
+    ``best/``)."""
+    from mllm_offload.agents.ppo.run import TrainingTradeOffs, warm_start_prices
+    from mllm_offload.agents.ppo.warm_start import tuned_targets
+    from mllm_offload.tradeoff import TradeOff, TradeOffRange
+
+    scn = Scenario.build(profile="msao-paper", synthetic_requests=3000, episode_len=50)
+    fixed = scn.with_tradeoff(TradeOff(latency_price=0.3, cost_price=scn.trade.cost_price), None)
+    tt = TrainingTradeOffs(fixed, fixed, fixed, TradeOffRange.single(fixed.trade))
+    assert warm_start_prices(tt, 7) == [0.3]
+    ranged = fixed.with_tradeoff(fixed.trade, TradeOffRange(latency_price=(0.01, 1.0), cost_price=(0.1, 0.1)))
+    assert warm_start_prices(TrainingTradeOffs(ranged, ranged, fixed, TradeOffRange()), 3) == pytest.approx([0.01, 0.1, 1.0])
+    targets = tuned_targets(fixed, [0.3], 6)
+    assert len(targets) == 1 and len(targets[0].action) == 6
+    hp = PPOHyperparams(n_timesteps=512, learning_rate=1e-12, warm_start="tuned", **HP)
+    res = train(tt.make_env, hp, tmp_path, seed=0, progress_bar=False, log=lambda s: None, warm_start=targets)
+    assert res.history[0]["timesteps"] == 0
+    from stable_baselines3 import PPO
+
+    stats = json.loads((tmp_path / "best" / "vecnormalize.json").read_text())
+    pol = SB3Policy(PPO.load(tmp_path / "best" / "model.zip", device="cpu"), stats["mean"], stats["var"], stats["clip_obs"], stats["epsilon"])
+    want = np.asarray(targets[0].action)
+    env = fixed.make_env("val")
+    obs, _ = env.reset(seed=1)
+    close = []
+    for _ in range(200):
+        th, plan = pol.decide(obs)
+        got = np.asarray([*th.to_action(), *plan.to_action()])
+        close.append(np.all(np.abs(np.clip(got, 0, 1) - np.clip(want, 0, 1)) < 0.05))
+        obs, _r, done, _t, _i = env.step(want.astype(np.float32))
+        if done:
+            obs, _ = env.reset()
+    assert np.mean(close) >= 0.95

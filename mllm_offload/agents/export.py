@@ -9,8 +9,12 @@ Before anything is written, a parity check compares SB3's deterministic ``predic
 normalised observations, clipped like :class:`~mllm_offload.agents.ppo.policy.SB3Policy`), the numpy
 actor and onnxruntime on the same observations; the largest absolute action difference is
 recorded in ``policy.json`` (``training.parity_max_abs_diff``) and export fails above
-``tolerance`` (1e-4 by default: float32 rounding through the normalisation, far below
-any threshold that matters, since actions are thresholds in [0, 1]).
+``tolerance`` (1e-3 by default, far below any threshold that matters, since actions are
+thresholds in [0, 1]). The deployed actor normalises in float32, SB3 in float64; a feature that
+was constant in training (the cost price, the edge capacity of a one-device edge) keeps a
+variance near 1e-8, so float32 rounding of an observation near its mean moves its normalised
+value by up to about 1e-3, and a network with larger weights (a warm-started actor,
+:mod:`.ppo.warm_start`) turns that into action differences of a few 1e-4.
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ def export_model(
     training: Mapping[str, Any] | None = None,
     name: str = "ppo",
     with_onnx: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float = 1e-3,
     key: str | bytes | None = None,
     tradeoff_range: TradeOffRange | None = None,
 ) -> Path:

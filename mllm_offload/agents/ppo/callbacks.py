@@ -90,7 +90,7 @@ class ValidationCallback(EvalCallback):
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
                  budgets: Any = None, options: Sequence[dict[str, Any]] | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, evaluate_at_start: bool = False) -> None:
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
                          best_model_save_path=str(run_dir / "best"), deterministic=True, warn=False)
         self.val_env, self.seeds = val_env, list(seeds)
@@ -101,11 +101,14 @@ class ValidationCallback(EvalCallback):
         self.info = dict(info or {})
         self.best: dict[str, Any] = best or {}
         self.history: list[dict[str, float]] = []
+        self.evaluate_at_start = evaluate_at_start
 
     def _init_callback(self) -> None:
         # EvalCallback's own checks concern evaluate_policy's VecEnv; here: the first multiple of
         # eval_freq after the steps already done (a resumed model starts where it stopped).
         self._next = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        if self.evaluate_at_start and self.model.num_timesteps == 0:
+            self.evaluate()  # a warm-started actor is a candidate before any update
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:

@@ -208,6 +208,18 @@ def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> TrainingTradeOffs
     return TrainingTradeOffs(fixed.with_tradeoff(fixed.trade, rng.widened(TRAIN_MARGIN)), fixed.with_tradeoff(fixed.trade, rng), fixed, rng)
 
 
+def warm_start_prices(tt: TrainingTradeOffs, n: int) -> list[float]:
+    """``n`` latency prices log-evenly over the range training draws from (ends included), or the
+    one fixed price."""
+    import numpy as np
+
+    rng = getattr(tt.train, "tradeoff_range", None)
+    if rng is None:
+        return [float(tt.fixed.trade.latency_price)]
+    lo, hi = rng.latency_price
+    return [float(p) for p in np.geomspace(lo, hi, n)] if n > 1 and hi > lo else [float(np.sqrt(lo * hi))]
+
+
 @dataclass
 class TrainingRun:
     """What :func:`train_and_export` did: the training result, the exported folder, the floor."""
@@ -248,8 +260,13 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     limits = ", ".join(f"{k} {v:g}" for k, v in budgets.model_dump().items() if v is not None) or "none"
     log(f"training PPO on {scenario.profile} | bandwidth {scenario.bandwidth} | {hp.n_timesteps} steps, {hp.n_envs} envs | "
         f"{prices} | budgets: {limits} | hyperparameters: {hp_source} | score floor: {'none' if floor is None else f'{floor:.3f}'} | run: {run_dir}")
+    targets = None
+    if hp.warm_start == "tuned" and not resume:
+        from .warm_start import tuned_targets
+
+        targets = tuned_targets(fixed, warm_start_prices(tt, hp.warm_start_prices), n_actions, log)
     res = train(tt.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
-                floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None)
+                floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None, warm_start=targets)
     from ...evaluation.plots import write_validation_curve
 
     write_validation_curve(run_dir / "validation.png", res.history, res.msao_validation, scenario.label("val"))

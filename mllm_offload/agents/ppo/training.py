@@ -86,6 +86,7 @@ def train(
     floor_from_msao: bool = False,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     budgets: Budgets | None = None,
+    warm_start: Sequence[Any] | None = None,
 ) -> TrainResult:
     """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
 
@@ -96,6 +97,8 @@ def train(
     (the floor is MSAO's training score), MSAO's score on the validation episodes minus 0.005.
     ``budgets`` (p95 latency, cost per 1k requests) are held the same way: a Lagrange multiplier
     each in training (:mod:`.constraints`), and the best validated model must meet them.
+    ``warm_start``: :class:`~.warm_start.WarmStartTarget` actions the actor imitates before the
+    first update (a new run only; :mod:`.warm_start`), then validated at step 0.
     """
     import time
 
@@ -173,6 +176,12 @@ def train(
             bias: torch.Tensor = model.policy.action_net.bias  # type: ignore[assignment]
             with torch.no_grad():
                 bias[: len(start)] = torch.as_tensor(start, dtype=torch.float32)
+        if warm_start:
+            from .warm_start import behaviour_clone
+
+            bc = behaviour_clone(model, venv, make_env, warm_start, seed=seed)
+            log(f"warm start: actor fitted to TunedStatic at {len(warm_start)} prices on {bc['observations']:.0f} observations "
+                f"(mean squared error {bc['mse']:.2e}, largest error {bc['max_abs_error']:.3f})")
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
     val_floor = None if score_floor is None else (msao_val["score_mean"] - 0.005 if floor_from_msao else score_floor)
     best_prev: dict[str, Any] = {}
@@ -181,7 +190,8 @@ def train(
         ok = ValidationCallback.meets(v, val_floor, budgets)
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "selection_reward": v.get("selection_reward", v["reward_mean"]),
                      "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
-    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info)
+    val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info,
+                                evaluate_at_start=bool(warm_start) and not resume)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
     t0 = time.perf_counter()
