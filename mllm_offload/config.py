@@ -279,7 +279,8 @@ class PPOHyperparams(StrictModel):
     lagrange_lr: float = Field(10.0, ge=0.0, le=1e6, description="dual step per unit of score shortfall per rollout")
     warm_start: Literal["none", "tuned"] = Field(
         "none", description="none: SB3's start (action mean from policy_kwargs.action_bias_init, else 0); tuned: the actor "
-                            "first imitates TunedStatic refitted at warm_start_prices latency prices (agents.ppo.warm_start)")
+                            "first imitates TunedStatic refitted at warm_start_prices latency prices (agents.ppo.warm_start; replaces "
+                            "action_bias_init)")
     warm_start_prices: int = Field(7, ge=1, le=50, description="latency prices TunedStatic is fitted at for a warm start "
                                                                   "(log-evenly over the training range; one for a fixed-price run)")
 

@@ -17,7 +17,7 @@ evaluation episodes    ``seed * 100003 + k`` for ``k < ceil(requests / episode l
                        (:func:`evaluation_seeds`), the same for every policy
 TunedStatic fitting    4 training-split episodes (:data:`TUNING_SEEDS`)
 score floor ``msao``   16 training-split episodes (:data:`SCORE_FLOOR_SEEDS`)
-PPO warm start         8 training-split episodes per price (:data:`WARM_START_SEEDS`)
+PPO warm start         8 to 64 training-split episodes per price (:data:`WARM_START_SEEDS`)
 PPO validation         ``900000 + k`` on the validation split (:func:`validation_seeds`)
 PPO environments       ``seed + 7919 * steps done`` (:func:`vec_env_seed`: a resumed run
                        draws new episodes)
@@ -59,8 +59,9 @@ MARKOV_TRACE_SEED: dict[str, int] = {"train": 101, "val": 202, "test": 303, "all
 TUNING_SEEDS: tuple[int, ...] = tuple(10_000 + k for k in range(4))
 #: Training-split episodes on which ``--score-floor msao`` measures MSAO's mean score.
 SCORE_FLOOR_SEEDS: tuple[int, ...] = tuple(50_000 + k for k in range(16))
-#: Training-split episodes whose observations a PPO warm start imitates TunedStatic on.
-WARM_START_SEEDS: tuple[int, ...] = tuple(60_000 + k for k in range(8))
+#: Training-split episodes whose observations a PPO warm start imitates TunedStatic on (the first
+#: 8 per price, more up to all 64 when fewer prices and shorter episodes leave < 5000 observations).
+WARM_START_SEEDS: tuple[int, ...] = tuple(60_000 + k for k in range(64))
 
 _EVAL_STRIDE = 100_003
 _VALIDATION_BASE = 900_000

@@ -153,25 +153,36 @@ def test_action_bias_init_one_number_starts_every_action_there(tmp_path):
     np.testing.assert_allclose(bias, 0.5, atol=1e-4)
 
 
-def test_warm_start_imitates_tuned_static_and_is_validated_at_step_zero(tmp_path):
+@pytest.mark.parametrize("plans", [True, False])
+def test_warm_start_imitates_tuned_static_and_is_validated_at_step_zero(tmp_path, plans):
     """``warm_start: tuned``: before any PPO update the actor reproduces TunedStatic fitted at the
-    run's price (thresholds and plan), and that actor is validated at step 0 (a candidate for
-    ``best/``)."""
+    run's price (thresholds and, with upload plans, the plan), that actor is validated at step 0
+    (a candidate for ``best/``), and ``best/info.json`` records the targets; hyperparameters and
+    targets that disagree are refused."""
     from mllm_offload.agents.ppo.run import TrainingTradeOffs, warm_start_prices
     from mllm_offload.agents.ppo.warm_start import tuned_targets
+    from mllm_offload.errors import UserInputError
     from mllm_offload.tradeoff import TradeOff, TradeOffRange
 
-    scn = Scenario.build(profile="msao-paper", synthetic_requests=3000, episode_len=50)
+    scn = Scenario.build(profile="msao-paper", synthetic_requests=3000, episode_len=50, upload_plans=plans)
     fixed = scn.with_tradeoff(TradeOff(latency_price=0.3, cost_price=scn.trade.cost_price), None)
     tt = TrainingTradeOffs(fixed, fixed, fixed, TradeOffRange.single(fixed.trade))
     assert warm_start_prices(tt, 7) == [0.3]
     ranged = fixed.with_tradeoff(fixed.trade, TradeOffRange(latency_price=(0.01, 1.0), cost_price=(0.1, 0.1)))
     assert warm_start_prices(TrainingTradeOffs(ranged, ranged, fixed, TradeOffRange()), 3) == pytest.approx([0.01, 0.1, 1.0])
-    targets = tuned_targets(fixed, [0.3], 6)
-    assert len(targets) == 1 and len(targets[0].action) == 6
+    n = 6 if plans else 3
+    targets = tuned_targets(fixed, [0.3], n)
+    assert len(targets) == 1 and len(targets[0].action) == n
     hp = PPOHyperparams(n_timesteps=512, learning_rate=1e-12, warm_start="tuned", **HP)
+    with pytest.raises(UserInputError, match="no targets were given"):
+        train(tt.make_env, hp, tmp_path / "none", seed=0, progress_bar=False, log=lambda s: None)
+    with pytest.raises(UserInputError, match="warm_start: none"):
+        train(tt.make_env, PPOHyperparams(n_timesteps=512, **HP), tmp_path / "none", seed=0, progress_bar=False, log=lambda s: None,
+              warm_start=targets)
     res = train(tt.make_env, hp, tmp_path, seed=0, progress_bar=False, log=lambda s: None, warm_start=targets)
     assert res.history[0]["timesteps"] == 0
+    recorded = json.loads((tmp_path / "best" / "info.json").read_text())["warm_start"]
+    assert recorded["targets"][0]["action"] == pytest.approx(list(targets[0].action)) and recorded["mse"] < 1e-3
     from stable_baselines3 import PPO
 
     stats = json.loads((tmp_path / "best" / "vecnormalize.json").read_text())
@@ -182,7 +193,7 @@ def test_warm_start_imitates_tuned_static_and_is_validated_at_step_zero(tmp_path
     close = []
     for _ in range(200):
         th, plan = pol.decide(obs)
-        got = np.asarray([*th.to_action(), *plan.to_action()])
+        got = np.asarray([*th.to_action(), *(plan.to_action() if plan is not None else ())])
         close.append(np.all(np.abs(np.clip(got, 0, 1) - np.clip(want, 0, 1)) < 0.05))
         obs, _r, done, _t, _i = env.step(want.astype(np.float32))
         if done:

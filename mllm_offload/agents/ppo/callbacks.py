@@ -91,6 +91,8 @@ class ValidationCallback(EvalCallback):
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
                  budgets: Any = None, options: Sequence[dict[str, Any]] | None = None,
                  info: dict[str, Any] | None = None, evaluate_at_start: bool = False) -> None:
+        """``evaluate_at_start``: evaluate once before the first update of a new run (a warm-started
+        actor, :mod:`.warm_start`, is then a candidate for ``best/`` at step 0)."""
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
                          best_model_save_path=str(run_dir / "best"), deterministic=True, warn=False)
         self.val_env, self.seeds = val_env, list(seeds)

@@ -264,6 +264,8 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     if hp.warm_start == "tuned" and not resume:
         from .warm_start import tuned_targets
 
+        log(f"warm start: fitting TunedStatic at {hp.warm_start_prices if tt.train.tradeoff_range is not None else 1} latency price(s) "
+            "on the training split (a few seconds each)")
         targets = tuned_targets(fixed, warm_start_prices(tt, hp.warm_start_prices), n_actions, log)
     res = train(tt.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
                 floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None, warm_start=targets)

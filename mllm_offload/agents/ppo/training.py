@@ -21,6 +21,10 @@ MSAO's quality and competes on latency, cost and energy; the default is no floor
 The loop itself is SB3's ``PPO.learn`` with three callbacks: :class:`.callbacks.ValidationCallback`,
 :class:`.callbacks.RunCheckpointCallback` and :class:`.constraints.DualAscentCallback`.
 
+**Warm start** (``hp.warm_start == "tuned"``, :mod:`.warm_start`): the actor first imitates
+TunedStatic's actions (``warm_start`` targets), is validated before any update (step 0), and
+``best/info.json`` records the targets and the fit (``warm_start``).
+
 **Resume unpickles.** ``model.zip`` and ``vecnormalize.pkl`` are SB3's own formats, which hold
 pickles: resume only run folders you trust. A damaged checkpoint (unreadable zip or pickle, an
 ``info.json`` that is not the expected object) is a one-line :class:`UserInputError`.
@@ -115,6 +119,11 @@ def train(
     except ImportError as e:  # pragma: no cover - depends on the install
         raise UserInputError(f"train: needs the 'train' extra (pip install 'mllm-offload[train]'): {e}") from None
 
+    if not resume and (hp.warm_start == "tuned") != bool(warm_start):
+        raise UserInputError("train: the hyperparameters say warm_start: tuned but no targets were given (pass "
+                             "warm_start=agents.ppo.warm_start.tuned_targets(...), as train_and_export does)"
+                             if hp.warm_start == "tuned" else
+                             "train: warm-start targets given, but the hyperparameters say warm_start: none (run.json would not say it)")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint"
@@ -180,6 +189,8 @@ def train(
             from .warm_start import behaviour_clone
 
             bc = behaviour_clone(model, venv, make_env, warm_start, seed=seed)
+            info["warm_start"] = {"targets": [{"latency_price": t.tradeoff.latency_price, "action": list(t.action), "fitted": t.label}
+                                              for t in warm_start], **bc}
             log(f"warm start: actor fitted to TunedStatic at {len(warm_start)} prices on {bc['observations']:.0f} observations "
                 f"(mean squared error {bc['mse']:.2e}, largest error {bc['max_abs_error']:.3f})")
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))

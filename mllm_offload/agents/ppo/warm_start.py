@@ -3,8 +3,9 @@
 On some scenarios the best fixed rule is a corner of the action box that PPO's default start
 never finds. On ``msao-paper`` at latency price 0.2 TunedStatic sends *every* request
 speculatively (``tau_low = 0``, ``tau_high = 1``) with images ``reduced``; PPO from SB3's
-start (mean 0, std 1) settles on a mix of modes and plans 0.004-0.011 below it, while the same
-PPO started at TunedStatic's action goes on to beat it (docs/training.md has the figures).
+start (mean 0, std 1) settles on a mix of modes and plans 0.004-0.011 below it (19000 and 2000
+test requests), while the same PPO started at TunedStatic's action goes on to beat it
+(docs/training.md has the figures).
 
 ``warm_start: tuned`` (a hyperparameter) does that for any scenario and for a policy conditioned
 on the latency price:
@@ -12,16 +13,21 @@ on the latency price:
 1. :func:`tuned_targets`: TunedStatic is fitted (its own grid search, training split) at
    ``warm_start_prices`` latency prices spread log-evenly over the training range (one price for
    a policy trained at one setting); its thresholds and plan become a target action per price.
-2. :func:`behaviour_clone`: each target policy runs :data:`~mllm_offload.splits.WARM_START_SEEDS`
-   training episodes at its price; the observations seed ``VecNormalize``'s statistics, and the
-   actor's mean (the deterministic action) is fitted to the targets by least squares (3000 Adam
-   steps on minibatches of 256).
+2. :func:`behaviour_clone`: each target policy runs training episodes at its price (8 per price,
+   more when fewer prices leave under 5000 observations; :func:`collect`); the observations seed ``VecNormalize``'s statistics, and the
+   actor's mean (the deterministic action, clipped to ``[0, 1]`` when deployed) is fitted to the
+   targets by least squares (3000 Adam steps on minibatches of 256); a target of 0 or 1 is
+   aimed :data:`CORNER_MARGIN` past the edge, so that the clipped action meets it exactly.
    The Gaussian's spread stays ``log_std_init``; the critic is left untrained.
 
 The warm-started actor is validated before the first update (step 0), so when PPO only loses
-ground from there, the exported policy is the warm start itself, a learned network that
-reproduces TunedStatic at every price it was fitted at, and between them interpolates.
-A resumed run does not warm-start again.
+ground from there, the exported policy is the warm start itself: a network that reproduces
+TunedStatic at the prices it was fitted at. Between two of them it interpolates each action
+component, which for the image plan (one axis: ``full``, ``model_res``, ``reduced``) can pass
+through a choice neither fit made (``model_res`` between a ``full`` and a ``reduced`` fit);
+PPO's updates then decide. The targets maximise reward alone: with a budget or a score floor the
+warm start may begin outside them, and the Lagrangian pulls it in. A warm start replaces
+``policy_kwargs.action_bias_init``. A resumed run does not warm-start again.
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ from ...decision import SEND_ALL
 from ...splits import WARM_START_SEEDS
 from ...tradeoff import TradeOff
 
-__all__ = ["WarmStartTarget", "behaviour_clone", "tuned_targets"]
+__all__ = ["CORNER_MARGIN", "WarmStartTarget", "behaviour_clone", "tuned_targets"]
+
+#: how far past 0 or 1 the actor's mean is fitted for a target on the box's edge (the deployed
+#: action is clipped to [0, 1], so the corner is then met exactly)
+CORNER_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,15 +77,24 @@ def tuned_targets(scenario: Any, prices: Sequence[float], n_actions: int,
     return out
 
 
+#: observations the warm start aims for in all (more episodes per price when there are few prices)
+MIN_OBSERVATIONS = 5000
+
+
 def collect(make_env: Callable[[str], Any], targets: Sequence[WarmStartTarget]) -> tuple[np.ndarray, np.ndarray]:
-    """Observations of each target policy on :data:`WARM_START_SEEDS` training episodes at its
-    trade-off, and the target action of each (float32 arrays ``(n, n_features)``, ``(n, n_actions)``)."""
+    """Observations of each target policy on training episodes at its trade-off (the first
+    ``k`` of :data:`WARM_START_SEEDS`: at least 8, more up to all 64 until about
+    :data:`MIN_OBSERVATIONS` in all), and the target action of each (float32 arrays
+    ``(n, n_features)``, ``(n, n_actions)``)."""
+    import math
+
     env = make_env("train")
+    per_price = min(len(WARM_START_SEEDS), max(8, math.ceil(MIN_OBSERVATIONS / (len(targets) * env.unwrapped.n_requests))))
     obs_all: list[np.ndarray] = []
     act_all: list[np.ndarray] = []
     for tg in targets:
         a = np.asarray(tg.action, np.float32)
-        for seed in WARM_START_SEEDS:
+        for seed in WARM_START_SEEDS[:per_price]:
             obs, _ = env.reset(seed=seed, options={"tradeoff": tg.tradeoff})
             done = False
             while not done:
@@ -104,6 +123,8 @@ def behaviour_clone(model: Any, venv: Any, make_env: Callable[[str], Any], targe
     pol = model.policy
     x = torch.as_tensor(np.asarray(x_np, np.float32))
     y = torch.as_tensor(act)
+    # a corner target is aimed past the box edge by CORNER_MARGIN, so that the clipped action meets it exactly
+    y_fit = torch.where(y >= 1.0, 1.0 + CORNER_MARGIN, torch.where(y <= 0.0, -CORNER_MARGIN, y))
     params = [*pol.mlp_extractor.policy_net.parameters(), *pol.action_net.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -113,7 +134,7 @@ def behaviour_clone(model: Any, venv: Any, make_env: Callable[[str], Any], targe
 
     for _ in range(steps):  # minibatches drawn with replacement: the same work however many observations
         idx = torch.randint(len(x), (batch_size,), generator=gen)
-        loss = torch.mean((mean_action(x[idx]) - y[idx]) ** 2)
+        loss = torch.mean((mean_action(x[idx]) - y_fit[idx]) ** 2)
         opt.zero_grad()
         loss.backward()
         opt.step()
