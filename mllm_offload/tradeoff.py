@@ -136,6 +136,13 @@ class TradeOffRange(StrictModel):
         cp = math.exp(math.log(c) + u[1] * (math.log(d) - math.log(c)))
         return TradeOff(latency_price=lp, cost_price=cp, budgets=budgets or Budgets())
 
+    def latency_prices(self, n: int) -> list[float]:
+        """``n`` latency prices spread log-evenly over the range, ends included (the geometric
+        middle for ``n == 1``): the validation episodes' prices, and where a warm start fits
+        TunedStatic."""
+        lo, hi = self.latency_price
+        return [float(p) for p in np.geomspace(lo, hi, n)] if n > 1 else [math.sqrt(lo * hi)]
+
     def widened(self, factor: float) -> TradeOffRange:
         """The latency-price range stretched by ``factor`` on each side, in log scale (bounded by
         1e-3, below which the observation feature no longer changes, and the price maximum); the

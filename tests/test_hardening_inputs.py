@@ -447,3 +447,12 @@ def test_action_bias_init_longer_than_the_actions_is_one_line(tmp_path, capsys):
     hp.write_text("default:\n  policy_kwargs: {action_bias_init: [1.5]}\n")
     one_line(capsys, ["train", "--profile", "msao-paper", "--hyperparams", str(hp), "--out", str(tmp_path / "run2"), "--quiet"],
              "default.policy_kwargs.action_bias_init: Value error, every value must lie in [0, 1], got 1.5")
+
+
+def test_a_bad_warm_start_names_the_field(tmp_path, capsys):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("default:\n  warm_start: tuned-static\n")
+    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "hp.yaml: default.warm_start: Input should be 'none' or 'tuned'")
+    hp.write_text("default:\n  warm_start: tuned\n  warm_start_prices: 0\n")
+    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "default.warm_start_prices: Input should be greater than or equal to 1")
+    assert not (tmp_path / "r").exists()

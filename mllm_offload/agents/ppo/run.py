@@ -211,13 +211,8 @@ def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> TrainingTradeOffs
 def warm_start_prices(tt: TrainingTradeOffs, n: int) -> list[float]:
     """``n`` latency prices log-evenly over the range training draws from (ends included), or the
     one fixed price."""
-    import numpy as np
-
-    rng = getattr(tt.train, "tradeoff_range", None)
-    if rng is None:
-        return [float(tt.fixed.trade.latency_price)]
-    lo, hi = rng.latency_price
-    return [float(p) for p in np.geomspace(lo, hi, n)] if n > 1 and hi > lo else [float(np.sqrt(lo * hi))]
+    rng = tt.train.tradeoff_range
+    return [float(tt.fixed.trade.latency_price)] if rng is None else rng.latency_prices(n)
 
 
 @dataclass
@@ -264,9 +259,9 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     if hp.warm_start == "tuned" and not resume:
         from .warm_start import tuned_targets
 
-        log(f"warm start: fitting TunedStatic at {hp.warm_start_prices if tt.train.tradeoff_range is not None else 1} latency price(s) "
-            "on the training split (a few seconds each)")
-        targets = tuned_targets(fixed, warm_start_prices(tt, hp.warm_start_prices), n_actions, log)
+        ws_prices = warm_start_prices(tt, hp.warm_start_prices)
+        log(f"warm start: fitting TunedStatic at {len(ws_prices)} latency price(s) on the training split (a few seconds each)")
+        targets = tuned_targets(fixed, ws_prices, n_actions, log)
     res = train(tt.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
                 floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None, warm_start=targets)
     from ...evaluation.plots import write_validation_curve

@@ -32,14 +32,11 @@ pickles: resume only run folders you trust. A damaged checkpoint (unreadable zip
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..._io import read_json_object
 from ...config import PPOHyperparams
@@ -74,9 +71,7 @@ def msao_reference(env: Any, seeds: Sequence[int], options: Sequence[dict[str, A
 def validation_tradeoffs(trange: Any, base: TradeOff, n: int) -> list[dict[str, Any]]:
     """Reset options giving ``n`` validation episodes latency prices spread log-evenly over the
     range a conditioned policy serves (ends included), cost price and budgets of ``base``."""
-    lo, hi = trange.latency_price
-    prices = np.geomspace(lo, hi, n) if n > 1 else [math.sqrt(lo * hi)]
-    return [{"tradeoff": base.model_copy(update={"latency_price": float(p)})} for p in prices]
+    return [{"tradeoff": base.model_copy(update={"latency_price": p})} for p in trange.latency_prices(n)]
 
 
 def train(

@@ -90,10 +90,11 @@ def collect(make_env: Callable[[str], Any], targets: Sequence[WarmStartTarget]) 
 
     env = make_env("train")
     per_price = min(len(WARM_START_SEEDS), max(8, math.ceil(MIN_OBSERVATIONS / (len(targets) * env.unwrapped.n_requests))))
+    actions = np.asarray([tg.action for tg in targets], np.float32)
     obs_all: list[np.ndarray] = []
-    act_all: list[np.ndarray] = []
-    for tg in targets:
-        a = np.asarray(tg.action, np.float32)
+    counts = []
+    for tg, a in zip(targets, actions):
+        start = len(obs_all)
         for seed in WARM_START_SEEDS[:per_price]:
             obs, _ = env.reset(seed=seed, options={"tradeoff": tg.tradeoff})
             done = False
@@ -101,9 +102,9 @@ def collect(make_env: Callable[[str], Any], targets: Sequence[WarmStartTarget]) 
                 obs_all.append(obs)
                 obs, _r, term, trunc, _i = env.step(a)
                 done = term or trunc
-            act_all.extend([a] * (len(obs_all) - len(act_all)))
+        counts.append(len(obs_all) - start)
     env.close()
-    return np.asarray(obs_all, np.float32), np.asarray(act_all, np.float32)
+    return np.asarray(obs_all, np.float32), np.repeat(actions, counts, axis=0)
 
 
 def behaviour_clone(model: Any, venv: Any, make_env: Callable[[str], Any], targets: Sequence[WarmStartTarget],
