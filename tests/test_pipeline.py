@@ -314,7 +314,8 @@ def test_a_stopped_worker_is_found_by_the_heartbeat(cluster, refs):
     """SIGSTOP (the process lives, its socket stays open, nothing answers): after the heartbeat
     timeout the worker is killed and its stage redeployed; no request is lost."""
     reqs = _requests()[:3]
-    victim = cluster.worker_pids()[-1]  # the redeployed worker of stage 0, which has no backup
+    st = cluster.status()  # the worker of stage 0, which has no backup (w0, or w0' after the test above)
+    victim = next(w["pid"] for w in st["workers"] if w["name"] == st["stages"][0]["worker"])
 
     async def run():
         tasks = [asyncio.create_task(cluster.generate(r)) for r in reqs]
