@@ -26,6 +26,11 @@ def test_conditioned_by_default_records_its_range_and_prints_the_frontier(tmp_pa
     ev = json.loads((out / "eval_test.json").read_text())
     assert {p["latency_price"] for p in ev["frontier"]["ppo"]} == {0.05, 0.2}
     assert "msao" in ev["dominance"] and "ppo_p95_over_baseline_at_equal_score" in ev["dominance"]["msao"]
+    # the chosen model's validation reward at each validation price (10 episodes over the range served, ends included)
+    by_price = json.loads((out / "best" / "info.json").read_text())["validation"]["reward_by_price"]
+    prices = [p["latency_price"] for p in by_price]
+    assert len(prices) == 10 and prices == sorted(prices) and prices[0] == pytest.approx(0.05) and prices[-1] == pytest.approx(0.5)
+    assert all(isinstance(p["reward_mean"], float) for p in by_price)
 
 
 @pytest.mark.slow  # trains PPO

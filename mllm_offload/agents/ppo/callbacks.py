@@ -47,19 +47,25 @@ def save_model_dir(model: BaseAlgorithm, d: Path, info: dict[str, Any]) -> None:
     atomic_write_json(d / "info.json", info)
 
 
-def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None) -> dict[str, float]:
+def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Metrics of ``policy`` on ``seeds`` plus the mean thresholds it chose (``tau_*_mean``) and
     ``selection_reward``: the mean reward, or with per-episode trade-offs in ``options`` (a
     conditioned policy), the mean over episodes of each episode's mean reward divided by
-    :func:`~.reward_scale.reward_scale` of its price, so that every price weighs the same."""
+    :func:`~.reward_scale.reward_scale` of its price, so that every price weighs the same.
+
+    With ``options`` also ``reward_by_price``: each episode's latency price (score per SLO) and
+    mean reward per request, by increasing price. ``best/info.json`` keeps it, so a reader sees
+    what the model chosen on the average gives at each end of the range."""
     rec = RecordingPolicy(policy)
     log = run_episodes(env, rec, seeds, options)
-    m = summarize(log, env.unwrapped.slo_s)
+    m: dict[str, Any] = dict(summarize(log, env.unwrapped.slo_s))
     m["selection_reward"] = m["reward_mean"]
     if options:
         n = env.unwrapped.n_requests
         r = np.asarray(log.reward, np.float64).reshape(len(seeds), n).mean(axis=1)
-        m["selection_reward"] = float(np.mean([v / reward_scale(o["tradeoff"].latency_price) for v, o in zip(r, options)]))
+        prices = [float(o["tradeoff"].latency_price) for o in options]
+        m["selection_reward"] = float(np.mean([v / reward_scale(p) for v, p in zip(r, prices)]))
+        m["reward_by_price"] = [{"latency_price": p, "reward_mean": float(v)} for p, v in sorted(zip(prices, r))]
     th = np.asarray(rec.seen) if rec.seen else np.full((1, 3), np.nan)
     m["tau_low_mean"], m["tau_high_mean"], m["tau_conf_mean"] = (float(v) for v in th.mean(axis=0))
     return m
@@ -102,7 +108,7 @@ class ValidationCallback(EvalCallback):
         self.options = list(options) if options else None
         self.info = dict(info or {})
         self.best: dict[str, Any] = best or {}
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self.evaluate_at_start = evaluate_at_start
 
     def _init_callback(self) -> None:
