@@ -144,12 +144,19 @@ def test_non_finite_or_absurd_config_values_name_the_field(tmp_path, capsys, yam
     assert not js.exists()
 
 
-def test_non_finite_and_absurd_hyperparameters(tmp_path, capsys):
+@pytest.mark.parametrize("yaml_text, expect", [
+    ("default:\n  learning_rate: .nan\n", "hp.yaml: default.learning_rate: Input should be a finite number"),
+    ("default:\n  policy_kwargs: {net_arch: [100000000]}\n", "default.policy_kwargs.net_arch.0"),
+    ("default:\n  warm_start: tuned-static\n", "hp.yaml: default.warm_start: Input should be 'none' or 'tuned'"),
+    ("default:\n  warm_start: tuned\n  warm_start_prices: 0\n", "default.warm_start_prices: Input should be greater than or equal to 1"),
+], ids=["non-finite", "absurd-net", "bad-warm-start", "no-warm-start-prices"])
+def test_a_bad_hyperparameter_names_the_field(tmp_path, capsys, yaml_text, expect):
+    """Non-finite, absurd or unknown values in a hyperparameter file: one line naming the field,
+    and no run folder left behind."""
     hp = tmp_path / "hp.yaml"
-    hp.write_text("default:\n  learning_rate: .nan\n")
-    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "hp.yaml: default.learning_rate: Input should be a finite number")
-    hp.write_text("default:\n  policy_kwargs: {net_arch: [100000000]}\n")
-    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "default.policy_kwargs.net_arch.0")
+    hp.write_text(yaml_text)
+    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], expect)
+    assert not (tmp_path / "r").exists()
 
 
 def test_json_output_is_always_json(tmp_path):
@@ -448,11 +455,3 @@ def test_action_bias_init_longer_than_the_actions_is_one_line(tmp_path, capsys):
     one_line(capsys, ["train", "--profile", "msao-paper", "--hyperparams", str(hp), "--out", str(tmp_path / "run2"), "--quiet"],
              "default.policy_kwargs.action_bias_init: Value error, every value must lie in [0, 1], got 1.5")
 
-
-def test_a_bad_warm_start_names_the_field(tmp_path, capsys):
-    hp = tmp_path / "hp.yaml"
-    hp.write_text("default:\n  warm_start: tuned-static\n")
-    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "hp.yaml: default.warm_start: Input should be 'none' or 'tuned'")
-    hp.write_text("default:\n  warm_start: tuned\n  warm_start_prices: 0\n")
-    one_line(capsys, ["train", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"], "default.warm_start_prices: Input should be greater than or equal to 1")
-    assert not (tmp_path / "r").exists()

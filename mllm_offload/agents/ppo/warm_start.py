@@ -32,6 +32,7 @@ warm start may begin outside them, and the Lagrangian pulls it in. A warm start 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,6 @@ def collect(make_env: Callable[[str], Any], targets: Sequence[WarmStartTarget]) 
     ``k`` of :data:`WARM_START_SEEDS`: at least 8, more up to all 64 until about
     :data:`MIN_OBSERVATIONS` in all), and the target action of each (float32 arrays
     ``(n, n_features)``, ``(n, n_actions)``)."""
-    import math
-
     env = make_env("train")
     per_price = min(len(WARM_START_SEEDS), max(8, math.ceil(MIN_OBSERVATIONS / (len(targets) * env.unwrapped.n_requests))))
     actions = np.asarray([tg.action for tg in targets], np.float32)
