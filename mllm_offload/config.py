@@ -281,6 +281,9 @@ class PPOHyperparams(StrictModel):
         "none", description="none: SB3's start (action mean from policy_kwargs.action_bias_init, else 0); tuned: the actor "
                             "first imitates TunedStatic refitted at warm_start_prices latency prices (agents.ppo.warm_start; replaces "
                             "action_bias_init)")
+    expected_scores: bool = Field(
+        False, description="train and validate on each answer's expected score instead of its coin flip (synthetic profiles "
+                           "only: agents.ppo.reward_scale); every reported figure keeps the realised scores")
     warm_start_prices: int = Field(7, ge=1, le=50, description="latency prices TunedStatic is fitted at for a warm start "
                                                                   "(log-evenly over the training range; one for a fixed-price run)")
 

@@ -219,6 +219,66 @@ def test_reward_scale_divides_by_the_episode_price(scn):
             assert r2 == pytest.approx(r0 - info["outcome"].score)
 
 
+def test_expected_scores_replace_the_coin_flip(scn):
+    """``expected_scores``: each step reports the answer's expected score (the cloud's by plan, the
+    edge's given its confidence), and the training reward is the realised one with that expectation
+    in place of the coin flip, less the edge's expected score as the baseline."""
+    from mllm_offload.agents.ppo.reward_scale import TrainingReward
+
+    s = scn.with_tradeoff(TradeOff(latency_price=0.2))
+    raw, exp = s.make_env("train"), TrainingReward(s.make_env("train"), expected=True)
+    raw.reset(seed=5), exp.reset(seed=5)
+    base, t = raw.unwrapped, raw.unwrapped.trace
+    assert base.has_expected_scores and t.plans is not None
+    q = base.episode_weights.quality
+    seen = set()
+    for i in range(base.n_requests):
+        a = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.7]][i % 3] + [0.5, 0.0, 0.0], np.float32)
+        k = base.episode_info["start"] + base._i
+        e_conf = float(t.edge_score_expected_given_conf[k])
+        _, r0, _, _, info = raw.step(a)
+        r1 = exp.step(a)[1]
+        o = info["outcome"]
+        seen.add(o.answered_by)
+        if o.answered_by == "cloud":  # k is this request's row: the realised score is the trace's
+            assert o.score == t.plans.cloud_score[k, o.upload_plan]
+            want = float(t.plans.cloud_score_expected[k, o.upload_plan])
+        else:
+            assert o.score == t.edge_score[k]
+            want = e_conf
+        assert info["expected_score"] == pytest.approx(want) and 0.0 <= want <= 1.0
+        assert r1 == pytest.approx(r0 - q * (o.score - want) - q * e_conf)
+    assert seen == {"edge", "cloud"}
+
+
+def test_expected_scores_need_a_synthetic_trace():
+    from mllm_offload.agents.ppo.reward_scale import TrainingReward
+
+    env = Scenario.build(trace="shapes-real", bandwidth="markov:mobile-3g", episode_len=20).make_env("val")
+    env.reset(seed=0)
+    assert not env.unwrapped.has_expected_scores
+    assert env.unwrapped.step(np.full(6, 0.5, np.float32))[4]["expected_score"] is None
+    with pytest.raises(ValueError, match="has none"):
+        TrainingReward(env, expected=True)
+
+
+def test_validation_ranks_by_expected_reward_when_asked(scn):
+    """``eval_metrics(..., expected_scores=True)``: ``selection_reward`` is the mean reward with each
+    answer scored by its expectation; the reported metrics stay the realised ones."""
+    from mllm_offload.agents import EdgeOnly
+    from mllm_offload.agents.ppo.callbacks import eval_metrics
+    from mllm_offload.evaluation.rollout import run_episodes
+
+    env = scn.make_env("val")
+    plain = eval_metrics(env, EdgeOnly(), [0, 1])
+    m = eval_metrics(env, EdgeOnly(), [0, 1], expected_scores=True)
+    log = run_episodes(env, EdgeOnly(), [0, 1])
+    want = np.mean(np.asarray(log.reward) - (np.asarray(log.score) - np.asarray(log.expected_score)))
+    assert m["reward_mean"] == plain["reward_mean"] == pytest.approx(np.mean(log.reward))
+    assert m["selection_reward"] == m["expected_reward_mean"] == pytest.approx(want) != plain["selection_reward"]
+    assert "expected_reward_mean" not in plain
+
+
 def _cli_error(capsys, argv):
     from mllm_offload.cli import main
 

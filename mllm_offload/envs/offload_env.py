@@ -198,6 +198,11 @@ class OffloadEnv(gym.Env):
         self.edge_tier: EdgeTier | None = EdgeTier.from_config(tier_cfg) if tier_cfg is not None else None
         self.sim: EdgeCloudSystem | None = None
         self._i = 0
+        t = self.trace
+        #: whether the trace knows each request's expected scores (synthetic profiles): then every
+        #: step's ``info["expected_score"]`` is the answer's expected score, else ``None``
+        self.has_expected_scores = (t.edge_score_expected is not None and t.cloud_score_expected is not None
+                                    and t.edge_score_expected_given_conf is not None)
         self._features: list = []
         self.episode_info: dict[str, Any] = {}
 
@@ -308,9 +313,23 @@ class OffloadEnv(gym.Env):
         lat = outcome.latency_s
         r = (w_q * outcome.score - w_l * lat - (w_v if lat > self.slo_s else 0.0)
              - w_c * outcome.cloud_cost_usd - w_e * outcome.energy_j)  # = reward_of(...), inlined
+        expected = self._expected_score(outcome) if self.has_expected_scores else None
         self._i += 1
         done = self._i >= self.n_requests
-        return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th, "upload_plan": applied}
+        return self._observe(), float(r), done, False, {"outcome": outcome, "thresholds": th, "upload_plan": applied,
+                                                        "expected_score": expected}
+
+    def _expected_score(self, o: Any) -> float:
+        """The expected score of the answer ``o`` to the current request: the cloud's
+        ``P(correct | difficulty)`` (for the upload plan sent), or the edge's ``P(correct |
+        difficulty, confidence)``, whatever the mode (the confidence is drawn with the answer, so
+        this is the realised score's expectation given everything the simulator drew but the coin)."""
+        k = self.episode_info["start"] + self._i
+        t = self.trace
+        if o.answered_by == "cloud":
+            by_plan = t.plans.cloud_score_expected if t.plans is not None else None
+            return float(t.cloud_score_expected[k] if by_plan is None else by_plan[k, o.upload_plan])  # type: ignore[index]
+        return float(t.edge_score_expected_given_conf[k])  # type: ignore[index]
 
     def request_plans(self) -> list[UploadPlan]:
         """The distinct upload plans the current request can be sent with (its modalities' choices
@@ -346,6 +365,15 @@ class OffloadEnv(gym.Env):
         if self.sim is None or self._i >= self.n_requests:
             raise RuntimeError("no current request")
         return float(self.sim.req.edge_score[self._i])
+
+    def current_expected_edge_score(self) -> float:
+        """The edge's ``P(correct | difficulty, confidence)`` for the request about to be routed
+        (synthetic traces; a training-time baseline like :meth:`current_edge_score`)."""
+        if self.sim is None or self._i >= self.n_requests:
+            raise RuntimeError("no current request")
+        if not self.has_expected_scores:
+            raise RuntimeError("this trace has no expected scores")
+        return float(self.trace.edge_score_expected_given_conf[self.episode_info["start"] + self._i])  # type: ignore[index]
 
     # -- for the hindsight oracle (not for deployable policies) --------------------------------
 

@@ -41,6 +41,8 @@ class EpisodeLog:
     mode: list[int] = field(default_factory=list)
     #: per request: the upload plan applied (label over its modalities), "" when nothing was uploaded
     upload_plan: list[str] = field(default_factory=list)
+    #: per request: the answer's expected score (synthetic traces), NaN where the trace has none
+    expected_score: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -78,6 +80,8 @@ def run_episodes(env: Any, policy: Policy, seeds: Sequence[int],
             log.bytes_sent.append(o.bytes_sent)
             log.cost_usd.append(o.cloud_cost_usd)
             log.energy_j.append(o.energy_j)
+            e = info.get("expected_score")
+            log.expected_score.append(float("nan") if e is None else float(e))
             log.mode.append(int(o.mode))
             applied = info.get("upload_plan")
             log.upload_plan.append(_plan_label(applied, base) if o.cloud_called and applied is not None else "")

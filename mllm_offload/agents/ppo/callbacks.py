@@ -47,7 +47,8 @@ def save_model_dir(model: BaseAlgorithm, d: Path, info: dict[str, Any]) -> None:
     atomic_write_json(d / "info.json", info)
 
 
-def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequence[dict[str, Any]] | None = None,
+                 expected_scores: bool = False) -> dict[str, Any]:
     """Metrics of ``policy`` on ``seeds`` plus the mean thresholds it chose (``tau_*_mean``) and
     ``selection_reward``: the mean reward, or with per-episode trade-offs in ``options`` (a
     conditioned policy), the mean over episodes of each episode's mean reward divided by
@@ -55,14 +56,22 @@ def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequen
 
     With ``options`` also ``reward_by_price``: each episode's latency price (score per SLO) and
     mean reward per request, by increasing price. ``best/info.json`` keeps it, so a reader sees
-    what the model chosen on the average gives at each end of the range."""
+    what the model chosen on the average gives at each end of the range.
+
+    ``expected_scores``: ``selection_reward`` (and ``expected_reward_mean``) score every answer by
+    its expected score instead of its coin flip (synthetic traces; :mod:`.reward_scale`)."""
     rec = RecordingPolicy(policy)
     log = run_episodes(env, rec, seeds, options)
     m: dict[str, Any] = dict(summarize(log, env.unwrapped.slo_s))
-    m["selection_reward"] = m["reward_mean"]
+    rew = np.asarray(log.reward, np.float64)
+    if expected_scores:
+        q = env.unwrapped.episode_weights.quality
+        rew = rew - q * (np.asarray(log.score, np.float64) - np.asarray(log.expected_score, np.float64))
+        m["expected_reward_mean"] = float(rew.mean())
+    m["selection_reward"] = float(rew.mean())
     if options:
         n = env.unwrapped.n_requests
-        r = np.asarray(log.reward, np.float64).reshape(len(seeds), n).mean(axis=1)
+        r = rew.reshape(len(seeds), n).mean(axis=1)
         prices = [float(o["tradeoff"].latency_price) for o in options]
         m["selection_reward"] = float(np.mean([v / reward_scale(p) for v, p in zip(r, prices)]))
         m["reward_by_price"] = [{"latency_price": p, "reward_mean": float(v)} for p, v in sorted(zip(prices, r))]
@@ -96,7 +105,7 @@ class ValidationCallback(EvalCallback):
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
                  budgets: Any = None, options: Sequence[dict[str, Any]] | None = None,
-                 info: dict[str, Any] | None = None, evaluate_at_start: bool = False) -> None:
+                 info: dict[str, Any] | None = None, evaluate_at_start: bool = False, expected_scores: bool = False) -> None:
         """``evaluate_at_start``: evaluate once before the first update of a new run (a warm-started
         actor, :mod:`.warm_start`, is then a candidate for ``best/`` at step 0)."""
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
@@ -110,6 +119,7 @@ class ValidationCallback(EvalCallback):
         self.best: dict[str, Any] = best or {}
         self.history: list[dict[str, Any]] = []
         self.evaluate_at_start = evaluate_at_start
+        self.expected_scores = expected_scores
 
     def _init_callback(self) -> None:
         # EvalCallback's own checks concern evaluate_policy's VecEnv; here: the first multiple of
@@ -145,7 +155,7 @@ class ValidationCallback(EvalCallback):
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate now; save ``best/`` if this is the best feasible evaluation so far."""
-        m = eval_metrics(self.val_env, current_policy(self.model), self.seeds, self.options)
+        m = eval_metrics(self.val_env, current_policy(self.model), self.seeds, self.options, self.expected_scores)
         m["timesteps"] = float(self.num_timesteps)
         self.history.append(m)
         rec = self.logger.record

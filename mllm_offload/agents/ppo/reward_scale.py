@@ -12,6 +12,15 @@ whatever the policy does, so this subtracts the same total from every policy's r
 policy is unchanged, and what is left is the score *gained over the edge's answer* (zero when the
 edge answers), a control variate of the kind policy-gradient baselines are.
 
+**Expected scores** (hyperparameter ``expected_scores``, synthetic profiles only). Even after the
+baseline, a request the cloud answers carries the difference of two coin flips. A synthetic trace
+knows each request's ``P(correct)`` for each model (given its latent difficulty, and for the edge
+given its confidence too), so training can score an answer by its expectation instead:
+``r - quality * (score - expected_score) - quality * expected_edge_score``. The coin is drawn
+independently of everything the policy sees, so the expected return of every policy is unchanged
+(the same best policy); only the noise goes. Validation then ranks checkpoints by the same
+expected reward. A recorded trace has no expected scores (an error names it).
+
 **Even weight across trade-offs.** The spread of the reward grows with the latency price:
 measured on ``mobile-3g`` training episodes (random, CloudOnly and MSAO policies), its standard
 deviation is about 0.4 at prices up to 0.05, 0.6 at 0.2, 1.1 at 0.5, 2.2 at 1 and 4.3 at 2, i.e.
@@ -40,17 +49,23 @@ def reward_scale(latency_price: float) -> float:
 
 class TrainingReward(gym.Wrapper):
     """``(r - quality * edge_score(request)) / scale``: ``scale`` is :func:`reward_scale` of the
-    episode's latency price when ``per_price`` (a conditioned policy), else 1."""
+    episode's latency price when ``per_price`` (a conditioned policy), else 1. With ``expected``,
+    the expected-score form above (the env must have expected scores)."""
 
-    def __init__(self, env: gym.Env, per_price: bool = False) -> None:
+    def __init__(self, env: gym.Env, per_price: bool = False, expected: bool = False) -> None:
         super().__init__(env)
-        self.per_price = per_price
+        self.per_price, self.expected = per_price, expected
+        if expected and not getattr(env.unwrapped, "has_expected_scores", False):
+            raise ValueError("expected scores asked for, but the trace has none")
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         base = self.env.unwrapped
-        edge = base.current_edge_score()  # type: ignore[attr-defined]
+        q = base.episode_weights.quality  # type: ignore[attr-defined]
+        edge = base.current_expected_edge_score() if self.expected else base.current_edge_score()  # type: ignore[attr-defined]
         obs, r, term, trunc, info = self.env.step(action)
-        r = float(r) - base.episode_weights.quality * edge  # type: ignore[attr-defined]
+        r = float(r) - q * edge
+        if self.expected:
+            r -= q * (info["outcome"].score - info["expected_score"])
         if self.per_price:
             r /= reward_scale(base.episode_tradeoff.latency_price)  # type: ignore[attr-defined]
         return obs, r, term, trunc, info

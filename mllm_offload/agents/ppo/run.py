@@ -241,8 +241,11 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     fixed, trange = tt.fixed, tt.served
     floor = score_floor(floor_spec, fixed)
     n_actions = int(tt.make_env("train").action_space.shape[0])
-    tt.make_env("val")
+    val_env = tt.make_env("val")
     hp.policy_kwargs.action_bias(n_actions)  # before run.json: a bad setting leaves no run folder
+    if hp.expected_scores and not val_env.unwrapped.has_expected_scores:
+        raise UserInputError(f"{hp_source}: expected_scores: true needs a synthetic profile (a trace that knows each answer's "
+                             f"expected score); {scenario.trace_source or 'this trace'} is a recording: set expected_scores: false")
     budgets = fixed.trade.budgets
     export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
                    "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,
