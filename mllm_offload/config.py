@@ -281,9 +281,18 @@ class PPOHyperparams(StrictModel):
         "none", description="none: SB3's start (action mean from policy_kwargs.action_bias_init, else 0); tuned: the actor "
                             "first imitates TunedStatic refitted at warm_start_prices latency prices (agents.ppo.warm_start; replaces "
                             "action_bias_init)")
-    expected_scores: bool = Field(
-        False, description="train and validate on each answer's expected score instead of its coin flip (synthetic profiles "
-                           "only: agents.ppo.reward_scale); every reported figure keeps the realised scores")
+    training_scores: Literal["realised", "expected", "auto"] = Field(
+        "realised", description="what training and validation score an answer by: its realised score (the trace's coin flip), "
+                                "its expected score (synthetic profiles only: agents.ppo.reward_scale), or auto (expected where "
+                                "the trace has expected scores, else realised); every reported figure keeps the realised scores")
+
+    def expected_scores(self, available: bool, where: str = "this trace") -> bool:
+        """Whether to train on expected scores, given whether the trace has them (``available``);
+        ``UserInputError`` for ``expected`` on a trace without them (``where`` names it)."""
+        if self.training_scores == "expected" and not available:
+            raise UserInputError(f"training_scores: expected needs a synthetic profile (a trace that knows each answer's "
+                                 f"expected score); {where} is a recording: use realised or auto")
+        return self.training_scores == "expected" or (self.training_scores == "auto" and available)
     warm_start_prices: int = Field(7, ge=1, le=50, description="latency prices TunedStatic is fitted at for a warm start "
                                                                   "(log-evenly over the training range; one for a fixed-price run)")
 

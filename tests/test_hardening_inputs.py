@@ -161,9 +161,9 @@ def test_a_bad_hyperparameter_names_the_field(tmp_path, capsys, yaml_text, expec
 
 def test_expected_scores_on_a_recording_is_refused_before_the_run_folder(tmp_path, capsys):
     hp = tmp_path / "hp.yaml"
-    hp.write_text("default:\n  expected_scores: true\n")
+    hp.write_text("default:\n  training_scores: expected\n")
     one_line(capsys, ["train", "--trace", "shapes-real", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"],
-             "expected_scores: true needs a synthetic profile", "shapes-real is a recording")
+             "training_scores: expected needs a synthetic profile", "shapes-real is a recording")
     assert not (tmp_path / "r").exists()
 
 

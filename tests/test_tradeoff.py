@@ -262,6 +262,24 @@ def test_expected_scores_need_a_synthetic_trace():
         TrainingReward(env, expected=True)
 
 
+@pytest.mark.parametrize("setting, available, want", [
+    ("realised", True, False), ("realised", False, False), ("expected", True, True),
+    ("auto", True, True), ("auto", False, False),
+])
+def test_training_scores_setting(setting, available, want):
+    from mllm_offload.config import PPOHyperparams
+
+    assert PPOHyperparams(training_scores=setting).expected_scores(available) is want
+
+
+def test_training_scores_expected_without_expected_scores_is_one_line():
+    from mllm_offload.config import PPOHyperparams
+    from mllm_offload.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"training_scores: expected needs a synthetic profile.*my\.jsonl is a recording"):
+        PPOHyperparams(training_scores="expected").expected_scores(False, "my.jsonl")
+
+
 def test_validation_ranks_by_expected_reward_when_asked(scn):
     """``eval_metrics(..., expected_scores=True)``: ``selection_reward`` is the mean reward with each
     answer scored by its expectation; the reported metrics stay the realised ones."""

@@ -12,7 +12,7 @@ whatever the policy does, so this subtracts the same total from every policy's r
 policy is unchanged, and what is left is the score *gained over the edge's answer* (zero when the
 edge answers), a control variate of the kind policy-gradient baselines are.
 
-**Expected scores** (hyperparameter ``expected_scores``, synthetic profiles only). Even after the
+**Expected scores** (hyperparameter ``training_scores``: ``expected``, or ``auto`` on a trace that has them). Even after the
 baseline, a request the cloud answers carries the difference of two coin flips. A synthetic trace
 knows each request's ``P(correct)`` for each model (given its latent difficulty, and for the edge
 given its confidence too), so training can score an answer by its expectation instead:

@@ -243,9 +243,10 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
     n_actions = int(tt.make_env("train").action_space.shape[0])
     val_env = tt.make_env("val")
     hp.policy_kwargs.action_bias(n_actions)  # before run.json: a bad setting leaves no run folder
-    if hp.expected_scores and not val_env.unwrapped.has_expected_scores:
-        raise UserInputError(f"{hp_source}: expected_scores: true needs a synthetic profile (a trace that knows each answer's "
-                             f"expected score); {scenario.trace_source or 'this trace'} is a recording: set expected_scores: false")
+    try:
+        hp.expected_scores(val_env.unwrapped.has_expected_scores, scenario.trace_source or "this trace")
+    except UserInputError as e:
+        raise UserInputError(f"{hp_source}: {e}") from None
     budgets = fixed.trade.budgets
     export_meta = {"profile": scenario.profile, "bandwidth": scenario.bandwidth, "trace": scenario.trace_source,
                    "seed": args["seed"], "timesteps": hp.n_timesteps, "score_floor": floor,

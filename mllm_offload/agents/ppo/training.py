@@ -133,19 +133,18 @@ def train(
     torch.set_num_threads(1)  # small MLP: threads only add overhead; workers are processes
     val_env = make_env("val")
     seeds = validation_seeds(hp.eval_episodes)
-    if hp.expected_scores and not val_env.unwrapped.has_expected_scores:
-        raise UserInputError("train: expected_scores: true needs a synthetic profile (a trace that knows each answer's expected "
-                             "score); this trace is a recording: set expected_scores: false")
+    expected = hp.expected_scores(val_env.unwrapped.has_expected_scores)
     trange = getattr(val_env.unwrapped, "tradeoff_range", None)
     conditioned = trange is not None and trange.latency_price[0] < trange.latency_price[1]
     val_options = validation_tradeoffs(trange, val_env.unwrapped.tradeoff, len(seeds)) if conditioned else None
     served = trange if conditioned and trange is not None else TradeOffRange.single(val_env.unwrapped.tradeoff)
-    info = {"tradeoff_range": served.describe()}  # what the exported policy serves
+    info = {"tradeoff_range": served.describe(),  # what the exported policy serves
+            "training_scores": "expected" if expected else "realised"}
     msao_val = msao_reference(val_env, seeds, val_options)
     venv = make_vec_env(
         lambda: make_env("train"), n_envs=hp.n_envs, seed=vec_env_seed(seed, int(state["num_timesteps"])),
         vec_env_cls=vec_env.SubprocVecEnv if hp.n_envs > 1 else vec_env.DummyVecEnv,
-        wrapper_class=TrainingReward, wrapper_kwargs={"per_price": conditioned, "expected": hp.expected_scores},
+        wrapper_class=TrainingReward, wrapper_kwargs={"per_price": conditioned, "expected": expected},
     )
     saved_lams = dict(state.get("lams") or {})
     if "score_floor" not in saved_lams and resume:
@@ -200,7 +199,7 @@ def train(
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "selection_reward": v.get("selection_reward", v["reward_mean"]),
                      "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
     val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info,
-                                evaluate_at_start=bool(warm_start) and not resume, expected_scores=hp.expected_scores)
+                                evaluate_at_start=bool(warm_start) and not resume, expected_scores=expected)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
     t0 = time.perf_counter()
