@@ -193,8 +193,9 @@ def test_train_and_export_bad_inputs(tmp_path, capsys):
 def test_shipped_hyperparameters_validate_and_match_the_builtin_defaults():
     from mllm_offload.config import PPOHyperparams, default_hyperparams_path, load_hyperparams
 
-    for section in ("mobile-3g", "some-trace"):
-        assert load_hyperparams(default_hyperparams_path(), section) == PPOHyperparams()
+    assert load_hyperparams(default_hyperparams_path(), "some-trace") == PPOHyperparams()
+    m3g = load_hyperparams(default_hyperparams_path(), "mobile-3g")  # the defaults but expected scores where they exist
+    assert m3g == PPOHyperparams(training_scores="auto")
     msao = load_hyperparams(default_hyperparams_path(), "msao-paper")  # the defaults but the warm start
     assert msao.warm_start == "tuned" and msao.policy_kwargs.log_std_init == -1.0
     assert msao.model_copy(update={"warm_start": "none", "policy_kwargs": PPOHyperparams().policy_kwargs}) == PPOHyperparams()

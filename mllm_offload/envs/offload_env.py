@@ -133,7 +133,10 @@ class OffloadEnv(gym.Env):
     ``bandwidth_index`` to fix the bandwidth trace, and ``tradeoff`` to fix the trade-off.
 
     ``info`` of each step holds ``outcome`` (:class:`~mllm_offload.envs.system.Outcome`),
-    ``thresholds`` and ``upload_plan`` (the plan as applied to the request's modalities).
+    ``thresholds``, ``upload_plan`` (the plan as applied to the request's modalities) and
+    ``expected_score``: on a synthetic trace the answer's probability of being right (the
+    cloud's given the request's difficulty and the plan, the edge's given its difficulty and
+    confidence; what ``training_scores: expected`` trains on), ``None`` on a recording.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain attribute)

@@ -12,14 +12,17 @@ whatever the policy does, so this subtracts the same total from every policy's r
 policy is unchanged, and what is left is the score *gained over the edge's answer* (zero when the
 edge answers), a control variate of the kind policy-gradient baselines are.
 
-**Expected scores** (hyperparameter ``training_scores``: ``expected``, or ``auto`` on a trace that has them). Even after the
-baseline, a request the cloud answers carries the difference of two coin flips. A synthetic trace
-knows each request's ``P(correct)`` for each model (given its latent difficulty, and for the edge
-given its confidence too), so training can score an answer by its expectation instead:
-``r - quality * (score - expected_score) - quality * expected_edge_score``. The coin is drawn
-independently of everything the policy sees, so the expected return of every policy is unchanged
-(the same best policy); only the noise goes. Validation then ranks checkpoints by the same
-expected reward. A recorded trace has no expected scores (an error names it).
+**Expected scores** (hyperparameter ``training_scores``: ``expected``, or ``auto`` where the
+trace has them). Even after the baseline, a request the cloud answers carries the difference of
+two coin flips. A synthetic trace knows each answer's probability of being right: the cloud's
+``P(correct | difficulty)`` (for the upload plan sent) and the edge's ``P(correct | difficulty,
+confidence)``. Training can then score an answer by that expectation instead of its coin flip:
+``r - quality * (score - expected_score) - quality * expected_edge_score``. Given the request's
+difficulty and the edge's confidence, the coin is independent of everything else the episode draws
+(what the policy observes, the bandwidth, which model answers), so every policy keeps its expected
+return (the same best policy at each price); only the noise goes. Validation then ranks checkpoints
+by the same expected reward. A recorded trace has no expected scores: ``expected`` is refused there
+with one line, ``auto`` falls back to the realised scores.
 
 **Even weight across trade-offs.** The spread of the reward grows with the latency price:
 measured on ``mobile-3g`` training episodes (random, CloudOnly and MSAO policies), its standard
