@@ -90,7 +90,7 @@ class ValidationCallback(EvalCallback):
     ``evaluate`` reports. Its schedule counts environment steps (SB3's counts callback calls), so
     it stays on multiples of ``eval_freq`` across ``--resume`` and for any ``n_envs``.
 
-    Logs ``eval/reward``, ``eval/score``, ``eval/latency_p50_s``, ``eval/latency_p95_s``,
+    Logs ``eval/reward`` (and ``eval/expected_reward`` when training on expected scores), ``eval/score``, ``eval/latency_p50_s``, ``eval/latency_p95_s``,
     ``eval/slo_attainment``, ``eval/cloud_share``, ``eval/tau_{low,high,conf}_mean`` and the
     MSAO heuristic's ``eval/msao_reward``, ``eval/msao_score``, ``eval/msao_latency_p95_s`` on
     the same episodes. ``RUN_DIR/best/`` keeps the model with the highest validation reward among
@@ -162,6 +162,8 @@ class ValidationCallback(EvalCallback):
         for k in ("reward_mean", "score_mean", "latency_p50_s", "latency_p95_s", "slo_attainment", "cloud_share",
                   "tau_low_mean", "tau_high_mean", "tau_conf_mean"):
             rec(f"eval/{k.removesuffix('_mean') if k in ('reward_mean', 'score_mean') else k}", m[k])
+        if "expected_reward_mean" in m:
+            rec("eval/expected_reward", m["expected_reward_mean"])
         rec("eval/msao_reward", self.msao["reward_mean"])
         rec("eval/msao_score", self.msao["score_mean"])
         rec("eval/msao_latency_p95_s", self.msao["latency_p95_s"])
@@ -178,6 +180,7 @@ class ValidationCallback(EvalCallback):
             save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao, **self.info})
         self.log(
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
+            + (f"with expected scores {m['expected_reward_mean']:.4f} " if "expected_reward_mean" in m else "") +
             f"score {m['score_mean']:.3f} (MSAO {self.msao['score_mean']:.3f}) p95 {m['latency_p95_s']:.2f} s "
             f"cloud {m['cloud_share']:.2f}{' *best' if better else ''}"
         )
