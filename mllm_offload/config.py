@@ -283,18 +283,19 @@ class PPOHyperparams(StrictModel):
                             "action_bias_init)")
     training_scores: Literal["realised", "expected", "auto"] = Field(
         "realised", description="what training and validation score an answer by: its realised score (the trace's coin flip), "
-                                "its expected score (synthetic profiles only: agents.ppo.reward_scale), or auto (expected where "
-                                "the trace has expected scores, else realised); every reported figure keeps the realised scores")
+                                "its expected score (a synthetic profile's requests only: agents.ppo.reward_scale), or auto "
+                                "(expected where the trace has them, else realised); every reported figure keeps the realised scores")
+
+    warm_start_prices: int = Field(7, ge=1, le=50, description="latency prices TunedStatic is fitted at for a warm start "
+                                                                  "(log-evenly over the training range; one for a fixed-price run)")
 
     def expected_scores(self, available: bool, where: str = "this trace") -> bool:
         """Whether to train on expected scores, given whether the trace has them (``available``);
         ``UserInputError`` for ``expected`` on a trace without them (``where`` names it)."""
         if self.training_scores == "expected" and not available:
             raise UserInputError(f"training_scores: expected needs a synthetic profile (a trace that knows each answer's "
-                                 f"expected score); {where} is a recording: use realised or auto")
+                                 f"expected score, as a --profile without --trace has); {where} has none: use realised or auto")
         return self.training_scores == "expected" or (self.training_scores == "auto" and available)
-    warm_start_prices: int = Field(7, ge=1, le=50, description="latency prices TunedStatic is fitted at for a warm start "
-                                                                  "(log-evenly over the training range; one for a fixed-price run)")
 
     @model_validator(mode="after")
     def _batch(self) -> PPOHyperparams:

@@ -163,7 +163,7 @@ def test_expected_scores_on_a_recording_is_refused_before_the_run_folder(tmp_pat
     hp = tmp_path / "hp.yaml"
     hp.write_text("default:\n  training_scores: expected\n")
     one_line(capsys, ["train", "--trace", "shapes-real", "--hyperparams", str(hp), "--out", str(tmp_path / "r"), "--quiet"],
-             "training_scores: expected needs a synthetic profile", "shapes-real is a recording")
+             "training_scores: expected needs a synthetic profile", "shapes-real has none")
     assert not (tmp_path / "r").exists()
 
 

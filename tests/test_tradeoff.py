@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -220,9 +222,9 @@ def test_reward_scale_divides_by_the_episode_price(scn):
 
 
 def test_expected_scores_replace_the_coin_flip(scn):
-    """``expected_scores``: each step reports the answer's expected score (the cloud's by plan, the
-    edge's given its confidence), and the training reward is the realised one with that expectation
-    in place of the coin flip, less the edge's expected score as the baseline."""
+    """``expected_scores``: each step reports the answer's expected score given the difficulty and
+    the edge's confidence (the cloud's by plan), and the training reward is the realised one with
+    that expectation in place of the coin flip, less the edge's expected score as the baseline."""
     from mllm_offload.agents.ppo.reward_scale import TrainingReward
 
     s = scn.with_tradeoff(TradeOff(latency_price=0.2))
@@ -242,7 +244,7 @@ def test_expected_scores_replace_the_coin_flip(scn):
         seen.add(o.answered_by)
         if o.answered_by == "cloud":  # k is this request's row: the realised score is the trace's
             assert o.score == t.plans.cloud_score[k, o.upload_plan]
-            want = float(t.plans.cloud_score_expected[k, o.upload_plan])
+            want = float(t.extra["cloud_score_expected_given_conf"][k, o.upload_plan])
         else:
             assert o.score == t.edge_score[k]
             want = e_conf
@@ -262,6 +264,49 @@ def test_expected_scores_need_a_synthetic_trace():
         TrainingReward(env, expected=True)
 
 
+def test_expected_cloud_score_given_confidence_is_unbiased_where_the_edge_was_unsure():
+    """The two models' coins are correlated (a copula), so a cloud answer sent because the edge was
+    unsure is right less often than P(cloud correct | difficulty): the conditional expectation the
+    synthetic trace keeps for training matches the realised scores there, the unconditional one
+    does not (for every upload plan)."""
+    from mllm_offload.traces.synth import generate
+
+    t = generate("mobile-3g", 40_000, seed=11)
+    cond, pt = t.extra["cloud_score_expected_given_conf"], t.plans
+    unsure = t.edge_confidence < 0.5
+    for j in range(pt.cloud_score.shape[1]):
+        m = unsure & ~np.isnan(pt.cloud_score[:, j])
+        d = pt.cloud_score[m, j] - cond[m, j]
+        se = d.std() / np.sqrt(m.sum())
+        assert abs(d.mean()) < 4 * se, (j, d.mean(), se)
+        assert (pt.cloud_score[m, j] - pt.cloud_score_expected[m, j]).mean() < -4 * se  # the bias it removes
+    everyone = pt.cloud_score[:, 0] - cond[:, 0]
+    assert abs(everyone.mean()) < 4 * everyone.std() / np.sqrt(len(everyone))
+
+
+def test_bivariate_normal_cdf_against_known_values():
+    from mllm_offload.traces.synth import _norm_ppf, bivariate_normal_cdf
+
+    # P(Z1 < 0, Z2 < 0) = 1/4 + asin(rho) / (2 pi); independence; and rho = 0.5 at (1, -0.5)
+    for rho in (0.0, 0.3, 0.5, 0.9):
+        assert bivariate_normal_cdf(np.zeros(1), np.zeros(1), rho)[0] == pytest.approx(0.25 + math.asin(rho) / (2 * math.pi), abs=1e-12)
+    assert bivariate_normal_cdf(np.array([1.0]), np.array([-0.5]), 0.5)[0] == pytest.approx(0.2960906, abs=1e-6)  # scipy.stats.multivariate_normal
+    p = np.array([1e-9, 0.01, 0.3, 0.5, 0.8, 0.99, 1 - 1e-9])
+    assert np.allclose(_norm_ppf(p), [NormalDist().inv_cdf(v) for v in p], rtol=1e-8, atol=1e-8)
+
+
+def test_a_synthetic_trace_read_back_from_a_file_has_no_expected_scores_for_training(tmp_path):
+    """The conditional expectations are not written to trace files: a synthetic trace read back
+    trains on realised scores under auto, and is refused under expected."""
+    from mllm_offload.traces.synth import generate
+
+    f = tmp_path / "syn.jsonl"
+    generate("mobile-3g", 300, seed=3, with_records=True).write_jsonl(f)
+    env = Scenario.build(trace=str(f), bandwidth="markov:mobile-3g", episode_len=20).make_env("train")
+    assert not env.unwrapped.has_expected_scores
+    assert Scenario.build(profile="mobile-3g", bandwidth="markov:mobile-3g", episode_len=20).make_env("train").unwrapped.has_expected_scores
+
+
 @pytest.mark.parametrize("setting, available, want", [
     ("realised", True, False), ("realised", False, False), ("expected", True, True),
     ("auto", True, True), ("auto", False, False),
@@ -276,7 +321,7 @@ def test_training_scores_expected_without_expected_scores_is_one_line():
     from mllm_offload.config import PPOHyperparams
     from mllm_offload.errors import UserInputError
 
-    with pytest.raises(UserInputError, match=r"training_scores: expected needs a synthetic profile.*my\.jsonl is a recording"):
+    with pytest.raises(UserInputError, match=r"training_scores: expected needs a synthetic profile.*my\.jsonl has none: use realised or auto"):
         PPOHyperparams(training_scores="expected").expected_scores(False, "my.jsonl")
 
 
@@ -291,7 +336,8 @@ def test_validation_ranks_by_expected_reward_when_asked(scn):
     plain = eval_metrics(env, EdgeOnly(), [0, 1])
     m = eval_metrics(env, EdgeOnly(), [0, 1], expected_scores=True)
     log = run_episodes(env, EdgeOnly(), [0, 1])
-    want = np.mean(np.asarray(log.reward) - (np.asarray(log.score) - np.asarray(log.expected_score)))
+    q = env.unwrapped.episode_weights.quality
+    want = np.mean(np.asarray(log.reward) - q * (np.asarray(log.score) - np.asarray(log.expected_score)))
     assert m["reward_mean"] == plain["reward_mean"] == pytest.approx(np.mean(log.reward))
     assert m["selection_reward"] == m["expected_reward_mean"] == pytest.approx(want) != plain["selection_reward"]
     assert "expected_reward_mean" not in plain

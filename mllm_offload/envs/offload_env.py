@@ -202,10 +202,11 @@ class OffloadEnv(gym.Env):
         self.sim: EdgeCloudSystem | None = None
         self._i = 0
         t = self.trace
-        #: whether the trace knows each request's expected scores (synthetic profiles): then every
-        #: step's ``info["expected_score"]`` is the answer's expected score, else ``None``
-        self.has_expected_scores = (t.edge_score_expected is not None and t.cloud_score_expected is not None
-                                    and t.edge_score_expected_given_conf is not None)
+        #: whether the trace knows each answer's expected score given the edge's confidence (a
+        #: synthetic profile's in-memory trace; not a recording, nor a synthetic trace read back from
+        #: a file): then every step's ``info["expected_score"]`` is the answer's expected score, else ``None``
+        self.has_expected_scores = (t.edge_score_expected_given_conf is not None and t.plans is not None
+                                    and "cloud_score_expected_given_conf" in t.extra)
         self._features: list = []
         self.episode_info: dict[str, Any] = {}
 
@@ -323,15 +324,14 @@ class OffloadEnv(gym.Env):
                                                         "expected_score": expected}
 
     def _expected_score(self, o: Any) -> float:
-        """The expected score of the answer ``o`` to the current request: the cloud's
-        ``P(correct | difficulty)`` (for the upload plan sent), or the edge's ``P(correct |
-        difficulty, confidence)``, whatever the mode (the confidence is drawn with the answer, so
-        this is the realised score's expectation given everything the simulator drew but the coin)."""
+        """The expected score of the answer ``o`` to the current request given the request's
+        difficulty and the edge's confidence (drawn whatever the mode): the cloud's for the upload
+        plan sent (the two models' coins are correlated, so the edge's confidence moves it too:
+        :mod:`mllm_offload.traces.synth`), or the edge's."""
         k = self.episode_info["start"] + self._i
         t = self.trace
         if o.answered_by == "cloud":
-            by_plan = t.plans.cloud_score_expected if t.plans is not None else None
-            return float(t.cloud_score_expected[k] if by_plan is None else by_plan[k, o.upload_plan])  # type: ignore[index]
+            return float(t.extra["cloud_score_expected_given_conf"][k, o.upload_plan])
         return float(t.edge_score_expected_given_conf[k])  # type: ignore[index]
 
     def request_plans(self) -> list[UploadPlan]:

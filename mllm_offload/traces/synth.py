@@ -36,6 +36,14 @@ model; ``edge_score_expected_given_conf``: ``P(edge correct | d, confidence)`` b
 binormal likelihood ratio ``exp(delta * z - delta^2 / 2)``), for the expected-outcome oracle
 (:class:`mllm_offload.agents.oracle.ExpectedOracle`). Computing them draws no random numbers, so
 the realised trace of a seed does not depend on them.
+
+The edge's confidence also tells something about the *cloud's* coin, through the copula: a cloud
+answer sent because the edge was unsure is right less often than ``P(cloud correct | d)``. The
+in-memory trace keeps ``extra["cloud_score_expected_given_conf"]`` (request x upload plan):
+``P(cloud correct | d, confidence) = q * P(c | edge right, d) + (1 - q) * P(c | edge wrong, d)``
+with ``q`` the edge's ``P(correct | d, confidence)`` and the two conditionals from the bivariate
+normal CDF of the copula (:func:`bivariate_normal_cdf`). What training on expected scores uses
+(``training_scores``; not written to files).
 """
 
 from __future__ import annotations
@@ -285,6 +293,66 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)
 _GH_W = _GH_W / _GH_W.sum()
 
 
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(20)
+# Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9)
+_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+
+
+def _norm_ppf(p: np.ndarray) -> np.ndarray:
+    """The standard normal quantile of ``p`` in (0, 1), elementwise (Acklam's approximation)."""
+    p = np.asarray(p, np.float64)
+    out = np.empty_like(p)
+    lo, hi = p < 0.02425, p > 1.0 - 0.02425
+    mid = ~(lo | hi)
+    q = p[mid] - 0.5
+    r = q * q
+    out[mid] = (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q / \
+               (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0)
+    for mask, sign, x in ((lo, 1.0, p[lo]), (hi, -1.0, 1.0 - p[hi])):
+        t = np.sqrt(-2.0 * np.log(x))
+        out[mask] = sign * (((((_C[0] * t + _C[1]) * t + _C[2]) * t + _C[3]) * t + _C[4]) * t + _C[5]) / \
+            ((((_D[0] * t + _D[1]) * t + _D[2]) * t + _D[3]) * t + 1.0)
+    return out
+
+
+def _sheppard(h: np.ndarray, k: np.ndarray, rho: float) -> np.ndarray:
+    """``P(Z1 < h, Z2 < k) - Phi(h) Phi(k)`` for standard normals with correlation ``rho``:
+    ``1/(2 pi) * int_0^asin(rho) exp(-(h^2 + k^2 - 2 h k sin t) / (2 cos^2 t)) dt`` (Sheppard's
+    integral), by 20-point Gauss-Legendre quadrature (error under 1e-12 up to rho 0.9)."""
+    if rho == 0.0:
+        return np.zeros(np.broadcast_shapes(np.shape(h), np.shape(k)))
+    a = math.asin(rho)
+    t = 0.5 * a * (_GL_X + 1.0)  # nodes on [0, asin(rho)]
+    st, ct2 = np.sin(t), np.cos(t) ** 2
+    hh, kk = np.asarray(h, np.float64)[..., None], np.asarray(k, np.float64)[..., None]
+    f = np.exp(-(hh * hh + kk * kk - 2.0 * hh * kk * st) / (2.0 * ct2))
+    return (0.5 * a) * (f @ _GL_W) / (2.0 * math.pi)
+
+
+def bivariate_normal_cdf(h: np.ndarray, k: np.ndarray, rho: float) -> np.ndarray:
+    """``P(Z1 < h, Z2 < k)`` for standard normals with correlation ``0 <= rho < 1`` (elementwise)."""
+    nd = NormalDist()
+    cdf = np.vectorize(nd.cdf, otypes=[float])
+    return cdf(np.asarray(h, np.float64)) * cdf(np.asarray(k, np.float64)) + _sheppard(h, k, rho)
+
+
+def cloud_expected_given_confidence(edge_p: np.ndarray, cloud_p: np.ndarray, edge_p_conf: np.ndarray, rho: float) -> np.ndarray:
+    """``P(cloud correct | d, confidence)``, shape ``(n, plans)`` like ``cloud_p``, for coins
+    ``u_e < edge_p`` and ``u_c < cloud_p`` (``u`` = Phi of a Gaussian copula of correlation
+    ``rho``) and a confidence that depends on the edge's coin only, whose posterior given the
+    confidence is ``edge_p_conf`` (``edge_p`` and ``edge_p_conf`` of shape ``(n,)``)."""
+    eps = 1e-12
+    e = np.clip(np.asarray(edge_p, np.float64), eps, 1.0 - eps)[:, None]
+    c = np.clip(np.asarray(cloud_p, np.float64), eps, 1.0 - eps)
+    both = e * c + _sheppard(_norm_ppf(np.broadcast_to(e, c.shape)), _norm_ppf(c), rho)  # P(both right | d)
+    both = np.clip(both, np.maximum(e + c - 1.0, 0.0), np.minimum(e, c))  # Frechet bounds (rounding)
+    q = np.asarray(edge_p_conf, np.float64)[:, None]
+    return np.clip(q * both / e + (1.0 - q) * (c - both) / (1.0 - e), 0.0, 1.0)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -448,6 +516,8 @@ def generate(profile: SynthProfile | str, n: int, seed: int = 0, with_records: b
         cols["cloud_score_expected"][:, j] = expected
         cols["cloud_score"][:, j] = (u_c < expected).astype(float)
     trace.plans = PlanTable(present, **cols)
+    trace.extra["cloud_score_expected_given_conf"] = cloud_expected_given_confidence(
+        edge_p, cols["cloud_score_expected"], edge_p_conf, p.outcome_corr)
     if with_records:
         recs = []
         for i in range(n):

@@ -55,26 +55,32 @@ def eval_metrics(env: Any, policy: Policy, seeds: Sequence[int], options: Sequen
     :func:`~.reward_scale.reward_scale` of its price, so that every price weighs the same.
 
     With ``options`` also ``reward_by_price``: each episode's latency price (score per SLO) and
-    mean reward per request, by increasing price. ``best/info.json`` keeps it, so a reader sees
-    what the model chosen on the average gives at each end of the range.
+    mean reward per request (``reward_mean``, and with expected scores ``expected_reward_mean``
+    too), by increasing price. ``best/info.json`` keeps it, so a reader sees what the model chosen
+    on the average gives at each end of the range.
 
     ``expected_scores``: ``selection_reward`` (and ``expected_reward_mean``) score every answer by
-    its expected score instead of its coin flip (synthetic traces; :mod:`.reward_scale`)."""
+    its expected score instead of its coin flip (synthetic traces; :mod:`.reward_scale`); every
+    other metric stays realised."""
     rec = RecordingPolicy(policy)
     log = run_episodes(env, rec, seeds, options)
     m: dict[str, Any] = dict(summarize(log, env.unwrapped.slo_s))
-    rew = np.asarray(log.reward, np.float64)
+    real = np.asarray(log.reward, np.float64)
+    rew = real
     if expected_scores:
         q = env.unwrapped.episode_weights.quality
-        rew = rew - q * (np.asarray(log.score, np.float64) - np.asarray(log.expected_score, np.float64))
+        rew = real - q * (np.asarray(log.score, np.float64) - np.asarray(log.expected_score, np.float64))
         m["expected_reward_mean"] = float(rew.mean())
     m["selection_reward"] = float(rew.mean())
     if options:
         n = env.unwrapped.n_requests
         r = rew.reshape(len(seeds), n).mean(axis=1)
+        r_real = real.reshape(len(seeds), n).mean(axis=1)
         prices = [float(o["tradeoff"].latency_price) for o in options]
         m["selection_reward"] = float(np.mean([v / reward_scale(p) for v, p in zip(r, prices)]))
-        m["reward_by_price"] = [{"latency_price": p, "reward_mean": float(v)} for p, v in sorted(zip(prices, r))]
+        m["reward_by_price"] = [{"latency_price": p, "reward_mean": float(v),
+                                 **({"expected_reward_mean": float(e)} if expected_scores else {})}
+                                for p, v, e in sorted(zip(prices, r_real, r))]
     th = np.asarray(rec.seen) if rec.seen else np.full((1, 3), np.nan)
     m["tau_low_mean"], m["tau_high_mean"], m["tau_conf_mean"] = (float(v) for v in th.mean(axis=0))
     return m
@@ -90,15 +96,17 @@ class ValidationCallback(EvalCallback):
     ``evaluate`` reports. Its schedule counts environment steps (SB3's counts callback calls), so
     it stays on multiples of ``eval_freq`` across ``--resume`` and for any ``n_envs``.
 
-    Logs ``eval/reward`` (and ``eval/expected_reward`` when training on expected scores), ``eval/score``, ``eval/latency_p50_s``, ``eval/latency_p95_s``,
-    ``eval/slo_attainment``, ``eval/cloud_share``, ``eval/tau_{low,high,conf}_mean`` and the
-    MSAO heuristic's ``eval/msao_reward``, ``eval/msao_score``, ``eval/msao_latency_p95_s`` on
-    the same episodes. ``RUN_DIR/best/`` keeps the model with the highest validation reward among
-    evaluations that meet ``score_floor`` and the ``budgets`` (p95 latency, cost per 1k requests;
-    all evaluations when there are none). For a policy conditioned on the trade-off, ``options``
-    give each validation episode its own latency price (spread over the range the policy serves)
-    and "highest" compares ``selection_reward`` (each episode's reward divided by the reward
-    scale of its price, :mod:`.reward_scale`), so that high prices do not decide alone. ``eval_freq`` counts env
+    Logs ``eval/reward``, ``eval/selection_reward`` (what "best" compares, below), ``eval/score``,
+    ``eval/latency_p50_s``, ``eval/latency_p95_s``, ``eval/slo_attainment``, ``eval/cloud_share``,
+    ``eval/tau_{low,high,conf}_mean`` and the MSAO heuristic's ``eval/msao_reward``,
+    ``eval/msao_score``, ``eval/msao_latency_p95_s`` on the same episodes. ``RUN_DIR/best/`` keeps
+    the model with the highest ``selection_reward`` among evaluations that meet ``score_floor``
+    and the ``budgets`` (p95 latency, cost per 1k requests; all evaluations when there are none):
+    the mean validation reward; with ``expected_scores``, with every answer scored by its expected
+    score; for a policy conditioned on the trade-off (``options`` give each validation episode its
+    own latency price, spread over the range the policy serves), each episode's mean divided by
+    the reward scale of its price (:mod:`.reward_scale`), so that high prices do not decide alone.
+    The score floor and the budgets are checked on the realised metrics. ``eval_freq`` counts env
     steps summed over the ``n_envs`` training environments (SB3's own counts callback calls).
     """
 
@@ -162,8 +170,7 @@ class ValidationCallback(EvalCallback):
         for k in ("reward_mean", "score_mean", "latency_p50_s", "latency_p95_s", "slo_attainment", "cloud_share",
                   "tau_low_mean", "tau_high_mean", "tau_conf_mean"):
             rec(f"eval/{k.removesuffix('_mean') if k in ('reward_mean', 'score_mean') else k}", m[k])
-        if "expected_reward_mean" in m:
-            rec("eval/expected_reward", m["expected_reward_mean"])
+        rec("eval/selection_reward", m["selection_reward"])
         rec("eval/msao_reward", self.msao["reward_mean"])
         rec("eval/msao_score", self.msao["score_mean"])
         rec("eval/msao_latency_p95_s", self.msao["latency_p95_s"])
@@ -180,7 +187,7 @@ class ValidationCallback(EvalCallback):
             save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao, **self.info})
         self.log(
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
-            + (f"with expected scores {m['expected_reward_mean']:.4f} " if "expected_reward_mean" in m else "") +
+            + (f"selection {m['selection_reward']:.4f} " if m["selection_reward"] != m["reward_mean"] else "") +
             f"score {m['score_mean']:.3f} (MSAO {self.msao['score_mean']:.3f}) p95 {m['latency_p95_s']:.2f} s "
             f"cloud {m['cloud_share']:.2f}{' *best' if better else ''}"
         )

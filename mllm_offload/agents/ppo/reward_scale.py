@@ -14,15 +14,18 @@ edge answers), a control variate of the kind policy-gradient baselines are.
 
 **Expected scores** (hyperparameter ``training_scores``: ``expected``, or ``auto`` where the
 trace has them). Even after the baseline, a request the cloud answers carries the difference of
-two coin flips. A synthetic trace knows each answer's probability of being right: the cloud's
-``P(correct | difficulty)`` (for the upload plan sent) and the edge's ``P(correct | difficulty,
-confidence)``. Training can then score an answer by that expectation instead of its coin flip:
-``r - quality * (score - expected_score) - quality * expected_edge_score``. Given the request's
-difficulty and the edge's confidence, the coin is independent of everything else the episode draws
-(what the policy observes, the bandwidth, which model answers), so every policy keeps its expected
-return (the same best policy at each price); only the noise goes. Validation then ranks checkpoints
-by the same expected reward. A recorded trace has no expected scores: ``expected`` is refused there
-with one line, ``auto`` falls back to the realised scores.
+two coin flips. A synthetic trace knows each answer's probability of being right given the
+request's latent difficulty and the edge's confidence (for the cloud, for the upload plan sent;
+the models' coins are correlated, so the edge's confidence moves the cloud's too:
+:mod:`mllm_offload.traces.synth`). Training can then score an answer by that expectation instead
+of its coin flip: ``r - quality * (score - expected_score) - quality * expected_edge_score``.
+Given the difficulty and the confidence, the coins are independent of everything else the episode
+draws (what the policy observes, the bandwidth, the timing that decides which model answers), so
+every policy keeps its expected return (the same best policy at each price); only the noise goes. Validation then ranks checkpoints
+by the same expected reward. A recorded trace (or a synthetic one read back from a file, which
+does not keep these columns) has no expected scores: ``expected`` is refused there with one line,
+``auto`` falls back to the realised scores. The score floor and the budgets stay on the realised
+scores.
 
 **Even weight across trade-offs.** The spread of the reward grows with the latency price:
 measured on ``mobile-3g`` training episodes (random, CloudOnly and MSAO policies), its standard
