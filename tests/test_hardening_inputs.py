@@ -149,7 +149,8 @@ def test_non_finite_or_absurd_config_values_name_the_field(tmp_path, capsys, yam
     ("default:\n  policy_kwargs: {net_arch: [100000000]}\n", "default.policy_kwargs.net_arch.0"),
     ("default:\n  warm_start: tuned-static\n", "hp.yaml: default.warm_start: Input should be 'none' or 'tuned'"),
     ("default:\n  warm_start: tuned\n  warm_start_prices: 0\n", "default.warm_start_prices: Input should be greater than or equal to 1"),
-], ids=["non-finite", "absurd-net", "bad-warm-start", "no-warm-start-prices"])
+    ("mobile-3g:\n  training_scores: maybe\n", "hp.yaml: mobile-3g.training_scores: Input should be 'realised', 'expected' or 'auto'"),
+], ids=["non-finite", "absurd-net", "bad-warm-start", "no-warm-start-prices", "bad-training-scores"])
 def test_a_bad_hyperparameter_names_the_field(tmp_path, capsys, yaml_text, expect):
     """Non-finite, absurd or unknown values in a hyperparameter file: one line naming the field,
     and no run folder left behind."""

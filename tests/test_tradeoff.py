@@ -285,12 +285,18 @@ def test_expected_cloud_score_given_confidence_is_unbiased_where_the_edge_was_un
 
 
 def test_bivariate_normal_cdf_against_known_values():
-    from mllm_offload.traces.synth import _norm_ppf, bivariate_normal_cdf
+    """Sheppard's integral plus Phi(h) Phi(k) is the bivariate normal CDF; Acklam's quantile."""
+    from mllm_offload.traces.synth import _norm_ppf, _sheppard
+
+    cdf = NormalDist().cdf
+
+    def bvn(h: float, k: float, rho: float) -> float:
+        return cdf(h) * cdf(k) + float(_sheppard(np.array([h]), np.array([k]), rho)[0])
 
     # P(Z1 < 0, Z2 < 0) = 1/4 + asin(rho) / (2 pi); independence; and rho = 0.5 at (1, -0.5)
     for rho in (0.0, 0.3, 0.5, 0.9):
-        assert bivariate_normal_cdf(np.zeros(1), np.zeros(1), rho)[0] == pytest.approx(0.25 + math.asin(rho) / (2 * math.pi), abs=1e-12)
-    assert bivariate_normal_cdf(np.array([1.0]), np.array([-0.5]), 0.5)[0] == pytest.approx(0.2960906, abs=1e-6)  # scipy.stats.multivariate_normal
+        assert bvn(0.0, 0.0, rho) == pytest.approx(0.25 + math.asin(rho) / (2 * math.pi), abs=1e-12)
+    assert bvn(1.0, -0.5, 0.5) == pytest.approx(0.2960906, abs=1e-6)  # scipy.stats.multivariate_normal
     p = np.array([1e-9, 0.01, 0.3, 0.5, 0.8, 0.99, 1 - 1e-9])
     assert np.allclose(_norm_ppf(p), [NormalDist().inv_cdf(v) for v in p], rtol=1e-8, atol=1e-8)
 

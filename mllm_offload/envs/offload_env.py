@@ -202,11 +202,12 @@ class OffloadEnv(gym.Env):
         self.sim: EdgeCloudSystem | None = None
         self._i = 0
         t = self.trace
-        #: whether the trace knows each answer's expected score given the edge's confidence (a
-        #: synthetic profile's in-memory trace; not a recording, nor a synthetic trace read back from
-        #: a file): then every step's ``info["expected_score"]`` is the answer's expected score, else ``None``
-        self.has_expected_scores = (t.edge_score_expected_given_conf is not None and t.plans is not None
-                                    and "cloud_score_expected_given_conf" in t.extra)
+        # expected scores given the edge's confidence (a synthetic profile's in-memory trace; not a
+        # recording, nor a synthetic trace read back from a file): edge (n,), cloud (n, plans)
+        self._exp_edge = t.edge_score_expected_given_conf
+        self._exp_cloud = t.extra.get("cloud_score_expected_given_conf") if t.plans is not None else None
+        #: whether every step's ``info["expected_score"]`` is the answer's expected score (else ``None``)
+        self.has_expected_scores = self._exp_edge is not None and self._exp_cloud is not None
         self._features: list = []
         self.episode_info: dict[str, Any] = {}
 
@@ -329,10 +330,9 @@ class OffloadEnv(gym.Env):
         plan sent (the two models' coins are correlated, so the edge's confidence moves it too:
         :mod:`mllm_offload.traces.synth`), or the edge's."""
         k = self.episode_info["start"] + self._i
-        t = self.trace
         if o.answered_by == "cloud":
-            return float(t.extra["cloud_score_expected_given_conf"][k, o.upload_plan])
-        return float(t.edge_score_expected_given_conf[k])  # type: ignore[index]
+            return float(self._exp_cloud[k, o.upload_plan])  # type: ignore[index]
+        return float(self._exp_edge[k])  # type: ignore[index]
 
     def request_plans(self) -> list[UploadPlan]:
         """The distinct upload plans the current request can be sent with (its modalities' choices
@@ -376,7 +376,7 @@ class OffloadEnv(gym.Env):
             raise RuntimeError("no current request")
         if not self.has_expected_scores:
             raise RuntimeError("this trace has no expected scores")
-        return float(self.trace.edge_score_expected_given_conf[self.episode_info["start"] + self._i])  # type: ignore[index]
+        return float(self._exp_edge[self.episode_info["start"] + self._i])  # type: ignore[index]
 
     # -- for the hindsight oracle (not for deployable policies) --------------------------------
 

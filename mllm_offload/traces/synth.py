@@ -42,7 +42,7 @@ answer sent because the edge was unsure is right less often than ``P(cloud corre
 in-memory trace keeps ``extra["cloud_score_expected_given_conf"]`` (request x upload plan):
 ``P(cloud correct | d, confidence) = q * P(c | edge right, d) + (1 - q) * P(c | edge wrong, d)``
 with ``q`` the edge's ``P(correct | d, confidence)`` and the two conditionals from the bivariate
-normal CDF of the copula (:func:`bivariate_normal_cdf`). What training on expected scores uses
+normal CDF of the copula (Sheppard's integral, :func:`_sheppard`). What training on expected scores uses
 (``training_scores``; not written to files).
 """
 
@@ -330,13 +330,6 @@ def _sheppard(h: np.ndarray, k: np.ndarray, rho: float) -> np.ndarray:
     hh, kk = np.asarray(h, np.float64)[..., None], np.asarray(k, np.float64)[..., None]
     f = np.exp(-(hh * hh + kk * kk - 2.0 * hh * kk * st) / (2.0 * ct2))
     return (0.5 * a) * (f @ _GL_W) / (2.0 * math.pi)
-
-
-def bivariate_normal_cdf(h: np.ndarray, k: np.ndarray, rho: float) -> np.ndarray:
-    """``P(Z1 < h, Z2 < k)`` for standard normals with correlation ``0 <= rho < 1`` (elementwise)."""
-    nd = NormalDist()
-    cdf = np.vectorize(nd.cdf, otypes=[float])
-    return cdf(np.asarray(h, np.float64)) * cdf(np.asarray(k, np.float64)) + _sheppard(h, k, rho)
 
 
 def cloud_expected_given_confidence(edge_p: np.ndarray, cloud_p: np.ndarray, edge_p_conf: np.ndarray, rho: float) -> np.ndarray:
