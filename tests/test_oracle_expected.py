@@ -9,7 +9,7 @@ import pytest
 
 import mllm_offload.agents  # noqa: F401  (registers oracle and oracle-expected)
 from mllm_offload.agents import ExpectedOracle, HindsightOracle
-from mllm_offload.decision import Thresholds
+from mllm_offload.decision import SEND_ALL, Thresholds
 from mllm_offload.errors import UserInputError
 from mllm_offload.evaluation import evaluate
 from mllm_offload.scenario import Scenario
@@ -78,8 +78,10 @@ def test_expected_columns_round_trip_and_old_files_still_load(tmp_path):
         load_trace(tmp_path / "bad.jsonl")
 
 
-def test_counterfactual_rewards_expected_use_expected_scores():
-    env = Scenario.build(profile="mobile-3g", synthetic_requests=2000, episode_len=30).make_env("test")
+def _check_counterfactual_expected(env, expected_edge, expected_cloud):
+    """Walk an episode: at every request the expected rewards of edge only, cloud only and a gated
+    mode differ from the realised ones by quality * (expected - realised score) of whoever answers,
+    with ``expected_edge(k, accepted_on_conf)`` and ``expected_cloud(k, escalated)``."""
     env.reset(seed=3)
     t, w = env.trace, env.episode_weights
     edge_only, cloud_only, gated = Thresholds(1.0, 1.0, 0.0), Thresholds(0.0, 0.0, 1.0), Thresholds(1.0, 1.0, 0.5)
@@ -88,16 +90,45 @@ def test_counterfactual_rewards_expected_use_expected_scores():
         k = env.episode_info["start"] + i
         real = env.counterfactual_rewards([edge_only, cloud_only, gated])
         exp = env.counterfactual_rewards([edge_only, cloud_only, gated], expected=True)
-        # same plans: the rewards differ by quality * (expected - realised score) of whoever answers
-        assert exp[0] - real[0] == pytest.approx(w.quality * (t.edge_score_expected[k] - t.edge_score[k]))
-        assert exp[1] - real[1] == pytest.approx(w.quality * (t.cloud_score_expected[k] - t.cloud_score[k]))
-        accepted = t.edge_confidence[k] >= 0.5
-        seen.add(bool(accepted))
-        # accepted on its confidence: the edge's P(correct | difficulty, confidence); escalated: the cloud's
-        want = t.edge_score_expected_given_conf[k] - t.edge_score[k] if accepted else t.cloud_score_expected[k] - t.cloud_score[k]
+        assert exp[0] - real[0] == pytest.approx(w.quality * (expected_edge(k, False) - t.edge_score[k]))
+        assert exp[1] - real[1] == pytest.approx(w.quality * (expected_cloud(k, False) - t.cloud_score[k]))
+        accepted = bool(t.edge_confidence[k] >= 0.5)
+        seen.add(accepted)
+        want = expected_edge(k, True) - t.edge_score[k] if accepted else expected_cloud(k, True) - t.cloud_score[k]
         assert exp[2] - real[2] == pytest.approx(w.quality * want)
-        env.step_thresholds(edge_only)
+        _, _, _, _, info = env.step_thresholds(cloud_only)
+        # the oracle's numbers are the ones every step reports (what training_scores: expected uses);
+        # a trace read back from a file reports none
+        assert info["expected_score"] == (pytest.approx(expected_cloud(k, False)) if env.has_expected_scores else None)
     assert seen == {True, False}
+
+
+def test_counterfactual_rewards_expected_condition_on_the_edge_confidence():
+    """A profile's in-memory trace: every candidate is scored given the difficulty and the edge's
+    confidence, the cloud too (its coin is correlated with the edge's). Unconditioned, a cloud
+    answer sent because the edge was unsure would be credited P(cloud | difficulty), more than it
+    earns on such requests (``tests/test_tradeoff.py`` measures that bias), and the oracle would
+    overrate the gated modes."""
+    env = Scenario.build(profile="mobile-3g", synthetic_requests=2000, episode_len=30).make_env("test")
+    assert env.has_expected_scores
+    t = env.trace
+    cloud = t.extra["cloud_score_expected_given_conf"][:, SEND_ALL.index]
+    _check_counterfactual_expected(env, lambda k, _: t.edge_score_expected_given_conf[k], lambda k, _: cloud[k])
+    # the conditioning matters: on unsure requests the conditional cloud score is lower
+    unsure = t.edge_confidence < 0.5
+    assert cloud[unsure].mean() < t.cloud_score_expected[unsure].mean() - 0.01
+
+
+def test_counterfactual_rewards_expected_from_a_file_use_the_columns_it_keeps(tmp_path):
+    """A synthetic trace read back from a file keeps P(correct | difficulty) per model and the
+    edge's given its confidence, not the cloud's given the edge's confidence: those columns."""
+    generate("mobile-3g", 2000, seed=5, with_records=True).write_jsonl(tmp_path / "s.jsonl")
+    env = Scenario.build(profile="mobile-3g", trace=tmp_path / "s.jsonl", episode_len=30).make_env("test")
+    assert not env.has_expected_scores
+    t = env.trace
+    _check_counterfactual_expected(
+        env, lambda k, on_conf: (t.edge_score_expected_given_conf if on_conf else t.edge_score_expected)[k],
+        lambda k, _: t.cloud_score_expected[k])
 
 
 @pytest.mark.parametrize("profile", ["mobile-3g", "msao-paper"])

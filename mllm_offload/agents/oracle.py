@@ -4,9 +4,10 @@
   correctness included: an upper bound no causal policy can reach, since none can know whether
   this particular answer will be right.
 * :class:`ExpectedOracle` (``oracle-expected``) ranks them by their *expected* score given the
-  request's latent difficulty (the probability of a correct answer of each model, not the coin
-  flip) and the realised system (latency, cost and energy of the simulator's plan for each
-  mode): a more honest ceiling. It needs a synthetic trace (only a profile knows the difficulty).
+  request's latent difficulty and the edge's confidence (the probability of a correct answer of
+  each model, not the coin flip) and the realised system (latency, cost and energy of the
+  simulator's plan for each mode): a more honest ceiling. It needs a synthetic trace (only a
+  profile knows the difficulty).
 
 With upload plans on (``env.upload_plans``), both also choose the plan: every mode that calls the
 cloud is tried with each plan the request can be sent with (``env.request_plans()``).
@@ -69,9 +70,10 @@ class HindsightOracle:
 
 class ExpectedOracle(HindsightOracle):
     """Per request, the best candidate by *expected* reward: the expected score of whoever
-    answers (given the latent difficulty, not the coin flip; for an edge answer accepted on its
-    confidence, given the confidence too) with the realised latency, cost and energy. Synthetic
-    traces only.
+    answers given the latent difficulty and the edge's confidence (not the coin flip; the cloud's
+    too, since the two models' coins are correlated) with the realised latency, cost and energy.
+    Synthetic traces only; one read back from a file keeps the cloud's score given the difficulty
+    alone (``env.counterfactual_rewards``).
 
     Its candidates are :attr:`HindsightOracle.CANDIDATES` and the confidence-gated modes a causal
     policy can use (edge first and speculative, accepting the edge's answer when its confidence

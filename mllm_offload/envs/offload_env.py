@@ -386,10 +386,16 @@ class OffloadEnv(gym.Env):
         or thresholds and an upload plan.
 
         ``expected``: score each planned outcome with the *expected* score of whoever answers
-        (:data:`~mllm_offload.trace_format.EXPECTED_COLUMNS`: the cloud's or the edge's
-        ``P(correct | difficulty)``; an edge answer accepted on its confidence, ``tau_conf > 0``,
-        ``P(correct | difficulty, confidence)``) instead of the realised coin flip; latency, cost
-        and energy stay the realised ones. Synthetic traces only (``UserInputError`` otherwise).
+        instead of the realised coin flip; latency, cost and energy stay the realised ones.
+        Synthetic traces only (``UserInputError`` otherwise). On a profile's in-memory trace
+        (:attr:`has_expected_scores`) that is the score every step reports,
+        ``P(correct | difficulty, edge confidence)`` of the edge or of the cloud for the plan sent:
+        one information set for every candidate, so a mode the edge's confidence gates is judged
+        by the same numbers as one it does not (the two models' coins are correlated, and a cloud
+        answer sent because the edge was unsure is right less often than ``P(cloud | difficulty)``).
+        A synthetic trace read back from a file keeps only
+        :data:`~mllm_offload.trace_format.EXPECTED_COLUMNS`: the cloud's
+        ``P(correct | difficulty)`` and the edge's, given its confidence where ``tau_conf > 0``.
         """
         if self.sim is None or self._i >= self.n_requests:
             raise RuntimeError("no current request")
@@ -401,7 +407,9 @@ class OffloadEnv(gym.Env):
                 outs.append(self.sim.plan(self._i, th, applied.index).outcome)
             except KeyError:
                 raise self._missing(applied) from None
-        if expected:
+        if expected and self.has_expected_scores:
+            outs = [dataclasses.replace(o, score=self._expected_score(o)) for o in outs]
+        elif expected:
             edge, cloud, edge_conf = self.trace.expected_scores()
             k = self.episode_info["start"] + self._i
             pt = self.trace.plans
