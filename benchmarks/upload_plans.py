@@ -12,6 +12,13 @@ Families (with plans / without):
   without plans (MSAO): one point each at the balanced price, with the score difference (the
   comparison holds "at equal score" only when it is within 0.5 points).
 
+* **PPO under an upload budget** (``--upload-budget-ratio R``): the conditioned policies price
+  latency and cloud tokens, not bytes on the uplink, so the one with plans spends the latency
+  plans save on more cloud answers. A user who pays for the uplink says so with ``train
+  --upload-budget MB`` (a Lagrange multiplier; one latency price). Per seed this trains, with
+  plans, at the balanced price under a budget of ``R`` times the MB per request of that seed's
+  policy without plans there, and compares it with the frontier without plans at its own score.
+
 Run folders already holding an exported policy are reused. Example (mobile-3g on a folder of real
 bandwidth traces, 3 seeds, about 20 minutes on 2 cores)::
 
@@ -71,6 +78,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-plans"))
     ap.add_argument("--json", type=Path, help="write every point and ratio as JSON")
+    ap.add_argument("--upload-budget-ratio", type=float, metavar="R",
+                    help="also train, per seed, a policy with plans at the balanced price under an upload budget of R x the MB "
+                    "per request of the policy without plans there [off]")
     args = ap.parse_args()
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     prices = parse_prices(args.prices, "--prices")
@@ -122,9 +132,42 @@ def main() -> int:
                               "p95_ratio": q["p95_s"] / msao["p95_s"]}
         print(f"  {name:15s} score {q['score']:.3f} ({d:+.1f} pts{', within 0.5' if abs(d) <= 0.5 else ', NOT within 0.5'}), "
               f"{q['mb']:.3f} MB (x{q['mb'] / msao['mb']:.2f}), p95 {q['p95_s']:.2f} s (x{q['p95_s'] / msao['p95_s']:.2f})")
+    if args.upload_budget_ratio is not None:
+        doc["budget"] = _budgeted(args, base, with_plans, without, rows)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))
     return 0
+
+
+def _budgeted(args: argparse.Namespace, base: list[str], with_plans: Scenario, without: Scenario,
+              rows: list[tuple[int, list[dict[str, float]], list[dict[str, float]], Any]]) -> dict[str, Any]:
+    """Per seed: a policy with plans trained at the balanced price under an upload budget of
+    ``R`` x the MB of the policy without plans there; its point against the frontier without plans."""
+    balanced, r = PRESETS["balanced"], args.upload_budget_ratio
+    ref = {s: next((q for q in off if q["price"] == balanced), None) or
+           _point(without, without.policy(args.out / f"off-s{s}" / "policy", "ppo"), balanced, args.requests)
+           for s, _, off, _ in rows}
+    jobs = [([*base, "--seed", str(s), "--upload-plans", "on", "--latency-price", f"{balanced:g}",
+              "--upload-budget", f"{r * ref[s]['mb']:.6g}"], args.out / f"budget{r:g}-s{s}") for s in ref]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as ex:
+        trained = list(ex.map(lambda j: train_run(*j), jobs))
+    print(f"\ntrained {sum(1 for _, t in trained if t > 0)} budgeted runs in {time.perf_counter() - t0:.0f} s")
+    print(f"PPO with plans at the balanced price ({balanced:g}) under an upload budget of {r:g} x the MB of the policy without plans "
+          "there, against the frontier without plans at the same score:")
+    print(f"  {'seed':>4} {'budget MB':>9} | {'score':>6} {'MB':>7} {'p95 s':>7} | without plans at {balanced:g}: {'score':>6} {'MB':>7} "
+          f"{'p95 s':>7} | at equal score: {'MB x':>6} {'p95 x':>6}")
+    out: dict[str, Any] = {"ratio": r, "price": balanced, "seeds": {}}
+    for (s, _, off, _), (folder, _) in zip(rows, trained):
+        q = _point(with_plans, with_plans.policy(folder / "policy", "ppo-budget"), balanced, args.requests)
+        mb, p95 = _at_score(off, q["score"], "mb"), _at_score(off, q["score"], "p95_s")
+        mb_x = None if mb is None or mb <= 0 else q["mb"] / mb
+        p95_x = None if p95 is None else q["p95_s"] / p95
+        b = ref[s]
+        out["seeds"][f"seed{s}"] = {"budget_mb": r * b["mb"], "point": q, "without_at_balanced": b, "mb_ratio": mb_x, "p95_ratio": p95_x}
+        print(f"  {s:>4} {r * b['mb']:9.4f} | {q['score']:6.3f} {q['mb']:7.4f} {q['p95_s']:7.2f} | {'':22}{b['score']:6.3f} "
+              f"{b['mb']:7.4f} {b['p95_s']:7.2f} | {'':16}{_fmt(mb_x)} {_fmt(p95_x)}")
+    return out
 
 
 if __name__ == "__main__":

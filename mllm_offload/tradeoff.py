@@ -8,7 +8,7 @@ field             unit                           meaning
 ================  =============================  ===========================================
 ``latency_price`` score per SLO of latency       a request that takes one SLO loses this much
 ``cost_price``    score per (USD per 1k req.)    one dollar per thousand requests costs this
-``budgets``       seconds, USD per 1k requests   optional hard limits: p95 latency, cost
+``budgets``       seconds, USD per 1k, MB        optional hard limits: p95 latency, cost, upload
 ================  =============================  ===========================================
 
 The per-request reward is
@@ -65,10 +65,12 @@ class Budgets(StrictModel):
 
     p95_latency_s: float | None = Field(None, gt=0.0, le=3600.0, description="95th-percentile latency, seconds")
     cost_usd_per_1k: float | None = Field(None, ge=0.0, le=1e6, description="mean cloud cost, USD per 1k requests")
+    upload_mb_per_request: float | None = Field(None, ge=0.0, le=1e4,
+                                                description="mean bytes uploaded per request, MB (1e6 bytes; a cancelled upload counts what was sent)")
 
     def active(self) -> bool:
         """Whether any limit is set."""
-        return self.p95_latency_s is not None or self.cost_usd_per_1k is not None
+        return self.p95_latency_s is not None or self.cost_usd_per_1k is not None or self.upload_mb_per_request is not None
 
 
 class TradeOff(StrictModel):

@@ -204,7 +204,7 @@ def run_dir(tmp_path):
     (run / "checkpoint").mkdir(parents=True)
     args = {"profile": "mobile-3g", "trace": None, "bandwidth": "constant:2", "config": None, "seed": 0, "episode_len": 10,
             "score_floor": "none", "hyperparams": str(hp), "timesteps": 128, "latency_price": None, "cost_price": None,
-            "latency_price_range": None, "p95_budget": None, "cost_budget": None, "edge_tier": None,
+            "latency_price_range": None, "p95_budget": None, "cost_budget": None, "upload_budget": None, "edge_tier": None,
             "upload_plans": "auto"}
     (run / "run.json").write_text(json.dumps({"args": args, "observation": list(OBSERVATION_SPEC.names)}))
     (run / "checkpoint" / "info.json").write_text(json.dumps({"seed": 0, "lam": 0.5, "num_timesteps": 128}))

@@ -197,10 +197,49 @@ def test_lagrangian_raises_the_multiplier_of_a_violated_p95_budget(scn):
     assert [(c.name, c.lam) for c in cons_cost] == [("score_floor", 0.3), ("cost", 2.0)]
 
 
+def test_lagrangian_upload_budget_prices_the_bytes_sent(scn):
+    """The upload budget's signal is the MB a request sent (a cancelled upload: what was sent);
+    cloud only over budget raises the multiplier, edge only (nothing sent) lowers it."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from mllm_offload.agents.ppo.constraints import Lagrangian, constraints_for
+
+    budget = 0.01
+    cons = constraints_for(None, Budgets(upload_mb_per_request=budget), lam_init=0.0)
+    assert [(c.name, c.limit, c.scale) for c in cons] == [("upload", budget, budget)]
+    venv = Lagrangian(DummyVecEnv([lambda: scn.make_env("train")]), cons, lam_lr=1.0)
+    venv.reset()
+    sent = []
+    for _ in range(20):
+        _, r, _, infos = venv.step(np.array([[0.0, 0.0, 1.0]], np.float32))  # cloud only: everything uploaded
+        o = infos[0]["outcome"]
+        sent.append(o.bytes_sent / 1e6)
+        assert o.bytes_sent > 0
+    means = venv.update()
+    assert means["upload"] == pytest.approx(np.mean(sent))
+    assert cons[0].lam == pytest.approx((np.mean(sent) - budget) / budget) and cons[0].lam > 0
+    lam = cons[0].lam
+    _, r, _, infos = venv.step(np.array([[0.0, 0.0, 1.0]], np.float32))
+    env = venv.venv.envs[0]
+    raw = reward_of(infos[0]["outcome"], env.episode_weights, env.slo_s)
+    assert r[0] == pytest.approx(raw - lam * (infos[0]["outcome"].bytes_sent / 1e6 - budget) / budget, rel=1e-5)
+    last = infos[0]["outcome"].bytes_sent / 1e6
+    for _ in range(199):
+        _, _, _, infos = venv.step(np.array([[1.0, 1.0, 0.0]], np.float32))  # edge only: nothing sent
+        assert infos[0]["outcome"].bytes_sent == 0
+    means = venv.update()
+    assert means["upload"] == pytest.approx(last / 200)
+    assert cons[0].lam == pytest.approx(max(0.0, lam + (last / 200 - budget) / budget))
+    # zero budget: the scale stays 1 kB, not 0
+    assert constraints_for(None, Budgets(upload_mb_per_request=0.0), lam_init=0.0)[0].scale == 0.001
+
+
 def test_budgets_validate():
     with pytest.raises(ValueError):
         Budgets(p95_latency_s=0.0)
-    assert not Budgets().active() and Budgets(cost_usd_per_1k=0.0).active()
+    with pytest.raises(ValueError):
+        Budgets(upload_mb_per_request=-0.1)
+    assert not Budgets().active() and Budgets(cost_usd_per_1k=0.0).active() and Budgets(upload_mb_per_request=0.5).active()
 
 
 def test_reward_scale_divides_by_the_episode_price(scn):

@@ -40,7 +40,7 @@ def test_one_price_with_a_budget(tmp_path, capsys):
     text = capsys.readouterr().out
     m = json.loads((out / "policy" / "policy.json").read_text())
     assert m["tradeoff_range"]["latency_price"] == [0.3, 0.3]
-    assert m["training"]["budgets"] == {"p95_latency_s": 2.5, "cost_usd_per_1k": None}
+    assert m["training"]["budgets"] == {"p95_latency_s": 2.5, "cost_usd_per_1k": None, "upload_mb_per_request": None}
     assert "p95 budget 2.5 s: PPO's p95 on the test split is" in text
     assert "## One policy, every trade-off" not in text
     run = json.loads((out / "run.json").read_text())["args"]
@@ -54,6 +54,8 @@ def test_one_price_with_a_budget(tmp_path, capsys):
     (["--p95-budget", "-1"], "--p95-budget"),
     (["--latency-price", "500"], "--latency-price"),
     (["--p95-budget", "3"], "a budget is held at one trade-off; add --latency-price"),
+    (["--upload-budget", "-0.5"], "--upload-budget"),
+    (["--upload-budget", "0.05"], "a budget is held at one trade-off; add --latency-price"),
     (["--latency-price", "0.2", "--latency-price-range", "0.1,1"], "give one of them"),
     (["--latency-price", "0.2", "--latency-prices", "0.1,1"], "not with --latency-price or --no-eval"),
 ])

@@ -15,8 +15,8 @@ from ._parser import nonnegative_float, positive_float, positive_int
 #: The parser's defaults of the arguments ``--resume`` restores (to tell a given flag from a default).
 _DEFAULTS: dict[str, Any] = {"profile": "mobile-3g", "trace": None, "bandwidth": None, "config": None, "seed": 0, "episode_len": 100,
                              "score_floor": "none", "hyperparams": None, "latency_price": None, "cost_price": None,
-                             "latency_price_range": None, "p95_budget": None, "cost_budget": None, "edge_tier": None,
-                             "upload_plans": "auto"}
+                             "latency_price_range": None, "p95_budget": None, "cost_budget": None, "upload_budget": None,
+                             "edge_tier": None, "upload_plans": "auto"}
 
 
 def add_parser(sub: Any) -> None:
@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
                     help="hold the 95th-percentile latency at or below SECONDS (a Lagrange multiplier in training) [none]")
     tr.add_argument("--cost-budget", type=nonnegative_float, metavar="USD_PER_1K",
                     help="hold the cloud cost at or below USD_PER_1K dollars per 1000 requests [none]")
+    tr.add_argument("--upload-budget", type=nonnegative_float, metavar="MB",
+                    help="hold the mean upload at or below MB megabytes (1e6 bytes) per request, e.g. a mobile data plan "
+                    "(with upload plans the policy can send less of each request, not only fewer of them) [none]")
     tr.add_argument("--out", type=Path, default=Path("runs/ppo"), help="run folder, new or empty [runs/ppo]")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a folder holding run.json)")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -118,6 +121,10 @@ def _print_budgets(args: argparse.Namespace, ppo: dict[str, float]) -> None:
         ok = ppo["cloud_cost_usd_per_1k"] <= args.cost_budget
         print(f"\ncost budget {args.cost_budget:g} USD per 1k requests: PPO's cost on the test split is "
               f"{ppo['cloud_cost_usd_per_1k']:.4f} ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
+    if args.upload_budget is not None:
+        ok = ppo["mb_uploaded_mean"] <= args.upload_budget
+        print(f"\nupload budget {args.upload_budget:g} MB per request: PPO uploads {ppo['mb_uploaded_mean']:.4f} MB per request "
+              f"on the test split ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
 
 
 def _final_frontier(args: argparse.Namespace, scn: Any, policy_dir: Path, baselines: str) -> dict[str, Any] | None:

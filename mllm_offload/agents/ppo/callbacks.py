@@ -156,6 +156,8 @@ class ValidationCallback(EvalCallback):
             ok = ok and m.get("latency_p95_s", inf) <= budgets.p95_latency_s
         if budgets is not None and budgets.cost_usd_per_1k is not None:
             ok = ok and m.get("cloud_cost_usd_per_1k", inf) <= budgets.cost_usd_per_1k
+        if budgets is not None and budgets.upload_mb_per_request is not None:
+            ok = ok and m.get("mb_uploaded_mean", inf) <= budgets.upload_mb_per_request
         return bool(ok)
 
     def _key(self, m: dict[str, float]) -> tuple[bool, float]:

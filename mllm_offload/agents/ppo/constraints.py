@@ -13,9 +13,11 @@ constraint          ``g`` per request           ``limit``    scale    from
 ``score_floor``     ``-score``                  ``-floor``   1        ``train --score-floor``
 ``p95_latency``     ``[latency > B]``           0.05         1        ``TradeOff.budgets.p95_latency_s``
 ``cost``            cost, USD per 1k requests   the budget   budget   ``TradeOff.budgets.cost_usd_per_1k``
+``upload``          MB uploaded                 the budget   budget   ``TradeOff.budgets.upload_mb_per_request``
 ==================  ==========================  ===========  =======  ==============================
 
-The cost scale is at least 0.01 USD per 1k requests, so that a budget of 0 does not multiply the penalty by 1000s.
+The cost scale is at least 0.01 USD per 1k requests and the upload scale at least 0.001 MB, so
+that a budget of 0 does not multiply the penalty by 1000s.
 
 A p95 budget ``B`` is held as "at most 5 % of requests slower than ``B``", which is the same
 statement as ``p95 <= B``. The multipliers are logged as ``train/lagrange_<name>`` (the score
@@ -65,6 +67,10 @@ def _cost_per_1k(o: Any) -> float:
     return float(o.cloud_cost_usd) * PER_1K
 
 
+def _mb_uploaded(o: Any) -> float:
+    return float(o.bytes_sent) / 1e6
+
+
 def constraints_for(score_floor: float | None, budgets: Budgets | None, lam_init: float,
                     lams: dict[str, float] | None = None) -> list[Constraint]:
     """The constraints of a run: a score floor and the trade-off's budgets (``lams``: saved
@@ -78,6 +84,9 @@ def constraints_for(score_floor: float | None, budgets: Budgets | None, lam_init
     if budgets is not None and budgets.cost_usd_per_1k is not None:
         c = budgets.cost_usd_per_1k
         out.append(Constraint("cost", _cost_per_1k, c, saved.get("cost", lam_init), max(c, 0.01)))
+    if budgets is not None and budgets.upload_mb_per_request is not None:
+        b = budgets.upload_mb_per_request
+        out.append(Constraint("upload", _mb_uploaded, b, saved.get("upload", lam_init), max(b, 0.001)))
     return out
 
 
@@ -151,4 +160,6 @@ class DualAscentCallback(BaseCallback):
                 self.state["lam"] = lag.lams["score_floor"]
             if "p95_latency" in means:
                 self.logger.record("train/rollout_over_p95_budget", means["p95_latency"])
+            if "upload" in means:
+                self.logger.record("train/rollout_mb_uploaded", means["upload"])
             self.state["lams"] = lag.lams

@@ -28,7 +28,8 @@ __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "
 
 #: The arguments that define a run's scenario and training (restored by ``--resume``).
 RUN_ARGS = ("profile", "trace", "bandwidth", "config", "seed", "episode_len", "score_floor", "hyperparams",
-            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget", "edge_tier", "upload_plans")
+            "latency_price", "cost_price", "latency_price_range", "p95_budget", "cost_budget", "upload_budget", "edge_tier",
+            "upload_plans")
 _PATH_ARGS = ("trace", "config", "hyperparams")
 
 
@@ -111,7 +112,7 @@ _ARG_TYPES: dict[str, type | tuple[type, ...]] = {
     "profile": str, "trace": str, "bandwidth": str, "config": str, "seed": int, "episode_len": int,
     "score_floor": (str, int, float), "hyperparams": str, "timesteps": int,
     "latency_price": (int, float), "cost_price": (int, float), "latency_price_range": str,
-    "p95_budget": (int, float), "cost_budget": (int, float), "edge_tier": str, "upload_plans": str,
+    "p95_budget": (int, float), "cost_budget": (int, float), "upload_budget": (int, float), "edge_tier": str, "upload_plans": str,
 }
 _REQUIRED_ARGS = ("profile", "seed", "episode_len")
 
@@ -182,20 +183,22 @@ class TrainingTradeOffs:
 def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> TrainingTradeOffs:
     """The run's :class:`TrainingTradeOffs`. Without ``latency_price`` the policy is conditioned
     on the latency price over ``latency_price_range``; with it, trained at that one setting.
-    ``p95_budget``/``cost_budget`` become the trade-off's budgets: they need one setting (a
+    ``p95_budget``/``cost_budget``/``upload_budget`` become the trade-off's budgets: they need one setting (a
     single multiplier cannot hold a budget at every price of a range)."""
     t = scenario.trade
     try:
-        budgets = Budgets(p95_latency_s=args.get("p95_budget"), cost_usd_per_1k=args.get("cost_budget"))
+        budgets = Budgets(p95_latency_s=args.get("p95_budget"), cost_usd_per_1k=args.get("cost_budget"),
+                          upload_mb_per_request=args.get("upload_budget"))
     except ValidationError as e:
-        raise UserInputError(format_validation_error("budgets", e).replace("p95_latency_s", "--p95-budget").replace("cost_usd_per_1k", "--cost-budget")) from None
+        raise UserInputError(format_validation_error("budgets", e).replace("p95_latency_s", "--p95-budget")
+                             .replace("cost_usd_per_1k", "--cost-budget").replace("upload_mb_per_request", "--upload-budget")) from None
     fixed = scenario.with_tradeoff(t.model_copy(update={"budgets": budgets}), None)
     if args.get("latency_price") is not None:
         if args.get("latency_price_range") is not None:
             raise UserInputError("--latency-price-range: trains a policy over a range of prices; --latency-price trains at one: give one of them")
         return TrainingTradeOffs(fixed, fixed, fixed, TradeOffRange.single(fixed.trade))
     if budgets.active():
-        raise UserInputError("--p95-budget/--cost-budget: a budget is held at one trade-off; add --latency-price X "
+        raise UserInputError("--p95-budget/--cost-budget/--upload-budget: a budget is held at one trade-off; add --latency-price X "
                              "(a policy conditioned over a range would hold it only on average over prices)")
     cp = max(t.cost_price, 1e-3)
     try:
