@@ -206,7 +206,7 @@ def test_lagrangian_upload_budget_prices_the_bytes_sent(scn):
 
     budget = 0.01
     cons = constraints_for(None, Budgets(upload_mb_per_request=budget), lam_init=0.0)
-    assert [(c.name, c.limit, c.scale) for c in cons] == [("upload", budget, budget)]
+    assert [(c.name, c.limit, c.scale) for c in cons] == [("upload", budget, 1.0)]  # the multiplier: score per MB
     venv = Lagrangian(DummyVecEnv([lambda: scn.make_env("train")]), cons, lam_lr=1.0)
     venv.reset()
     sent = []
@@ -217,21 +217,19 @@ def test_lagrangian_upload_budget_prices_the_bytes_sent(scn):
         assert o.bytes_sent > 0
     means = venv.update()
     assert means["upload"] == pytest.approx(np.mean(sent))
-    assert cons[0].lam == pytest.approx((np.mean(sent) - budget) / budget) and cons[0].lam > 0
+    assert cons[0].lam == pytest.approx(np.mean(sent) - budget) and cons[0].lam > 0
     lam = cons[0].lam
     _, r, _, infos = venv.step(np.array([[0.0, 0.0, 1.0]], np.float32))
     env = venv.venv.envs[0]
     raw = reward_of(infos[0]["outcome"], env.episode_weights, env.slo_s)
-    assert r[0] == pytest.approx(raw - lam * (infos[0]["outcome"].bytes_sent / 1e6 - budget) / budget, rel=1e-5)
+    assert r[0] == pytest.approx(raw - lam * (infos[0]["outcome"].bytes_sent / 1e6 - budget), rel=1e-5)
     last = infos[0]["outcome"].bytes_sent / 1e6
     for _ in range(199):
         _, _, _, infos = venv.step(np.array([[1.0, 1.0, 0.0]], np.float32))  # edge only: nothing sent
         assert infos[0]["outcome"].bytes_sent == 0
     means = venv.update()
     assert means["upload"] == pytest.approx(last / 200)
-    assert cons[0].lam == pytest.approx(max(0.0, lam + (last / 200 - budget) / budget))
-    # zero budget: the scale stays 1 kB, not 0
-    assert constraints_for(None, Budgets(upload_mb_per_request=0.0), lam_init=0.0)[0].scale == 0.001
+    assert cons[0].lam == pytest.approx(max(0.0, lam + (last / 200 - budget)))
 
 
 def test_budgets_validate():
