@@ -141,34 +141,41 @@ def main() -> int:
 
 def _budgeted(args: argparse.Namespace, base: list[str], with_plans: Scenario, without: Scenario,
               rows: list[tuple[int, list[dict[str, float]], list[dict[str, float]], Any]]) -> dict[str, Any]:
-    """Per seed: a policy with plans trained at the balanced price under an upload budget of
-    ``R`` x the MB of the policy without plans there; its point against the frontier without plans."""
+    """Per seed: a policy trained at the balanced price under an upload budget of ``R`` x the MB
+    of the policy without plans there, with plans and without (the same budget: part of what a
+    budget saves needs no plan, e.g. fewer speculative uploads that are discarded); each against
+    the frontier without plans (unbudgeted) at its own score, and the two side by side."""
     balanced, r = PRESETS["balanced"], args.upload_budget_ratio
     ref = {s: next((q for q in off if q["price"] == balanced), None) or
            _point(without, without.policy(args.out / f"off-s{s}" / "policy", "ppo"), balanced, args.requests)
            for s, _, off, _ in rows}
-    jobs = [([*base, "--seed", str(s), "--upload-plans", "on", "--latency-price", f"{balanced:g}",
-              "--upload-budget", f"{r * ref[s]['mb']:.6g}"], args.out / f"budget{r:g}-s{s}") for s in ref]
+    jobs = [([*base, "--seed", str(s), "--upload-plans", mode, "--latency-price", f"{balanced:g}",
+              "--upload-budget", f"{r * ref[s]['mb']:.6g}"], args.out / f"budget{r:g}{'' if mode == 'on' else '-off'}-s{s}")
+            for s in ref for mode in ("on", "off")]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as ex:
         trained = list(ex.map(lambda j: train_run(*j), jobs))
     print(f"\ntrained {sum(1 for _, t in trained if t > 0)} budgeted runs in {time.perf_counter() - t0:.0f} s")
-    print(f"PPO with plans at the balanced price ({balanced:g}) under an upload budget of {r:g} x the MB of the policy without plans "
-          "there, against the frontier without plans at the same score:")
-    print(f"  {'seed':>4} {'budget MB':>9} | {'score':>6} {'MB':>7} {'p95 s':>7} | without plans at {balanced:g}: {'score':>6} {'MB':>7} "
-          f"{'p95 s':>7} | at equal score: {'MB x':>6} {'p95 x':>6}")
+    print(f"PPO at the balanced price ({balanced:g}) under an upload budget of {r:g} x the MB per request of the conditioned policy "
+          "without plans there; 'at equal score': against that policy's frontier at the same score:")
+    print(f"  {'seed':>4} {'budget MB':>9} | with plans: {'score':>6} {'MB':>7} {'p95 s':>7} {'MB x':>6} {'p95 x':>6} "
+          f"| without plans: {'score':>6} {'MB':>7} {'p95 s':>7} {'MB x':>6} {'p95 x':>6}")
     out: dict[str, Any] = {"ratio": r, "price": balanced, "seeds": {}}
-    for (s, _, off, _), (folder, _) in zip(rows, trained):
-        q = _point(with_plans, with_plans.policy(folder / "policy", "ppo-budget"), balanced, args.requests)
-        mb, p95 = _at_score(off, q["score"], "mb"), _at_score(off, q["score"], "p95_s")
-        mb_x = None if mb is None or mb <= 0 else q["mb"] / mb
-        p95_x = None if p95 is None else q["p95_s"] / p95
-        b = ref[s]
-        out["seeds"][f"seed{s}"] = {"budget_mb": r * b["mb"], "point": q, "without_at_balanced": b, "mb_ratio": mb_x, "p95_ratio": p95_x}
-        print(f"  {s:>4} {r * b['mb']:9.4f} | {q['score']:6.3f} {q['mb']:7.4f} {q['p95_s']:7.2f} | {'':22}{b['score']:6.3f} "
-              f"{b['mb']:7.4f} {b['p95_s']:7.2f} | {'':16}{_fmt(mb_x)} {_fmt(p95_x)}")
+    folders = {(s, mode): f for ((cmd, f), (_, _)) in zip(jobs, trained)
+               for s, mode in [(int(cmd[cmd.index("--seed") + 1]), cmd[cmd.index("--upload-plans") + 1])]}
+    for s, _, off, _ in rows:
+        rec: dict[str, Any] = {"budget_mb": r * ref[s]["mb"], "without_at_balanced": ref[s]}
+        cells = []
+        for mode, scn, name in (("on", with_plans, "ppo-budget"), ("off", without, "ppo-budget-off")):
+            q = _point(scn, scn.policy(folders[(s, mode)] / "policy", name), balanced, args.requests)
+            mb, p95 = _at_score(off, q["score"], "mb"), _at_score(off, q["score"], "p95_s")
+            mb_x = None if mb is None or mb <= 0 else q["mb"] / mb
+            p95_x = None if p95 is None else q["p95_s"] / p95
+            rec["with_plans" if mode == "on" else "without_plans"] = {"point": q, "mb_ratio": mb_x, "p95_ratio": p95_x}
+            cells.append(f"{q['score']:6.3f} {q['mb']:7.4f} {q['p95_s']:7.2f} {_fmt(mb_x)} {_fmt(p95_x)}")
+        out["seeds"][f"seed{s}"] = rec
+        print(f"  {s:>4} {r * ref[s]['mb']:9.4f} | {'':12}{cells[0]} | {'':15}{cells[1]}")
     return out
-
 
 if __name__ == "__main__":
     sys.exit(main())
