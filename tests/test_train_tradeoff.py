@@ -36,15 +36,16 @@ def test_conditioned_by_default_records_its_range_and_prints_the_frontier(tmp_pa
 @pytest.mark.slow  # trains PPO
 def test_one_price_with_a_budget(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *SMALL, "--latency-price", "0.3", "--p95-budget", "2.5", "--out", str(out)]) == 0
+    assert main(["train", *SMALL, "--latency-price", "0.3", "--p95-budget", "2.5", "--upload-budget", "0.05", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     m = json.loads((out / "policy" / "policy.json").read_text())
     assert m["tradeoff_range"]["latency_price"] == [0.3, 0.3]
-    assert m["training"]["budgets"] == {"p95_latency_s": 2.5, "cost_usd_per_1k": None, "upload_mb_per_request": None}
+    assert m["training"]["budgets"] == {"p95_latency_s": 2.5, "cost_usd_per_1k": None, "upload_mb_per_request": 0.05}
     assert "p95 budget 2.5 s: PPO's p95 on the test split is" in text
+    assert "upload budget 0.05 MB per request: PPO uploads" in text
     assert "## One policy, every trade-off" not in text
     run = json.loads((out / "run.json").read_text())["args"]
-    assert run["latency_price"] == 0.3 and run["p95_budget"] == 2.5
+    assert run["latency_price"] == 0.3 and run["p95_budget"] == 2.5 and run["upload_budget"] == 0.05
 
 
 @pytest.mark.parametrize("argv,msg", [
