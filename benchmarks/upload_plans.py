@@ -82,6 +82,8 @@ def main() -> int:
                     help="also train, per seed, a policy with plans at the balanced price under an upload budget of R x the MB "
                     "per request of the policy without plans there [off]")
     args = ap.parse_args()
+    if args.upload_budget_ratio is not None and not args.upload_budget_ratio > 0:
+        ap.error(f"--upload-budget-ratio: must be > 0, got {args.upload_budget_ratio:g}")
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     prices = parse_prices(args.prices, "--prices")
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth)

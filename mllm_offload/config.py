@@ -275,7 +275,7 @@ class PPOHyperparams(StrictModel):
     eval_freq: int = Field(5_000, ge=1, le=10**10, description="validation every this many env steps")
     eval_episodes: int = Field(10, ge=1, le=10_000, description="validation episodes (same seeds every time)")
     checkpoint_freq: int = Field(25_000, ge=1, le=10**10, description="checkpoint every this many env steps")
-    lagrange_init: float = Field(0.5, ge=0.0, le=1e6, description="initial multiplier of the score floor")
+    lagrange_init: float = Field(0.5, ge=0.0, le=1e6, description="initial multiplier of every constraint: the score floor and each budget")
     lagrange_lr: float = Field(10.0, ge=0.0, le=1e6, description="dual step per unit of score shortfall per rollout")
     warm_start: Literal["none", "tuned"] = Field(
         "none", description="none: SB3's start (action mean from policy_kwargs.action_bias_init, else 0); tuned: the actor "

@@ -464,3 +464,19 @@ def test_action_bias_init_longer_than_the_actions_is_one_line(tmp_path, capsys):
     one_line(capsys, ["train", "--profile", "msao-paper", "--hyperparams", str(hp), "--out", str(tmp_path / "run2"), "--quiet"],
              "default.policy_kwargs.action_bias_init: Value error, every value must lie in [0, 1], got 1.5")
 
+
+
+def test_run_record_written_before_the_upload_budget_still_resumes_without_one(run_dir):
+    """A run.json from before ``--upload-budget`` existed has no such key: no budget, not an error."""
+    from mllm_offload.agents.ppo.run import read_run_args
+
+    rj = run_dir / "run.json"
+    rec = json.loads(rj.read_text())
+    del rec["args"]["upload_budget"]
+    rj.write_text(json.dumps(rec))
+    args = read_run_args(run_dir)
+    assert args["upload_budget"] is None and args["p95_budget"] is None and args["profile"] == "mobile-3g"
+    rec["args"]["upload_budget"] = "0.05"  # a string where a number belongs
+    rj.write_text(json.dumps(rec))
+    with pytest.raises(UserInputError, match=r"args\.upload_budget"):
+        read_run_args(run_dir)

@@ -119,6 +119,30 @@ def test_counterfactual_rewards_expected_condition_on_the_edge_confidence():
     assert cloud[unsure].mean() < t.cloud_score_expected[unsure].mean() - 0.01
 
 
+def test_counterfactual_rewards_expected_use_the_plan_sent():
+    """With upload plans, a cloud answer is scored with the cloud's expected score for the plan
+    actually sent (the request's own modalities), not the whole request's."""
+    env = Scenario.build(profile="mobile-3g", synthetic_requests=2000, episode_len=60).make_env("test")
+    env.reset(seed=1)
+    t, w = env.trace, env.episode_weights
+    cloud = t.extra["cloud_score_expected_given_conf"]
+    cloud_only = Thresholds(0.0, 0.0, 1.0)
+    differs = 0
+    for i in range(env.n_requests):
+        k = env.episode_info["start"] + i
+        plans = env.request_plans()
+        cands = [(cloud_only, p) for p in plans]
+        real = env.counterfactual_rewards(cands)
+        exp = env.counterfactual_rewards(cands, expected=True)
+        for p, r, e in zip(plans, real, exp):
+            o = env.sim.plan(i, cloud_only, p.index).outcome
+            assert o.upload_plan == p.index
+            assert e - r == pytest.approx(w.quality * (cloud[k, p.index] - o.score))
+        differs += len({round(float(cloud[k, p.index]), 9) for p in plans}) > 1
+        env.step_thresholds(cloud_only)
+    assert differs > 0  # some requests' plans change the cloud's expected score
+
+
 def test_counterfactual_rewards_expected_from_a_file_use_the_columns_it_keeps(tmp_path):
     """A synthetic trace read back from a file keeps P(correct | difficulty) per model and the
     edge's given its confidence, not the cloud's given the edge's confidence: those columns."""

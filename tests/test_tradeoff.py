@@ -456,3 +456,13 @@ def test_version2_artifact_loads_reads_the_tradeoff_and_ignores_the_edge_capacit
     (d2 / "policy.json").write_text(json.dumps(m))
     with pytest.raises(UserInputError, match="18 features, this build has 20"):
         ArtifactPolicy.load(d2)
+
+
+def test_validation_keeps_only_models_within_the_upload_budget():
+    from mllm_offload.agents.ppo.callbacks import ValidationCallback
+
+    b = Budgets(upload_mb_per_request=0.05)
+    assert ValidationCallback.meets({"mb_uploaded_mean": 0.05}, None, b)
+    assert not ValidationCallback.meets({"mb_uploaded_mean": 0.0501}, None, b)
+    assert not ValidationCallback.meets({}, None, b)  # a record without the metric: not met
+    assert ValidationCallback.meets({"mb_uploaded_mean": 9.0}, None, Budgets())

@@ -104,5 +104,5 @@ def _oracle_expected(ctx: PolicyContext, arg: str | None) -> ExpectedOracle:
 
 
 register("oracle", "HindsightOracle: best mode per request in hindsight (an upper bound)", _oracle, needs="simulator")
-register("oracle-expected", "ExpectedOracle: best mode per request by expected score given the latent difficulty "
+register("oracle-expected", "ExpectedOracle: best mode per request by expected score given the latent difficulty and the edge's confidence "
          "(synthetic profiles; a more honest ceiling than oracle)", _oracle_expected, needs="simulator")

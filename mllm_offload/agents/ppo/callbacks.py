@@ -98,10 +98,11 @@ class ValidationCallback(EvalCallback):
 
     Logs ``eval/reward``, ``eval/selection_reward`` (what "best" compares, below), ``eval/score``,
     ``eval/latency_p50_s``, ``eval/latency_p95_s``, ``eval/slo_attainment``, ``eval/cloud_share``,
-    ``eval/tau_{low,high,conf}_mean`` and the MSAO heuristic's ``eval/msao_reward``,
+    ``eval/mb_uploaded_mean``, ``eval/tau_{low,high,conf}_mean`` and the MSAO heuristic's ``eval/msao_reward``,
     ``eval/msao_score``, ``eval/msao_latency_p95_s`` on the same episodes. ``RUN_DIR/best/`` keeps
     the model with the highest ``selection_reward`` among evaluations that meet ``score_floor``
-    and the ``budgets`` (p95 latency, cost per 1k requests; all evaluations when there are none):
+    and the ``budgets`` (p95 latency, cost per 1k requests, MB uploaded per request; all
+    evaluations when there are none):
     the mean validation reward; with ``expected_scores``, with every answer scored by its expected
     score; for a policy conditioned on the trade-off (``options`` give each validation episode its
     own latency price, spread over the range the policy serves), each episode's mean divided by
@@ -170,7 +171,7 @@ class ValidationCallback(EvalCallback):
         self.history.append(m)
         rec = self.logger.record
         for k in ("reward_mean", "score_mean", "latency_p50_s", "latency_p95_s", "slo_attainment", "cloud_share",
-                  "tau_low_mean", "tau_high_mean", "tau_conf_mean"):
+                  "mb_uploaded_mean", "tau_low_mean", "tau_high_mean", "tau_conf_mean"):
             rec(f"eval/{k.removesuffix('_mean') if k in ('reward_mean', 'score_mean') else k}", m[k])
         rec("eval/selection_reward", m["selection_reward"])
         rec("eval/msao_reward", self.msao["reward_mean"])
@@ -191,7 +192,10 @@ class ValidationCallback(EvalCallback):
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
             + (f"selection {m['selection_reward']:.4f} " if m["selection_reward"] != m["reward_mean"] else "") +
             f"score {m['score_mean']:.3f} (MSAO {self.msao['score_mean']:.3f}) p95 {m['latency_p95_s']:.2f} s "
-            f"cloud {m['cloud_share']:.2f}{' *best' if better else ''}"
+            f"cloud {m['cloud_share']:.2f}"
+            + (f" MB {m['mb_uploaded_mean']:.4f}" if self.budgets is not None and self.budgets.upload_mb_per_request is not None else "")
+            + (" (misses the score floor or a budget)" if not key[0] else "")
+            + (" *best" if better else "")
         )
         return m
 

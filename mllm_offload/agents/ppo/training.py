@@ -94,7 +94,7 @@ def train(
     picklable by cloudpickle (closures are fine). ``score_floor``: see the module docstring;
     the best validated model must meet it too: the number itself, or, when ``floor_from_msao``
     (the floor is MSAO's training score), MSAO's score on the validation episodes minus 0.005.
-    ``budgets`` (p95 latency, cost per 1k requests) are held the same way: a Lagrange multiplier
+    ``budgets`` (p95 latency, cost per 1k requests, MB uploaded per request) are held the same way: a Lagrange multiplier
     each in training (:mod:`.constraints`), and the best validated model must meet them.
     ``warm_start``: :class:`~.warm_start.WarmStartTarget` actions the actor imitates before the
     first update (a new run only; :mod:`.warm_start`), then validated at step 0.
