@@ -151,9 +151,10 @@ def _budgeted(args: argparse.Namespace, base: list[str], with_plans: Scenario, w
     ref = {s: next((q for q in off if q["price"] == balanced), None) or
            _point(without, without.policy(args.out / f"off-s{s}" / "policy", "ppo"), balanced, args.requests)
            for s, _, off, _ in rows}
+    keys = [(s, mode) for s in ref for mode in ("on", "off")]
     jobs = [([*base, "--seed", str(s), "--upload-plans", mode, "--latency-price", f"{balanced:g}",
               "--upload-budget", f"{r * ref[s]['mb']:.6g}"], args.out / f"budget{r:g}{'' if mode == 'on' else '-off'}-s{s}")
-            for s in ref for mode in ("on", "off")]
+            for s, mode in keys]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as ex:
         trained = list(ex.map(lambda j: train_run(*j), jobs))
@@ -163,8 +164,7 @@ def _budgeted(args: argparse.Namespace, base: list[str], with_plans: Scenario, w
     print(f"  {'seed':>4} {'budget MB':>9} | with plans: {'score':>6} {'MB':>7} {'p95 s':>7} {'MB x':>6} {'p95 x':>6} "
           f"| without plans: {'score':>6} {'MB':>7} {'p95 s':>7} {'MB x':>6} {'p95 x':>6}")
     out: dict[str, Any] = {"ratio": r, "price": balanced, "seeds": {}}
-    folders = {(s, mode): f for ((cmd, f), (_, _)) in zip(jobs, trained)
-               for s, mode in [(int(cmd[cmd.index("--seed") + 1]), cmd[cmd.index("--upload-plans") + 1])]}
+    folders = {key: folder for key, (folder, _) in zip(keys, trained)}
     for s, _, off, _ in rows:
         rec: dict[str, Any] = {"budget_mb": r * ref[s]["mb"], "without_at_balanced": ref[s]}
         cells = []
@@ -178,6 +178,7 @@ def _budgeted(args: argparse.Namespace, base: list[str], with_plans: Scenario, w
         out["seeds"][f"seed{s}"] = rec
         print(f"  {s:>4} {r * ref[s]['mb']:9.4f} | {'':12}{cells[0]} | {'':15}{cells[1]}")
     return out
+
 
 if __name__ == "__main__":
     sys.exit(main())

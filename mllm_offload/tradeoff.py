@@ -32,6 +32,7 @@ setting inside its range; :meth:`TradeOffRange.check` refuses one outside with a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,11 @@ from .config import RewardWeights, StrictModel
 from .errors import UserInputError
 
 __all__ = [
+    "BUDGETS",
     "DEFAULT_RANGE",
     "PRESETS",
     "TRAIN_MARGIN",
+    "BudgetSpec",
     "Budgets",
     "TradeOff",
     "TradeOffRange",
@@ -60,17 +63,54 @@ MAX_LATENCY_PRICE = 100.0
 MAX_COST_PRICE = 1e4
 
 
+@dataclass(frozen=True)
+class BudgetSpec:
+    """One budget: its :class:`Budgets` field, its ``train`` flag, the evaluation metric it limits
+    (a key of :func:`~mllm_offload.evaluation.metrics.summarize`) and how the final comparison
+    reports it (``line``, formatted with ``limit`` and ``value``)."""
+
+    field: str
+    flag: str
+    metric: str
+    line: str
+
+    @property
+    def arg(self) -> str:
+        """The flag's argparse destination (``--p95-budget`` -> ``p95_budget``)."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+#: every budget, in the order the CLI reports them
+BUDGETS: tuple[BudgetSpec, ...] = (
+    BudgetSpec("p95_latency_s", "--p95-budget", "latency_p95_s",
+               "p95 budget {limit:g} s: PPO's p95 on the test split is {value:.2f} s"),
+    BudgetSpec("cost_usd_per_1k", "--cost-budget", "cloud_cost_usd_per_1k",
+               "cost budget {limit:g} USD per 1k requests: PPO's cost on the test split is {value:.4f}"),
+    BudgetSpec("upload_mb_per_request", "--upload-budget", "mb_uploaded_mean",
+               "upload budget {limit:g} MB per request: PPO uploads {value:.4f} MB per request on the test split"),
+)
+
+
 class Budgets(StrictModel):
-    """Optional hard limits a trained policy must hold (``None``: no limit)."""
+    """Optional hard limits a trained policy must hold (``None``: no limit); :data:`BUDGETS`
+    names each one's flag and metric."""
 
     p95_latency_s: float | None = Field(None, gt=0.0, le=3600.0, description="95th-percentile latency, seconds")
     cost_usd_per_1k: float | None = Field(None, ge=0.0, le=1e6, description="mean cloud cost, USD per 1k requests")
     upload_mb_per_request: float | None = Field(None, ge=0.0, le=1e4,
                                                 description="mean bytes uploaded per request, MB (1e6 bytes; a cancelled upload counts what was sent)")
 
+    def limits(self) -> list[tuple[BudgetSpec, float]]:
+        """The budgets that are set, each with its limit."""
+        return [(b, v) for b in BUDGETS if (v := getattr(self, b.field)) is not None]
+
     def active(self) -> bool:
         """Whether any limit is set."""
-        return self.p95_latency_s is not None or self.cost_usd_per_1k is not None or self.upload_mb_per_request is not None
+        return bool(self.limits())
+
+    def met_by(self, metrics: dict[str, Any]) -> bool:
+        """Whether evaluation ``metrics`` hold every limit (a metric they lack counts as not held)."""
+        return all(metrics.get(b.metric, math.inf) <= v for b, v in self.limits())
 
 
 class TradeOff(StrictModel):

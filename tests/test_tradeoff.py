@@ -238,6 +238,15 @@ def test_budgets_validate():
     with pytest.raises(ValueError):
         Budgets(upload_mb_per_request=-0.1)
     assert not Budgets().active() and Budgets(cost_usd_per_1k=0.0).active() and Budgets(upload_mb_per_request=0.5).active()
+    from mllm_offload.tradeoff import BUDGETS
+
+    # every budget field has its flag and metric (the CLI, run.json and validation read this table)
+    assert [b.field for b in BUDGETS] == list(Budgets.model_fields)
+    assert [b.arg for b in BUDGETS] == ["p95_budget", "cost_budget", "upload_budget"]
+    b = Budgets(p95_latency_s=2.0, upload_mb_per_request=0.1)
+    assert [(s.field, v) for s, v in b.limits()] == [("p95_latency_s", 2.0), ("upload_mb_per_request", 0.1)]
+    assert b.met_by({"latency_p95_s": 2.0, "mb_uploaded_mean": 0.1, "cloud_cost_usd_per_1k": 99.0})
+    assert not b.met_by({"latency_p95_s": 2.1, "mb_uploaded_mean": 0.1})
 
 
 def test_reward_scale_divides_by_the_episode_price(scn):

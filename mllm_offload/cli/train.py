@@ -113,18 +113,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_budgets(args: argparse.Namespace, ppo: dict[str, float]) -> None:
     """Whether the trained policy holds its budgets on the test split (one line each)."""
-    if args.p95_budget is not None:
-        ok = ppo["latency_p95_s"] <= args.p95_budget
-        print(f"\np95 budget {args.p95_budget:g} s: PPO's p95 on the test split is {ppo['latency_p95_s']:.2f} s "
-              f"({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
-    if args.cost_budget is not None:
-        ok = ppo["cloud_cost_usd_per_1k"] <= args.cost_budget
-        print(f"\ncost budget {args.cost_budget:g} USD per 1k requests: PPO's cost on the test split is "
-              f"{ppo['cloud_cost_usd_per_1k']:.4f} ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
-    if args.upload_budget is not None:
-        ok = ppo["mb_uploaded_mean"] <= args.upload_budget
-        print(f"\nupload budget {args.upload_budget:g} MB per request: PPO uploads {ppo['mb_uploaded_mean']:.4f} MB per request "
-              f"on the test split ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
+    from ..tradeoff import BUDGETS
+
+    for b in BUDGETS:
+        limit = getattr(args, b.arg)
+        if limit is not None:
+            ok = ppo[b.metric] <= limit
+            print("\n" + b.line.format(limit=limit, value=ppo[b.metric]) + f" ({'held' if ok else 'NOT held'}; score {ppo['score_mean']:.3f})")
 
 
 def _final_frontier(args: argparse.Namespace, scn: Any, policy_dir: Path, baselines: str) -> dict[str, Any] | None:

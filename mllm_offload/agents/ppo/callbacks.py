@@ -151,15 +151,8 @@ class ValidationCallback(EvalCallback):
     def meets(m: dict[str, Any], score_floor: float | None, budgets: Any) -> bool:
         """Whether metrics ``m`` meet ``score_floor`` and ``budgets`` (a metric a record lacks
         counts as not met)."""
-        inf = float("inf")
-        ok = score_floor is None or m.get("score_mean", -inf) >= score_floor
-        if budgets is not None and budgets.p95_latency_s is not None:
-            ok = ok and m.get("latency_p95_s", inf) <= budgets.p95_latency_s
-        if budgets is not None and budgets.cost_usd_per_1k is not None:
-            ok = ok and m.get("cloud_cost_usd_per_1k", inf) <= budgets.cost_usd_per_1k
-        if budgets is not None and budgets.upload_mb_per_request is not None:
-            ok = ok and m.get("mb_uploaded_mean", inf) <= budgets.upload_mb_per_request
-        return bool(ok)
+        ok = score_floor is None or m.get("score_mean", -float("inf")) >= score_floor
+        return bool(ok and (budgets is None or budgets.met_by(m)))
 
     def _key(self, m: dict[str, float]) -> tuple[bool, float]:
         return self.feasible(m), m["selection_reward"]

@@ -21,7 +21,7 @@ from ...errors import UserInputError
 from ...observation import OBSERVATION_SPEC
 from ...splits import SCORE_FLOOR_SEEDS
 from ...trace_format import embedded_trace_name
-from ...tradeoff import DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
+from ...tradeoff import BUDGETS, DEFAULT_RANGE, TRAIN_MARGIN, Budgets, TradeOffRange, parse_prices
 
 __all__ = ["RUN_ARGS", "TrainingRun", "TrainingTradeOffs", "final_comparison", "hyperparams", "parse_range", "read_run_args", "resumed_hyperparams", "score_floor",
            "train_and_export", "training_tradeoffs", "write_run_record"]
@@ -187,18 +187,19 @@ def training_tradeoffs(scenario: Any, args: dict[str, Any]) -> TrainingTradeOffs
     single multiplier cannot hold a budget at every price of a range)."""
     t = scenario.trade
     try:
-        budgets = Budgets(p95_latency_s=args.get("p95_budget"), cost_usd_per_1k=args.get("cost_budget"),
-                          upload_mb_per_request=args.get("upload_budget"))
+        budgets = Budgets(**{b.field: args.get(b.arg) for b in BUDGETS})
     except ValidationError as e:
-        raise UserInputError(format_validation_error("budgets", e).replace("p95_latency_s", "--p95-budget")
-                             .replace("cost_usd_per_1k", "--cost-budget").replace("upload_mb_per_request", "--upload-budget")) from None
+        msg = format_validation_error("budgets", e)
+        for b in BUDGETS:
+            msg = msg.replace(b.field, b.flag)
+        raise UserInputError(msg) from None
     fixed = scenario.with_tradeoff(t.model_copy(update={"budgets": budgets}), None)
     if args.get("latency_price") is not None:
         if args.get("latency_price_range") is not None:
             raise UserInputError("--latency-price-range: trains a policy over a range of prices; --latency-price trains at one: give one of them")
         return TrainingTradeOffs(fixed, fixed, fixed, TradeOffRange.single(fixed.trade))
     if budgets.active():
-        raise UserInputError("--p95-budget/--cost-budget/--upload-budget: a budget is held at one trade-off; add --latency-price X "
+        raise UserInputError(f"{'/'.join(b.flag for b in BUDGETS)}: a budget is held at one trade-off; add --latency-price X "
                              "(a policy conditioned over a range would hold it only on average over prices)")
     cp = max(t.cost_price, 1e-3)
     try:
