@@ -138,10 +138,11 @@ def route_app(edge: Any = None, cloud: Any = None, **cfg: Any) -> Any:
 
 
 async def asgi_post(app: Any, body_chunks: Callable[[], Any], *, headers: list[tuple[bytes, bytes]] | None = None,
-                    disconnect: asyncio.Event | None = None) -> tuple[int, bytes, int]:
+                    disconnect: asyncio.Event | None = None, log: list[tuple[str, bool, int]] | None = None) -> tuple[int, bytes, int]:
     """POST to ``app`` over raw ASGI: ``body_chunks()`` yields the body's pieces (chunked, no
     content-length unless given); after the body, ``receive`` reports a disconnect once
-    ``disconnect`` is set. Returns (status, body, pieces pulled)."""
+    ``disconnect`` is set. Returns (status, body, pieces pulled); ``log`` gets one
+    (message type, more_body, pieces pulled so far) per message the app sends."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": CHAT,
              "raw_path": CHAT.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
              "headers": [(b"content-type", b"application/json"), *(headers or [])]}
@@ -169,6 +170,8 @@ async def asgi_post(app: Any, body_chunks: Callable[[], Any], *, headers: list[t
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if log is not None:
+            log.append((message["type"], bool(message.get("more_body", False)), state["pulled"]))
 
     await app(scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
@@ -320,15 +323,46 @@ def test_a_chunked_body_over_the_limit_is_refused_while_reading(server):
         for _ in range(4 * limit // len(piece)):
             yield piece
 
-    status, body, pulled = asyncio.run(asgi_post(app, endless))
+    log: list[tuple[str, bool, int]] = []
+    status, body, pulled = asyncio.run(asgi_post(app, endless, log=log))
     assert status == 413 and json.loads(body)["error"]["message"] == f"request body over {limit} bytes"
-    assert pulled == limit // len(piece) + 1  # stopped at the first piece past the limit
-    # a declared length over the limit: refused before reading anything
-    status, _, pulled = asyncio.run(asgi_post(app, endless, headers=[(b"content-length", str(limit + 1).encode())]))
-    assert status == 413 and pulled == 0
+    # the whole 413 went out at the first piece past the limit; the rest was then drained (read and
+    # dropped, so the connection closes with nothing unread), and only then did the response end
+    first_over = limit // len(piece) + 1
+    assert log[:2] == [("http.response.start", False, first_over), ("http.response.body", True, first_over)]
+    assert log[2:] == [("http.response.body", False, 4 * limit // len(piece))] and pulled == 4 * limit // len(piece)
+    # a declared length over the limit: the 413 goes out before anything is read
+    log.clear()
+    status, _, pulled = asyncio.run(asgi_post(app, endless, headers=[(b"content-length", str(limit + 1).encode())], log=log))
+    assert status == 413 and log[1] == ("http.response.body", True, 0)
     ok = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
     status, _, _ = asyncio.run(asgi_post(app, lambda: iter([ok[:10], ok[10:]])))
     assert status == 200
+
+
+def test_the_drain_after_a_413_is_bounded_in_time_and_memory():
+    """A client that never stops sending is cut off after ``drain_seconds``: the refused request
+    costs the server that long at most, and nothing it sent is kept."""
+    from mllm_offload.mllm_backends.openai_protocol import RequestGuard
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # reads its whole body, as the servers do
+        while (await receive()).get("more_body"):
+            pass
+        raise AssertionError("the guard should have stopped the body")
+
+    def forever():
+        while True:
+            yield b" " * 65536
+
+    guard = RequestGuard(app, api_key=None, max_body_bytes=1 << 20, drain_seconds=0.3)
+    log: list[tuple[str, bool, int]] = []
+    t = time.perf_counter()
+    status, body, pulled = asyncio.run(asgi_post(guard, forever, log=log))
+    assert json.loads(body)["error"]["code"] == 413
+    took = time.perf_counter() - t
+    assert status == 413 and 0.3 <= took < 2.0, took
+    assert [m[:2] for m in log] == [("http.response.start", False), ("http.response.body", True), ("http.response.body", False)]
+    assert log[1][2] == 17 and pulled > 17  # sent at the first piece over 1 MiB, then drained until the deadline
 
 
 # ----------------------------------------------------------------------------- queue, deadline, dropped requests

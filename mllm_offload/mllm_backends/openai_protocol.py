@@ -31,6 +31,7 @@ only (the tests check these shapes against the stock client's types).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -482,6 +483,26 @@ class _BodyTooLarge(Exception):
     """Raised from ``receive`` once a request body has passed the limit."""
 
 
+async def _drain(receive: Receive, seconds: float) -> int:
+    """Read and discard a request body until it ends, the client leaves, or ``seconds`` pass.
+
+    Returns the bytes discarded. Nothing is kept, so memory stays flat whatever the client sends.
+    """
+    loop = asyncio.get_running_loop()
+    deadline, dropped = loop.time() + seconds, 0
+    while (left := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except asyncio.TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return dropped
+
+
 class RequestGuard:
     """Pure ASGI middleware of both servers: the API key and the body size limit.
 
@@ -490,19 +511,30 @@ class RequestGuard:
       any unknown path alike.
     * A ``content-length`` over ``max_body_bytes`` gets 413 before anything is read; otherwise the
       body is counted while the app reads it, chunked or not, and the app's ``receive`` raises as
-      soon as the count passes the limit: the client gets 413 without the rest being read or
-      buffered (the connection is then closed).
+      soon as the count passes the limit: the client gets 413 without the rest being buffered.
+    * The 413 is sent whole first; then the rest of the refused body is read and discarded for at
+      most ``drain_seconds`` (a lingering close, as nginx and Apache do), and only then does the
+      response end and the connection close. Closing a socket with unread bytes makes the kernel
+      answer with a reset, which can destroy a response still on its way: a client still sending
+      would see a broken connection instead of the 413. A client still sending after
+      ``drain_seconds`` is cut off, so a refused request costs the server at most that long.
     """
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: Iterable[str] = ("/health",)) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: Iterable[str] = ("/health",),
+                 drain_seconds: float = 0.5) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.open_paths = frozenset(open_paths)
+        self.drain_seconds = drain_seconds
 
-    def _too_large(self) -> JSONResponse:
-        # close the connection: otherwise the server would still read (and discard) the rest of the body
-        return error_response(413, f"request body over {self.max_body_bytes} bytes", headers={"connection": "close"})
+    async def _too_large(self, receive: Receive, send: Send) -> None:
+        """Send the 413 (``connection: close``), drain the rest of the body (bounded), end the response."""
+        resp = error_response(413, f"request body over {self.max_body_bytes} bytes", headers={"connection": "close"})
+        await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body, "more_body": True})
+        await _drain(receive, self.drain_seconds)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -516,7 +548,7 @@ class RequestGuard:
                 return
         size = headers.get(b"content-length", b"").strip()
         if size.isdigit() and int(size) > self.max_body_bytes:
-            await self._too_large()(scope, receive, send)
+            await self._too_large(receive, send)
             return
         received, over, started = 0, False, False
 
@@ -547,7 +579,7 @@ class RequestGuard:
             if not over or started:
                 raise
         if over and not started:
-            await self._too_large()(scope, receive, send)
+            await self._too_large(receive, send)
 
 
 def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int, *, public_metrics: bool = False) -> None:
