@@ -156,6 +156,16 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     assert sorted(p.name for p in run.rglob("*")) == before
     err = _bad_plain(capsys, ["train", "--out", str(tmp_path), "--overwrite", "--quiet"])
     assert "not a run folder" in err
+    # --overwrite with a bad setting: refused before the old run is deleted
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default:\n  batch_size: 4096\n  n_steps: 64\n")
+    err = _bad_plain(capsys, ["train", "--out", str(run), "--overwrite", "--hyperparams", str(bad), "--quiet"])
+    assert "bad.yaml: default" in err and sorted(p.name for p in run.rglob("*")) == before
+    # with good ones it replaces the run: nothing of the old one is left
+    rc = main(["train", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--timesteps", "256", "--out", str(run),
+               "--overwrite", "--hyperparams", str(hp), "--no-eval", "--quiet"])
+    assert rc == 0 and json.loads((run / "run.json").read_text())["hyperparams"]["n_timesteps"] == 256  # the new run's, not 1536
+    assert not (run / "eval_test.json").exists() and json.loads((run / "checkpoint" / "info.json").read_text())["num_timesteps"] == 512
 
 
 def _bad_plain(capsys, argv):

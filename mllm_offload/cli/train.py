@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError("--latency-prices: the final frontier of a conditioned policy; not with --latency-price or --no-eval")
     if resume:
         _restore(args, read_run_args(args.resume), RUN_ARGS)
-    elif args.out.exists() and any(args.out.iterdir()):
-        _clear(args.out, args.overwrite)
+    replace = not resume and args.out.exists() and any(args.out.iterdir())
+    if replace:
+        _check_replace(args.out, args.overwrite)  # deleted only once every input has been checked
     scn = scenario(args)
     # resumed: the hyperparameters it was trained with (run.json), not today's file; an embedded
     # trace's section (shapes-real) is tuned for its upload plans: only with them
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                             trace=args.trace if scn.plans_on else None)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     done = train_and_export(scn, {k: getattr(args, k) for k in RUN_ARGS}, hp, hp_source, args.out, floor_spec=str(args.score_floor),
-                            resume=resume, progress_bar=not args.quiet, log=log)
+                            resume=resume, progress_bar=not args.quiet, log=log, replace=replace)
     res, best = done.result, done.result.best
     print(f"trained {res.timesteps} steps in {res.seconds:.0f} s; best validation reward {best.get('reward_mean', float('nan')):.4f} "
           f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {done.policy_dir}")
@@ -160,13 +161,12 @@ def _restore(args: argparse.Namespace, saved: dict[str, Any], keys: tuple[str, .
     args.out = args.resume
 
 
-def _clear(out: Path, overwrite: bool) -> None:
-    """An existing ``--out`` is replaced only with ``--overwrite``, and only if it is a run folder."""
+def _check_replace(out: Path, overwrite: bool) -> None:
+    """An existing ``--out`` is replaced only with ``--overwrite``, and only if it is a run folder;
+    :func:`~..agents.ppo.run.train_and_export` deletes it once the scenario and hyperparameters
+    have passed their checks, so a mistyped flag leaves the old run whole."""
     if not overwrite:
         raise UserInputError(f"--out {out}: already holds files; pick another folder, add --overwrite to replace the run, "
                              f"or continue it with --resume {out}")
     if not (out / "run.json").is_file():
         raise UserInputError(f"--out {out}: not a run folder (no run.json); --overwrite only replaces a previous run")
-    import shutil
-
-    shutil.rmtree(out)

@@ -8,6 +8,7 @@ with where it came from.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,13 +231,15 @@ class TrainingRun:
 
 
 def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp_source: str, run_dir: Path, *, floor_spec: str,
-                     resume: bool, progress_bar: bool, log: Callable[[str], None]) -> TrainingRun:
+                     resume: bool, progress_bar: bool, log: Callable[[str], None], replace: bool = False) -> TrainingRun:
     """The training half of ``train``: resolve the score floor, record ``run.json``, train PPO on
     ``scenario`` (:func:`~.training.train`) and export the best validated model to
     ``run_dir/policy``. ``args`` are the :data:`RUN_ARGS` values (what ``--resume`` restores).
 
     ``run.json`` is written only once the scenario's training and validation environments have
-    been built, so a bad scenario leaves no run folder behind.
+    been built, so a bad scenario leaves no run folder behind. With ``replace`` (``--overwrite``)
+    the run already in ``run_dir`` is deleted at that point too, not before: a bad setting leaves
+    it whole.
     """
     from ..export import export_run
     from .training import train
@@ -257,6 +260,8 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
                    "hyperparams": hp.model_dump(), "slo_s": scenario.slo_s, "system": scenario.system.model_dump(),
                    "reward": scenario.reward.model_dump(), "tradeoff_range": trange.describe(),
                    "budgets": budgets.model_dump()}
+    if replace and run_dir.exists():
+        shutil.rmtree(run_dir)
     write_run_record(run_dir, {**args, "timesteps": hp.n_timesteps}, hp, hp_source, floor, export_meta)
     (lo, hi) = trange.latency_price
     prices = f"latency price {lo:g}" if lo == hi else f"latency price drawn per episode in [{lo:g}, {hi:g}] (conditioned)"
