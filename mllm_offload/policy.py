@@ -45,8 +45,8 @@ from .config import SystemConfig
 from .decision import Thresholds, UploadPlan
 from .errors import UserInputError
 
-__all__ = ["NEEDS", "REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "decide", "describe_policies", "policy_names", "register",
-           "resolve", "resolve_many", "split_names"]
+__all__ = ["NEEDS", "REGISTRY", "Policy", "PolicyContext", "PolicyEntry", "check_names", "decide", "describe_policies", "policy_names",
+           "register", "resolve", "resolve_many", "split_names"]
 
 
 @runtime_checkable
@@ -201,17 +201,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def resolve_many(text: str, ctx: PolicyContext | None = None) -> list[Policy]:
-    """Policies from a comma-separated list of names (:func:`split_names`); an empty list is a user error."""
+def check_names(text: str, what: str = "policies") -> list[str]:
+    """The names of a comma-separated list (:func:`split_names`), each a registered name or a
+    path, none twice, without building any policy: a bad list fails before long work starts.
+    ``what`` names the option in the error line."""
     names = split_names(text)
     if not names:
-        raise UserInputError("policies: empty list")
+        raise UserInputError(f"{what}: empty list")
     for n in names:
         if n.partition(":")[0] not in REGISTRY and not (Path(n).exists() or "/" in n):
-            raise _unknown("policies", n, False)
+            raise _unknown(what, n, False)
     if len(set(names)) != len(names):
-        raise UserInputError(f"policies: a name is given twice in {text!r}")
-    return [resolve(n, ctx) for n in names]
+        raise UserInputError(f"{what}: a name is given twice in {text!r}")
+    return names
+
+
+def resolve_many(text: str, ctx: PolicyContext | None = None) -> list[Policy]:
+    """Policies from a comma-separated list of names (:func:`check_names`); an empty list is a user error."""
+    return [resolve(n, ctx) for n in check_names(text)]
 
 
 def _needs_agents(name: str) -> Callable[[PolicyContext, str | None], Policy]:

@@ -161,6 +161,8 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     bad.write_text("default:\n  batch_size: 4096\n  n_steps: 64\n")
     err = _bad_plain(capsys, ["train", "--out", str(run), "--overwrite", "--hyperparams", str(bad), "--quiet"])
     assert "bad.yaml: default" in err and sorted(p.name for p in run.rglob("*")) == before
+    err = _bad_plain(capsys, ["train", "--out", str(run), "--overwrite", "--baselines", "msao,tunde", "--quiet"])
+    assert "--baselines: unknown policy 'tunde'; did you mean 'tuned'?" in err and sorted(p.name for p in run.rglob("*")) == before
     # with good ones it replaces the run: nothing of the old one is left
     rc = main(["train", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--timesteps", "256", "--out", str(run),
                "--overwrite", "--hyperparams", str(hp), "--no-eval", "--quiet"])

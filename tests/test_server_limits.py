@@ -340,29 +340,65 @@ def test_a_chunked_body_over_the_limit_is_refused_while_reading(server):
     assert status == 200
 
 
-def test_the_drain_after_a_413_is_bounded_in_time_and_memory():
-    """A client that never stops sending is cut off after ``drain_seconds``: the refused request
-    costs the server that long at most, and nothing it sent is kept."""
+def _guarded(**kw: Any) -> Any:
     from mllm_offload.mllm_backends.openai_protocol import RequestGuard
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:  # reads its whole body, as the servers do
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # reads its whole body, then answers, as the servers do
         while (await receive()).get("more_body"):
             pass
-        raise AssertionError("the guard should have stopped the body")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    def forever():
-        while True:
-            yield b" " * 65536
+    return RequestGuard(app, max_body_bytes=1 << 20, **kw)
 
-    guard = RequestGuard(app, api_key=None, max_body_bytes=1 << 20, drain_seconds=0.3)
-    log: list[tuple[str, bool, int]] = []
+
+def _forever():
+    while True:
+        yield b" " * 65536
+
+
+def _post(app: Any, chunks: Callable[[], Any], **kw: Any) -> tuple[int, bytes, int, float]:
     t = time.perf_counter()
-    status, body, pulled = asyncio.run(asgi_post(guard, forever, log=log))
-    assert json.loads(body)["error"]["code"] == 413
-    took = time.perf_counter() - t
-    assert status == 413 and 0.3 <= took < 2.0, took
+    status, body, pulled = asyncio.run(asyncio.wait_for(asgi_post(app, chunks, **kw), 5))  # an unbounded drain fails, not hangs
+    return status, body, pulled, time.perf_counter() - t
+
+
+def test_the_drain_after_a_refusal_is_bounded():
+    """A client that never stops sending is cut off after ``drain_seconds`` or ``drain_bytes``:
+    a refused request costs the server that long (that much reading) at most, nothing is kept;
+    a body whose last piece has come is not waited for."""
+    log: list[tuple[str, bool, int]] = []
+    status, body, pulled, took = _post(_guarded(api_key=None, drain_seconds=0.3, drain_bytes=1 << 40), _forever, log=log)
+    assert status == 413 and json.loads(body)["error"]["code"] == 413 and 0.3 <= took < 2.0, took
     assert [m[:2] for m in log] == [("http.response.start", False), ("http.response.body", True), ("http.response.body", False)]
     assert log[1][2] == 17 and pulled > 17  # sent at the first piece over 1 MiB, then drained until the deadline
+    # the byte bound: 64 pieces of 64 KiB = 4 MiB more, then cut off long before the deadline
+    status, _, pulled, took = _post(_guarded(api_key=None, drain_seconds=30, drain_bytes=4 << 20), _forever)
+    assert status == 413 and pulled == 17 + 64 and 0.1 <= took < 2.0  # then a short linger without reading
+    # the piece over the limit is the last one: the 413 ends at once, nothing is waited for
+    log.clear()
+    status, _, pulled, took = _post(_guarded(api_key=None, drain_seconds=30), lambda: iter([b" " * ((1 << 20) + 1)]), log=log)
+    assert status == 413 and pulled == 1 and took < 2.0 and log[-1] == ("http.response.body", False, 1)
+
+
+def test_a_401_with_a_body_coming_closes_the_connection_after_a_bounded_drain():
+    """Before, a wrong key kept the connection open and the server read the whole body, unbounded."""
+    key = [(b"authorization", b"Bearer wrong")]
+    guard = _guarded(api_key="right", drain_seconds=30, drain_bytes=4 << 20)
+    log: list[tuple[str, bool, int]] = []
+    status, body, pulled, took = _post(guard, _forever, headers=[*key, (b"transfer-encoding", b"chunked")], log=log)
+    assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error"
+    assert log[1] == ("http.response.body", True, 0) and pulled == 64 and took < 2.0  # the 401 went out first, then 4 MiB dropped
+    # no body coming (a GET, or a client waiting for 100-continue): no drain, no close
+    for extra in ([], [(b"content-length", b"100"), (b"expect", b"100-continue")]):
+        log.clear()
+        status, _, pulled, _ = _post(guard, _forever, headers=[*key, *extra], log=log)
+        assert status == 401 and pulled == 0 and log[-1] == ("http.response.body", False, 0)
+    with TestClient(create_app(FakeBackend(0.0), "fake", api_key="right")) as client:
+        r = client.post(CHAT, content=b"x" * 1000, headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.headers["connection"] == "close"
+        r = client.get("/v1/models", headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401 and "connection" not in r.headers
 
 
 # ----------------------------------------------------------------------------- queue, deadline, dropped requests

@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError("--latency-prices: the final frontier of a conditioned policy; not with --latency-price or --no-eval")
     if resume:
         _restore(args, read_run_args(args.resume), RUN_ARGS)
+    if args.baselines is not None:
+        from ..policy import check_names
+
+        check_names(args.baselines, "--baselines")  # a typo fails now, not after training
     replace = not resume and args.out.exists() and any(args.out.iterdir())
     if replace:
         _check_replace(args.out, args.overwrite)  # deleted only once every input has been checked

@@ -483,14 +483,26 @@ class _BodyTooLarge(Exception):
     """Raised from ``receive`` once a request body has passed the limit."""
 
 
-async def _drain(receive: Receive, seconds: float) -> int:
-    """Read and discard a request body until it ends, the client leaves, or ``seconds`` pass.
+#: After a refusal, the least time (seconds) before a connection whose client is still sending
+#: is closed: time for the response already written to leave the server's socket, which the
+#: reset that follows a close with unread bytes would otherwise discard.
+_MIN_LINGER_S = 0.1
+
+
+async def _drain(receive: Receive, seconds: float, max_bytes: int) -> int:
+    """Read and discard a request body until it ends, the client leaves, ``seconds`` pass or
+    ``max_bytes`` have been dropped, whichever comes first; stopped by ``max_bytes``, wait
+    without reading until :data:`_MIN_LINGER_S` (at most ``seconds``) have passed.
 
     Returns the bytes discarded. Nothing is kept, so memory stays flat whatever the client sends.
     """
     loop = asyncio.get_running_loop()
-    deadline, dropped = loop.time() + seconds, 0
+    start = loop.time()
+    deadline, dropped = start + seconds, 0
     while (left := deadline - loop.time()) > 0:
+        if dropped >= max_bytes:
+            await asyncio.sleep(max(0.0, min(start + _MIN_LINGER_S, deadline) - loop.time()))
+            break
         try:
             message = await asyncio.wait_for(receive(), left)
         except asyncio.TimeoutError:
@@ -503,6 +515,16 @@ async def _drain(receive: Receive, seconds: float) -> int:
     return dropped
 
 
+def _has_body(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a request announces a body the client will send now: a non-zero
+    ``content-length`` or chunked encoding, and no ``expect: 100-continue`` (such a client waits
+    for a 100 that a refusal never sends)."""
+    if b"100-continue" in headers.get(b"expect", b"").lower():
+        return False
+    size = headers.get(b"content-length", b"").strip()
+    return (size.isdigit() and int(size) > 0) or b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+
+
 class RequestGuard:
     """Pure ASGI middleware of both servers: the API key and the body size limit.
 
@@ -512,29 +534,36 @@ class RequestGuard:
     * A ``content-length`` over ``max_body_bytes`` gets 413 before anything is read; otherwise the
       body is counted while the app reads it, chunked or not, and the app's ``receive`` raises as
       soon as the count passes the limit: the client gets 413 without the rest being buffered.
-    * The 413 is sent whole first; then the rest of the refused body is read and discarded for at
-      most ``drain_seconds`` (a lingering close, as nginx and Apache do), and only then does the
-      response end and the connection close. Closing a socket with unread bytes makes the kernel
-      answer with a reset, which can destroy a response still on its way: a client still sending
-      would see a broken connection instead of the 413. A client still sending after
-      ``drain_seconds`` is cut off, so a refused request costs the server at most that long.
+    * A refusal with a body still coming (the 413, and a 401 to a request with a body) closes the
+      connection with a lingering close, as nginx and Apache do: the response is sent whole
+      first, then the rest of the body is read and dropped until it ends, for at most
+      ``drain_seconds`` and ``drain_bytes``, and only then does the response end and the
+      connection close. Closing a socket with unread bytes makes the kernel answer with a reset,
+      which can destroy a response still on its way: a client still sending would see a broken
+      connection instead of the refusal. A client still sending past either bound is cut off, so
+      a refused request costs the server at most that long and that much reading (a response
+      already delivered survives the reset). A 401 without a body keeps the connection open.
     """
 
     def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: Iterable[str] = ("/health",),
-                 drain_seconds: float = 0.5) -> None:
+                 drain_seconds: float = 0.5, drain_bytes: int = 8 << 20) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.open_paths = frozenset(open_paths)
-        self.drain_seconds = drain_seconds
+        self.drain_seconds, self.drain_bytes = drain_seconds, drain_bytes
 
-    async def _too_large(self, receive: Receive, send: Send) -> None:
-        """Send the 413 (``connection: close``), drain the rest of the body (bounded), end the response."""
-        resp = error_response(413, f"request body over {self.max_body_bytes} bytes", headers={"connection": "close"})
+    async def _refuse(self, resp: Response, receive: Receive, send: Send, *, drain: bool) -> None:
+        """Send ``resp`` (given ``connection: close``); with ``drain``, drop the rest of the body
+        (bounded) before the response ends and the server closes the connection."""
         await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
-        await send({"type": "http.response.body", "body": resp.body, "more_body": True})
-        await _drain(receive, self.drain_seconds)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": resp.body, "more_body": drain})
+        if drain:
+            await _drain(receive, self.drain_seconds, self.drain_bytes)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _too_large(self) -> JSONResponse:
+        return error_response(413, f"request body over {self.max_body_bytes} bytes", headers={"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -543,20 +572,23 @@ class RequestGuard:
         headers = dict(scope.get("headers") or [])  # names are lower-case bytes in ASGI
         if self.expected is not None and scope.get("path", "") not in self.open_paths:
             if not secrets.compare_digest(headers.get(b"authorization", b""), self.expected):
-                resp = error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-                await resp(scope, receive, send)
+                body = _has_body(headers)  # with a body coming: close, or the server would read all of it
+                resp = error_response(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error",
+                                      headers={"connection": "close"} if body else None)
+                await self._refuse(resp, receive, send, drain=body)
                 return
         size = headers.get(b"content-length", b"").strip()
         if size.isdigit() and int(size) > self.max_body_bytes:
-            await self._too_large(receive, send)
+            await self._refuse(self._too_large(), receive, send, drain=_has_body(headers))
             return
-        received, over, started = 0, False, False
+        received, over, started, more = 0, False, False, True
 
         async def counted() -> ASGIMessage:
-            nonlocal received, over
+            nonlocal received, over, more
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more = bool(message.get("more_body", False))
                 if received > self.max_body_bytes:
                     over = True
                     raise _BodyTooLarge
@@ -579,7 +611,7 @@ class RequestGuard:
             if not over or started:
                 raise
         if over and not started:
-            await self._too_large(receive, send)
+            await self._refuse(self._too_large(), receive, send, drain=more)  # nothing to drain when the last piece came
 
 
 def install_guard(app: FastAPI, api_key: str | None, max_body_bytes: int, *, public_metrics: bool = False) -> None:

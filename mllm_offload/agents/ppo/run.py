@@ -261,7 +261,10 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
                    "reward": scenario.reward.model_dump(), "tradeoff_range": trange.describe(),
                    "budgets": budgets.model_dump()}
     if replace and run_dir.exists():
-        shutil.rmtree(run_dir)
+        try:
+            shutil.rmtree(run_dir)
+        except OSError as e:
+            raise UserInputError(f"--out {run_dir}: cannot replace it ({e.strerror or e}); pick another folder") from None
     write_run_record(run_dir, {**args, "timesteps": hp.n_timesteps}, hp, hp_source, floor, export_meta)
     (lo, hi) = trange.latency_price
     prices = f"latency price {lo:g}" if lo == hi else f"latency price drawn per episode in [{lo:g}, {hi:g}] (conditioned)"
