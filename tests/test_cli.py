@@ -120,10 +120,20 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     hp = tmp_path / "hp.yaml"
     hp.write_text("default:\n  n_envs: 1\n  n_steps: 256\n  batch_size: 64\n  eval_freq: 1024\n  eval_episodes: 2\n")
     rc = main(["train", "--profile", "mobile-3g", "--bandwidth", str(shared_bw), "--timesteps", "1024", "--seed", "3",
-               "--out", str(run), "--hyperparams", str(hp), "--eval-requests", "200", "--baselines", "msao,oracle", "--quiet"])
+               "--out", str(run), "--hyperparams", str(hp), "--eval-requests", "200", "--baselines", "msao,oracle", "--quiet",
+               "--keep-evaluations"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "gap recovered" in out and "| ppo |" in out
+    # every evaluation in validation.jsonl, every evaluated model kept; one of them exported by its step
+    lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert [int(x["timesteps"]) for x in lines] == [1024] and lines[0]["selected"] and "reward_by_price" in lines[0]
+    assert (run / "evals" / "1024" / "model.zip").is_file()
+    assert main(["export", str(run), "--step", "1024", "--out", str(tmp_path / "p1024"), "--no-onnx"]) == 0
+    assert json.loads((tmp_path / "p1024" / "policy.json").read_text())["training"]["checkpoint"] == "evals/1024"
+    capsys.readouterr()
+    err = _bad_plain(capsys, ["export", str(run), "--step", "7"])
+    assert "no model kept at step 7 (kept: 1024 to 1024, 1 models)" in err
     assert (run / "policy" / "policy.json").is_file() and (run / "policy" / "policy.onnx").is_file()
     assert list((run / "tb").glob("events.out.tfevents.*"))
     m = json.loads((run / "policy" / "policy.json").read_text())

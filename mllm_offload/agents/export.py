@@ -188,11 +188,12 @@ def export_model(
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: str = "best", with_onnx: bool = True,
-               key: str | bytes | None = None) -> Path:
+               key: str | bytes | None = None, step: int | None = None) -> Path:
     """Export a training run folder (``best/`` or ``final/`` model + ``VecNormalize`` statistics).
 
     ``which``: ``best`` (highest validation reward, the default; falls back to ``final`` when the
-    run has no evaluation) or ``final``. ``out_dir`` defaults to ``RUN_DIR/policy``. ``key``: sign
+    run has no evaluation) or ``final``. ``step``: instead, the model validated at that step, kept
+    in ``evals/STEP/`` by ``train --keep-evaluations``. ``out_dir`` defaults to ``RUN_DIR/policy``. ``key``: sign
     ``policy.json`` with an HMAC (:func:`~mllm_offload.artifact.write_artifact`).
 
     This unpickles SB3's ``model.zip`` of the run folder: export only run folders you trust (the
@@ -206,7 +207,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
     if not run.is_dir():
         raise UserInputError(f"{run}: not a run directory")
     sub = run / which
-    if which == "best" and not (sub / "model.zip").exists():
+    if step is not None:
+        sub = run / "evals" / str(step)
+        if not (sub / "model.zip").exists():
+            kept = sorted(int(d.name) for d in (run / "evals").iterdir() if d.name.isdigit()) if (run / "evals").is_dir() else []
+            raise UserInputError(f"{run}: no model kept at step {step} "
+                                 + (f"(kept: {kept[0]} to {kept[-1]}, {len(kept)} models)" if kept else "(the run was not trained with --keep-evaluations)"))
+        which = f"evals/{step}"
+    elif which == "best" and not (sub / "model.zip").exists():
         sub = run / "final"
     if not (sub / "model.zip").exists():
         raise UserInputError(f"{run}: no {which}/model.zip (did training finish? try --resume)")
@@ -219,7 +227,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
         mean, var, clip_obs, eps = load_vecnormalize_stats(sub / "vecnormalize.json")
     except (AttributeError, RecursionError) as e:  # valid JSON, but not an object
         raise UserInputError(f"{sub / 'vecnormalize.json'}: bad normalisation statistics: {e}") from None
-    meta: dict[str, Any] = {"run_dir": str(run.resolve()), "checkpoint": which if sub.name == which else sub.name}
+    meta: dict[str, Any] = {"run_dir": str(run.resolve()), "checkpoint": which if sub.name == which or step is not None else sub.name}
     run_json = run / "run.json"
     if run_json.exists():
         export_meta = read_json_object(run_json).get("export_meta", {})

@@ -13,6 +13,7 @@ SB3 itself), ``vecnormalize.json`` (read by export without unpickling) and ``inf
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,12 +110,18 @@ class ValidationCallback(EvalCallback):
     the reward scale of its price (:mod:`.reward_scale`), so that high prices do not decide alone.
     The score floor and the budgets are checked on the realised metrics. ``eval_freq`` counts env
     steps summed over the ``n_envs`` training environments (SB3's own counts callback calls).
+
+    Every evaluation's metrics are appended to ``RUN_DIR/validation.jsonl`` (one JSON object per
+    line, ``reward_by_price`` included), so a reader can see what any rule would have selected;
+    with ``keep_all`` (``train --keep-evaluations``) every evaluated model is kept too, in
+    ``RUN_DIR/evals/STEPS/`` (``mllm-offload export RUN --step STEPS`` exports one).
     """
 
     def __init__(self, val_env: Any, seeds: Sequence[int], eval_freq: int, n_envs: int, run_dir: Path, msao: dict[str, float],
                  score_floor: float | None, log: Callable[[str], None], best: dict[str, Any] | None = None,
                  budgets: Any = None, options: Sequence[dict[str, Any]] | None = None,
-                 info: dict[str, Any] | None = None, evaluate_at_start: bool = False, expected_scores: bool = False) -> None:
+                 info: dict[str, Any] | None = None, evaluate_at_start: bool = False, expected_scores: bool = False,
+                 keep_all: bool = False) -> None:
         """``evaluate_at_start``: evaluate once before the first update of a new run (a warm-started
         actor, :mod:`.warm_start`, is then a candidate for ``best/`` at step 0)."""
         super().__init__(val_env, n_eval_episodes=len(seeds), eval_freq=eval_freq,
@@ -129,6 +136,7 @@ class ValidationCallback(EvalCallback):
         self.history: list[dict[str, Any]] = []
         self.evaluate_at_start = evaluate_at_start
         self.expected_scores = expected_scores
+        self.keep_all = keep_all
 
     def _init_callback(self) -> None:
         # EvalCallback's own checks concern evaluate_policy's VecEnv; here: the first multiple of
@@ -181,6 +189,10 @@ class ValidationCallback(EvalCallback):
                          "score_mean": m["score_mean"], "timesteps": self.num_timesteps}
             self.best_mean_reward = m["reward_mean"]
             save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao, **self.info})
+        if self.keep_all:
+            save_model_dir(self.model, self.run_dir / "evals" / str(self.num_timesteps), {"validation": m, **self.info})
+        with open(self.run_dir / "validation.jsonl", "a", encoding="utf-8") as f:  # append-only: one line per evaluation
+            f.write(json.dumps({**m, "feasible": key[0], "selected": better}) + "\n")
         self.log(
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
             + (f"selection {m['selection_reward']:.4f} " if m["selection_reward"] != m["reward_mean"] else "") +

@@ -231,7 +231,8 @@ class TrainingRun:
 
 
 def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp_source: str, run_dir: Path, *, floor_spec: str,
-                     resume: bool, progress_bar: bool, log: Callable[[str], None], replace: bool = False) -> TrainingRun:
+                     resume: bool, progress_bar: bool, log: Callable[[str], None], replace: bool = False,
+                     keep_evaluations: bool = False) -> TrainingRun:
     """The training half of ``train``: resolve the score floor, record ``run.json``, train PPO on
     ``scenario`` (:func:`~.training.train`) and export the best validated model to
     ``run_dir/policy``. ``args`` are the :data:`RUN_ARGS` values (what ``--resume`` restores).
@@ -279,7 +280,8 @@ def train_and_export(scenario: Any, args: dict[str, Any], hp: PPOHyperparams, hp
         log(f"warm start: fitting TunedStatic at {len(ws_prices)} latency price(s) on the training split (a few seconds each)")
         targets = tuned_targets(fixed, ws_prices, n_actions, log)
     res = train(tt.make_env, hp, run_dir, seed=args["seed"], resume=resume, progress_bar=progress_bar, score_floor=floor,
-                floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None, warm_start=targets)
+                floor_from_msao=floor_spec == "msao", log=log, budgets=budgets if budgets.active() else None, warm_start=targets,
+                keep_evaluations=keep_evaluations)
     from ...evaluation.plots import write_validation_curve
 
     write_validation_curve(run_dir / "validation.png", res.history, res.msao_validation, scenario.label("val"))

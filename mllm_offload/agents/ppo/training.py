@@ -86,6 +86,7 @@ def train(
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     budgets: Budgets | None = None,
     warm_start: Sequence[Any] | None = None,
+    keep_evaluations: bool = False,
 ) -> TrainResult:
     """Train PPO for ``hp.n_timesteps`` env steps in total (``resume`` continues ``run_dir/checkpoint``).
 
@@ -98,6 +99,9 @@ def train(
     each in training (:mod:`.constraints`), and the best validated model must meet them.
     ``warm_start``: :class:`~.warm_start.WarmStartTarget` actions the actor imitates before the
     first update (a new run only; :mod:`.warm_start`), then validated at step 0.
+    ``keep_evaluations``: keep every validated model in ``run_dir/evals/STEPS/``
+    (:class:`~.callbacks.ValidationCallback`; every evaluation's metrics go to
+    ``run_dir/validation.jsonl`` in any case).
     """
     import time
 
@@ -199,7 +203,7 @@ def train(
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "selection_reward": v.get("selection_reward", v["reward_mean"]),
                      "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
     val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info,
-                                evaluate_at_start=bool(warm_start) and not resume, expected_scores=expected)
+                                evaluate_at_start=bool(warm_start) and not resume, expected_scores=expected, keep_all=keep_evaluations)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
     remaining = hp.n_timesteps - int(model.num_timesteps)
     t0 = time.perf_counter()
