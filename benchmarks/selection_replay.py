@@ -12,7 +12,9 @@ exactly what a run with that rule would keep. Rules (each over all evaluations o
 rule                the model kept
 ==================  ========================================================================
 shipped             the last one ``train`` selected (``selected`` in ``validation.jsonl``):
-                    the highest mean over validation episodes of reward / (1 + 5 x price)
+                    the highest mean over validation episodes of reward / (1 + 5 x price),
+                    the reward with expected scores on a synthetic profile (the others rank
+                    the realised reward)
 plain mean          the highest mean validation reward, every episode weighted alike
 low third           the highest mean validation reward over the third of episodes with the
                     lowest latency prices
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 from _runs import train_run
 
+from mllm_offload._io import read_jsonl
 from mllm_offload.agents.export import export_run
 from mllm_offload.evaluation import evaluate
 from mllm_offload.scenario import Scenario
@@ -119,7 +122,9 @@ def main() -> int:
     print("|---|---|---|" + "---|" * len(prices))
     for s in seeds:
         run = a.out / f"cond-s{s}"
-        history = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines() if line.strip()]
+        history, bad = read_jsonl(run / "validation.jsonl")
+        if bad:
+            print(f"{run / 'validation.jsonl'}: {bad} line(s) skipped (not JSON objects)", file=sys.stderr)
         chosen = picks(history)
         row: dict[str, Any] = {"seed": s, "evaluations": len(history), "picks": {}}
         for name, step in chosen.items():

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_json", "atomic_write_text", "json_safe", "json_text"]
+__all__ = ["append_jsonl", "atomic_dir", "atomic_write", "atomic_write_json", "atomic_write_text", "json_safe", "json_text", "read_jsonl"]
 
 
 @contextlib.contextmanager
@@ -123,3 +123,36 @@ def read_json_object(path: str | Path, what: str = "") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserInputError(f"{p}: {label}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def append_jsonl(path: str | Path, obj: Any) -> None:
+    """Append ``obj`` as one line of JSON (:func:`json_text`) to ``path``. A last line left without
+    its newline by an interrupted write is closed first, so it cannot swallow this record."""
+    p = Path(path)
+    with open(p, "ab") as f:
+        if f.tell() > 0:
+            with open(p, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write((json_text(obj) + "\n").encode("utf-8"))
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSON-lines file, and how many lines were skipped (not an object:
+    a line cut short by an interrupted write, say)."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        else:
+            bad += 1
+    return out, bad

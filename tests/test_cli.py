@@ -129,11 +129,13 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
     assert [int(x["timesteps"]) for x in lines] == [1024] and lines[0]["selected"] and "reward_by_price" in lines[0]
     assert (run / "evals" / "1024" / "model.zip").is_file()
-    assert main(["export", str(run), "--step", "1024", "--out", str(tmp_path / "p1024"), "--no-onnx"]) == 0
-    assert json.loads((tmp_path / "p1024" / "policy.json").read_text())["training"]["checkpoint"] == "evals/1024"
+    assert main(["export", str(run), "--step", "1024", "--no-onnx"]) == 0  # beside the kept model, not over RUN/policy
+    assert json.loads((run / "evals" / "1024" / "policy" / "policy.json").read_text())["training"]["checkpoint"] == "evals/1024"
     capsys.readouterr()
     err = _bad_plain(capsys, ["export", str(run), "--step", "7"])
-    assert "no model kept at step 7 (kept: 1024 to 1024, 1 models)" in err
+    assert "no model kept at step 7 (kept: 1024)" in err
+    err = _bad_plain(capsys, ["export", str(run), "--step", "1024", "--which", "best"])
+    assert "--step: a kept model instead of --which" in err
     assert (run / "policy" / "policy.json").is_file() and (run / "policy" / "policy.onnx").is_file()
     assert list((run / "tb").glob("events.out.tfevents.*"))
     m = json.loads((run / "policy" / "policy.json").read_text())
@@ -149,12 +151,21 @@ def test_train_exports_and_evaluate_adds_ppo(shared_bw, tmp_path, capsys):
     assert set(json.loads(js.read_text())["policies"]) == {"edge", "msao", "ppo"}
     # resume to a larger budget, with the hyperparameters it was trained with (the file has changed since)
     hp.write_text("default:\n  n_envs: 1\n  n_steps: 512\n  batch_size: 128\n  eval_freq: 1024\n  eval_episodes: 3\n")
+    # as if a killed run had gone past its checkpoint (1024): a record of step 1300, its kept model, and a cut-off line
+    with open(run / "validation.jsonl", "a") as f:
+        f.write(json.dumps({**lines[0], "timesteps": 1300}) + "\n" + '{"timesteps": 14')
+    (run / "evals" / "1300").mkdir()
     rc = main(["train", "--resume", str(run), "--timesteps", "1536", "--no-eval", "--quiet"])
     assert rc == 0
     recorded = json.loads((run / "run.json").read_text())["hyperparams"]
     assert (recorded["n_steps"], recorded["eval_episodes"], recorded["n_timesteps"]) == (256, 2, 1536)
     assert json.loads((run / "checkpoint" / "info.json").read_text())["num_timesteps"] == 1536
-    assert json.loads((run / "best" / "info.json").read_text())["validation"]["timesteps"] in (1024, 1536)
+    best_step = json.loads((run / "best" / "info.json").read_text())["validation"]["timesteps"]
+    assert best_step in (1024, 1536)
+    # the records past the checkpoint are gone, the resumed evaluation appended, its model kept (the run keeps them)
+    lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert [x["timesteps"] for x in lines] == [1024, 1536] and [x["timesteps"] for x in lines if x["selected"]][-1] == best_step
+    assert sorted(d.name for d in (run / "evals").iterdir()) == ["1024", "1536"]
     # a finished run, a changed scenario flag on --resume, an occupied --out: one line each, nothing written
     before = sorted(p.name for p in run.rglob("*"))
     err = _bad_plain(capsys, ["train", "--resume", str(run), "--timesteps", "1536", "--quiet"])

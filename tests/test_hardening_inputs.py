@@ -480,3 +480,14 @@ def test_run_record_written_before_the_upload_budget_still_resumes_without_one(r
     rj.write_text(json.dumps(rec))
     with pytest.raises(UserInputError, match=r"args\.upload_budget"):
         read_run_args(run_dir)
+
+
+def test_append_jsonl_closes_a_cut_off_line_and_read_jsonl_skips_it(tmp_path):
+    from mllm_offload._io import append_jsonl, read_jsonl
+
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, {"a": 1})
+    p.write_text(p.read_text() + '{"a": 2')  # an interrupted write: no closing brace, no newline
+    append_jsonl(p, {"a": 3, "x": float("nan")})  # non-finite numbers are written as null, never NaN
+    assert p.read_text().splitlines()[-1] == '{"a": 3, "x": null}'
+    assert read_jsonl(p) == ([{"a": 1}, {"a": 3, "x": None}], 1)

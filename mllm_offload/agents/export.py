@@ -193,7 +193,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
 
     ``which``: ``best`` (highest validation reward, the default; falls back to ``final`` when the
     run has no evaluation) or ``final``. ``step``: instead, the model validated at that step, kept
-    in ``evals/STEP/`` by ``train --keep-evaluations``. ``out_dir`` defaults to ``RUN_DIR/policy``. ``key``: sign
+    in ``evals/STEP/`` by ``train --keep-evaluations`` (``which`` is then not used). ``out_dir``
+    defaults to ``RUN_DIR/policy`` (with ``step``: ``RUN_DIR/evals/STEP/policy``). ``key``: sign
     ``policy.json`` with an HMAC (:func:`~mllm_offload.artifact.write_artifact`).
 
     This unpickles SB3's ``model.zip`` of the run folder: export only run folders you trust (the
@@ -211,8 +212,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
         sub = run / "evals" / str(step)
         if not (sub / "model.zip").exists():
             kept = sorted(int(d.name) for d in (run / "evals").iterdir() if d.name.isdigit()) if (run / "evals").is_dir() else []
+            listed = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{len(kept)} models from {kept[0]} to {kept[-1]}"
             raise UserInputError(f"{run}: no model kept at step {step} "
-                                 + (f"(kept: {kept[0]} to {kept[-1]}, {len(kept)} models)" if kept else "(the run was not trained with --keep-evaluations)"))
+                                 + (f"(kept: {listed})" if kept else "(the run was not trained with --keep-evaluations)"))
         which = f"evals/{step}"
     elif which == "best" and not (sub / "model.zip").exists():
         sub = run / "final"
@@ -246,5 +248,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, which: st
         trange = TradeOffRange.model_validate(raw_range)
     except ValidationError as e:
         raise UserInputError(format_validation_error(f"{run}: tradeoff_range", e)) from None
-    return export_model(model, out_dir or run / "policy", mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key,
+    return export_model(model, out_dir or (sub / "policy" if step is not None else run / "policy"), mean, var, clip_obs, eps, training=meta, with_onnx=with_onnx, key=key,
                         tradeoff_range=trange)

@@ -17,9 +17,10 @@ def add_parser(sub: Any) -> None:
                         "holds no pickle; policy.json carries a digest of its content (and an HMAC with a key).")
     ex.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run folder (its model.zip is unpickled: only one you trust)")
     ex.add_argument("--out", type=Path, help="artifact folder [RUN_DIR/policy]")
-    ex.add_argument("--which", choices=["best", "final"], default="best", help="best validated model or the last one [best]")
+    ex.add_argument("--which", choices=["best", "final"], help="best validated model or the last one [best]")
     ex.add_argument("--step", type=nonnegative_int, metavar="STEPS",
-                    help="instead of --which: the model validated at STEPS, kept in RUN_DIR/evals/ by 'train --keep-evaluations'")
+                    help="instead of --which: the model validated at STEPS, kept in RUN_DIR/evals/ by 'train --keep-evaluations' "
+                    "[--out: RUN_DIR/evals/STEPS/policy]")
     ex.add_argument("--no-onnx", action="store_true", help="skip policy.onnx (numpy backend only)")
     ex.add_argument("--hmac-key-env", metavar="NAME",
                     help="sign policy.json with an HMAC keyed by the environment variable NAME; loading then needs the same key "
@@ -36,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
         key = os.environ.get(args.hmac_key_env)
         if not key:
             raise UserInputError(f"--hmac-key-env {args.hmac_key_env}: that environment variable is not set or empty")
-    if args.step is not None and args.which != "best":
+    if args.step is not None and args.which is not None:
         raise UserInputError("--step: a kept model instead of --which; give one of them")
-    out = export_run(args.run_dir, args.out, which=args.which, with_onnx=not args.no_onnx, key=key, step=args.step)
-    what = f"the model validated at step {args.step}" if args.step is not None else f"{args.which} model"
+    which = args.which or "best"
+    out = export_run(args.run_dir, args.out, which=which, with_onnx=not args.no_onnx, key=key, step=args.step)
+    what = f"the model validated at step {args.step}" if args.step is not None else f"{which} model"
     print(f"exported {what} of {args.run_dir} to {out}")
     return 0

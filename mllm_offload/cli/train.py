@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--json", type=Path, help="also write the final comparison as JSON [RUN_DIR/eval_test.json always]")
     tr.add_argument("--keep-evaluations", action="store_true",
                     help="keep every validated model in RUN_DIR/evals/STEPS/ (about 100 KB each), to study checkpoint selection "
-                    "against RUN_DIR/validation.jsonl; export one with 'export RUN_DIR --step STEPS'")
+                    "against RUN_DIR/validation.jsonl; export one with 'export RUN_DIR --step STEPS' (--resume of such a run keeps them too)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar or validation lines")
     tr.set_defaults(handler=run)
 
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                             trace=args.trace if scn.plans_on else None)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     done = train_and_export(scn, {k: getattr(args, k) for k in RUN_ARGS}, hp, hp_source, args.out, floor_spec=str(args.score_floor),
-                            resume=resume, progress_bar=not args.quiet, log=log, replace=replace, keep_evaluations=args.keep_evaluations)
+                            resume=resume, progress_bar=not args.quiet, log=log, replace=replace,
+                            keep_evaluations=args.keep_evaluations or (resume and (args.out / "evals").is_dir()))
     res, best = done.result, done.result.best
     print(f"trained {res.timesteps} steps in {res.seconds:.0f} s; best validation reward {best.get('reward_mean', float('nan')):.4f} "
           f"at {best.get('timesteps', 0)} steps (MSAO {res.msao_validation['reward_mean']:.4f}); policy exported to {done.policy_dir}")

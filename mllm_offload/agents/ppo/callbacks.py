@@ -13,7 +13,6 @@ SB3 itself), ``vecnormalize.json`` (read by export without unpickling) and ``inf
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 
-from ..._io import atomic_write_json
+from ..._io import append_jsonl, atomic_write_json
 from ...evaluation.metrics import summarize
 from ...evaluation.rollout import run_episodes
 from ...policy import Policy
@@ -191,8 +190,7 @@ class ValidationCallback(EvalCallback):
             save_model_dir(self.model, self.run_dir / "best", {"validation": m, "msao_validation": self.msao, **self.info})
         if self.keep_all:
             save_model_dir(self.model, self.run_dir / "evals" / str(self.num_timesteps), {"validation": m, **self.info})
-        with open(self.run_dir / "validation.jsonl", "a", encoding="utf-8") as f:  # append-only: one line per evaluation
-            f.write(json.dumps({**m, "feasible": key[0], "selected": better}) + "\n")
+        append_jsonl(self.run_dir / "validation.jsonl", {**m, "timesteps": int(self.num_timesteps), "feasible": key[0], "selected": better})
         self.log(
             f"[{self.num_timesteps:>8d} steps] val reward {m['reward_mean']:.4f} (MSAO {self.msao['reward_mean']:.4f}) "
             + (f"selection {m['selection_reward']:.4f} " if m["selection_reward"] != m["reward_mean"] else "") +

@@ -74,6 +74,23 @@ def validation_tradeoffs(trange: Any, base: TradeOff, n: int) -> list[dict[str, 
     return [{"tradeoff": base.model_copy(update={"latency_price": p})} for p in trange.latency_prices(n)]
 
 
+def _forget_after(run: Path, steps: int) -> None:
+    """On ``--resume`` from ``steps``: drop what a killed run recorded past its checkpoint (lines of
+    ``validation.jsonl``, kept models in ``evals/``); the resumed run evaluates those steps again."""
+    import shutil
+
+    from ..._io import atomic_write_text, json_text, read_jsonl
+
+    log = run / "validation.jsonl"
+    if log.is_file():
+        rows, _ = read_jsonl(log)
+        atomic_write_text(log, "".join(json_text(r) + "\n" for r in rows if float(r.get("timesteps", 0)) <= steps))
+    if (run / "evals").is_dir():
+        for d in (run / "evals").iterdir():
+            if d.name.isdigit() and int(d.name) > steps:
+                shutil.rmtree(d)
+
+
 def train(
     make_env: Callable[[str], Any],
     hp: PPOHyperparams,
@@ -202,6 +219,8 @@ def train(
         ok = ValidationCallback.meets(v, val_floor, budgets)
         best_prev = {"feasible": ok, "reward_mean": v["reward_mean"], "selection_reward": v.get("selection_reward", v["reward_mean"]),
                      "score_mean": v["score_mean"], "timesteps": int(v["timesteps"])}
+    if resume:
+        _forget_after(run, int(state["num_timesteps"]))
     val_cb = ValidationCallback(val_env, seeds, hp.eval_freq, hp.n_envs, run, msao_val, val_floor, log, best_prev, budgets, val_options, info,
                                 evaluate_at_start=bool(warm_start) and not resume, expected_scores=expected, keep_all=keep_evaluations)
     ck_cb = RunCheckpointCallback(run, hp.checkpoint_freq, hp.n_envs, state)
