@@ -7,6 +7,8 @@ A run directory holds::
     RUN_DIR/checkpoint/       latest checkpoint: model.zip, vecnormalize.pkl (+ .json), info.json
     RUN_DIR/best/             best model on validation episodes (+ vecnormalize.json, info.json)
     RUN_DIR/final/            model at the end of training
+    RUN_DIR/validation.jsonl  every evaluation's metrics, one JSON object per line
+    RUN_DIR/evals/STEPS/      every evaluated model, with keep_evaluations (train --keep-evaluations)
     RUN_DIR/policy/           the exported artifact (written by the CLI after training)
 
 Training uses the *training* split (requests and bandwidth traces); :class:`ValidationCallback`
