@@ -1,10 +1,12 @@
-"""What the training benchmarks share: train one run folder in a subprocess, or reuse it."""
+"""What the training benchmarks share: their scenario flags, the train command, and training one run folder in a subprocess (or reusing it)."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,3 +42,17 @@ def train_run(cmd: list[str], out: Path) -> tuple[Path, float]:
         raise SystemExit(f"training {out} failed:\n{r.stderr[-2000:]}")
     (out / CMD_FILE).write_text(json.dumps(wanted))
     return out, time.perf_counter() - t0
+
+
+def add_training_args(ap: argparse.ArgumentParser, trace_help: str) -> None:
+    """The scenario and training-budget flags every training benchmark takes."""
+    ap.add_argument("--profile", default="mobile-3g")
+    ap.add_argument("--trace", help=trace_help)
+    ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
+    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile or embedded trace]")
+
+
+def train_command(a: argparse.Namespace) -> list[str]:
+    """``python -m mllm_offload train`` with the flags of :func:`add_training_args` that were given."""
+    return [sys.executable, "-m", "mllm_offload", "train", "--profile", a.profile, *(["--trace", a.trace] if a.trace else []),
+            *(["--bandwidth", a.bandwidth] if a.bandwidth else []), *(["--timesteps", str(a.timesteps)] if a.timesteps else [])]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _runs import train_run
+from _runs import add_training_args, train_command, train_run
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
 from mllm_offload.agents import threshold_grid
@@ -46,14 +46,11 @@ def _ints(text: str) -> list[int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="mobile-3g")
-    ap.add_argument("--trace", help="recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
-    ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
+    add_training_args(ap, "recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds of the conditioned policy [0,1,2]")
     ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price (empty: none) [0.05,0.2,1.0]")
     ap.add_argument("--fixed-seeds", default="0", help="training seeds of the fixed-price policies [0]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontier [0.02,0.05,0.1,0.2,0.5,1.0]")
-    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile or embedded trace]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",
@@ -62,8 +59,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-conditioned"))
     a = ap.parse_args()
 
-    scen = [*(["--profile", a.profile]), *(["--trace", a.trace] if a.trace else []), *(["--bandwidth", a.bandwidth] if a.bandwidth else [])]
-    base = [sys.executable, "-m", "mllm_offload", "train", *scen, *(["--timesteps", str(a.timesteps)] if a.timesteps else []), "--upload-plans", a.upload_plans,
+    base = [*train_command(a), "--upload-plans", a.upload_plans,
             *(["--hyperparams", str(a.hyperparams)] if a.hyperparams else [])]
     seeds, fseeds = _ints(a.seeds), _ints(a.fixed_seeds)
     fixed_prices, prices = (parse_prices(a.fixed_prices) if a.fixed_prices.strip() else []), parse_prices(a.prices)

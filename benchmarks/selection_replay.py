@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _runs import train_run
+from _runs import add_training_args, train_command, train_run
 
 from mllm_offload._io import read_jsonl
 from mllm_offload.agents.export import export_run
@@ -77,12 +77,9 @@ def picks(history: list[dict[str, Any]]) -> dict[str, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="mobile-3g")
-    ap.add_argument("--trace", help="recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
-    ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
+    add_training_args(ap, "recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
     ap.add_argument("--prices", default="0.05,0.2,1.0", help="latency prices of the test evaluation [0.05,0.2,1.0]")
-    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--ceiling-every", type=int, default=3, help="evaluate every K-th kept model for the 'best kept' ceiling (0: none) [3]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
@@ -91,8 +88,7 @@ def main() -> int:
     if a.ceiling_every < 0 or a.requests < 1:
         ap.error("--ceiling-every must be >= 0 and --requests >= 1")
 
-    scen = [*(["--profile", a.profile]), *(["--trace", a.trace] if a.trace else []), *(["--bandwidth", a.bandwidth] if a.bandwidth else [])]
-    base = [sys.executable, "-m", "mllm_offload", "train", *scen, *(["--timesteps", str(a.timesteps)] if a.timesteps else []), "--keep-evaluations"]
+    base = [*train_command(a), "--keep-evaluations"]
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     prices = parse_prices(a.prices)
     t0 = time.perf_counter()

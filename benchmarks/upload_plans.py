@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _runs import train_run
+from _runs import add_training_args, train_command, train_run
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
 from mllm_offload.evaluation import evaluate
@@ -68,12 +68,9 @@ def _at_score(points: list[dict[str, float]], score: float, key: str) -> float |
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="mobile-3g")
-    ap.add_argument("--trace", help="recorded request trace with variants (record --variants) instead of the profile's requests")
-    ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
+    add_training_args(ap, "recorded request trace with variants (record --variants) instead of the profile's requests")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontiers")
-    ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile]")
     ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-plans"))
@@ -89,9 +86,7 @@ def main() -> int:
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth)
     if (scn.trace.plans if scn.trace is not None else True) is None:
         raise SystemExit(f"{args.trace}: no variant outcomes (record it with --variants)")
-    base = [sys.executable, "-m", "mllm_offload", "train", "--profile", args.profile, *(["--timesteps", str(args.timesteps)] if args.timesteps else [])]
-    base += ["--trace", args.trace] if args.trace else []
-    base += ["--bandwidth", args.bandwidth] if args.bandwidth else []
+    base = train_command(args)
     jobs = [([*base, "--seed", str(s), "--upload-plans", mode], args.out / f"{mode}-s{s}") for s in seeds for mode in ("on", "off")]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as ex:
