@@ -170,6 +170,25 @@ def test_stages_in_process_match_the_unsplit_model(tiny_model_dir, hf):
 # ---------------------------------------------------------------------------------------------- processes
 
 
+async def _generate_and_signal(cluster, reqs, pid, sig) -> tuple[list, float]:
+    """Run ``reqs`` at once and send ``sig`` to ``pid()`` at the first token of the first request,
+    so the signal lands while that request still needs every stage (it has more tokens to make).
+    A fixed sleep before the signal raced on fast machines: all requests could finish first.
+    Returns the results (exceptions included) and the ``time.perf_counter()`` of the signal."""
+    sent: list[float] = []
+
+    def on_token(_event: TokenEvent) -> None:
+        if not sent:
+            sent.append(time.perf_counter())
+            os.kill(pid(), sig)
+
+    assert all(r.max_new_tokens >= 2 for r in reqs)
+    tasks = [asyncio.create_task(cluster.generate(r, on_token=on_token if i == 0 else None)) for i, r in enumerate(reqs)]
+    gens = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sent, "the first request made no token"
+    return gens, sent[0]
+
+
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir):
     from mllm_offload.mllm_backends.pipeline import PipelineBackend
@@ -239,14 +258,7 @@ def test_killing_a_worker_loses_no_request(cluster, refs):
     """kill -9 the worker of stage 1 under load: its backup on worker 2 takes over, every request
     is answered, and the answers are still the unsplit model's."""
     reqs = _requests() * 2
-
-    async def run():
-        tasks = [asyncio.create_task(cluster.generate(r)) for r in reqs]
-        await asyncio.sleep(0.05)
-        os.kill(cluster.worker_pids()[1], signal.SIGKILL)
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-    gens = asyncio.run(run())
+    gens, _ = asyncio.run(_generate_and_signal(cluster, reqs, lambda: cluster.worker_pids()[1], signal.SIGKILL))
     lost = [g for g in gens if isinstance(g, BaseException)]
     assert not lost
     for gen, req in zip(gens, reqs):
@@ -262,14 +274,7 @@ def test_a_stage_without_backup_is_redeployed(cluster, refs):
     """kill -9 the worker of stage 0 (no backup): a new worker process is started for it and the
     requests wait for it; none is lost."""
     reqs = _requests()
-
-    async def run():
-        tasks = [asyncio.create_task(cluster.generate(r)) for r in reqs]
-        await asyncio.sleep(0.05)
-        os.kill(cluster.worker_pids()[0], signal.SIGKILL)
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-    gens = asyncio.run(run())
+    gens, _ = asyncio.run(_generate_and_signal(cluster, reqs, lambda: cluster.worker_pids()[0], signal.SIGKILL))
     assert not [g for g in gens if isinstance(g, BaseException)]
     for gen, req in zip(gens, reqs):
         _same(gen, refs[req.id])
@@ -317,17 +322,9 @@ def test_a_stopped_worker_is_found_by_the_heartbeat(cluster, refs):
     st = cluster.status()  # the worker of stage 0, which has no backup (w0, or w0' after the test above)
     victim = next(w["pid"] for w in st["workers"] if w["name"] == st["stages"][0]["worker"])
 
-    async def run():
-        tasks = [asyncio.create_task(cluster.generate(r)) for r in reqs]
-        await asyncio.sleep(0.05)
-        stopped.append(time.perf_counter())
-        os.kill(victim, signal.SIGSTOP)
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-    stopped: list[float] = []
     n_before = len(cluster.failures)
     try:
-        gens = asyncio.run(run())
+        gens, stopped_at = asyncio.run(_generate_and_signal(cluster, reqs, lambda: victim, signal.SIGSTOP))
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
@@ -336,7 +333,7 @@ def test_a_stopped_worker_is_found_by_the_heartbeat(cluster, refs):
         _same(gen, refs[req.id])
     ev = cluster.failures[n_before]
     assert ev.stages == (0,) and ev.action == "redeploy"
-    # the timeout runs from the worker's last message, which can precede the SIGSTOP by up to the
-    # 0.05 s the requests ran before it (seen in CI: detected 1.999 s after the stop, timeout 2 s)
-    assert cluster.heartbeat_timeout_s - 0.1 <= ev.detected_at - stopped[0] < cluster.heartbeat_timeout_s + 2.0
+    # the timeout runs from the worker's last message, which can precede the SIGSTOP a little
+    # (seen in CI: detected 1.999 s after the stop, timeout 2 s)
+    assert cluster.heartbeat_timeout_s - 0.1 <= ev.detected_at - stopped_at < cluster.heartbeat_timeout_s + 2.0
     assert ev.recovery_s is not None and ev.recovery_s > 0
