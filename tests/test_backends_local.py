@@ -69,8 +69,10 @@ def test_streaming_tokens_and_cancellation(backend):
     async def run():
         g = await backend.generate(MMRequest("hello", max_new_tokens=5, top_logprobs=2), on_token=events.append)
         tok = CancelToken()
-        task = asyncio.create_task(backend.generate(MMRequest("go on", max_new_tokens=4000), cancel=tok))
-        await asyncio.sleep(0.2)
+        first = asyncio.Event()  # cancel once it is generating (a fixed sleep could cancel before it starts)
+        task = asyncio.create_task(backend.generate(MMRequest("go on", max_new_tokens=4000), cancel=tok,
+                                                    on_token=lambda _e: first.set()))
+        await asyncio.wait_for(first.wait(), 20)
         tok.cancel()
         return g, await asyncio.wait_for(task, 10)
 

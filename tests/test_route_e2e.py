@@ -74,12 +74,19 @@ def _messages(seed: int, text: str = "What is in the picture?"):
     return [{"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]}]
 
 
-def _wait_records(log_dir, n: int, timeout_s: float = 20.0) -> list[dict]:
+def _read_records(log_dir) -> list[dict]:
+    return [json.loads(x) for f in sorted(log_dir.glob("route-*.jsonl")) for x in f.read_text().splitlines()[1:]]
+
+
+def _wait_records(log_dir, ids, timeout_s: float = 20.0) -> list[dict]:
+    """The log's records once every id in ``ids`` is there (the router writes a record after it
+    has answered, in the background), or at the deadline."""
     deadline = time.time() + timeout_s
     while True:
-        recs = [json.loads(x) for f in sorted(log_dir.glob("route-*.jsonl")) for x in f.read_text().splitlines()[1:]]
-        if len(recs) >= n or time.time() > deadline:
+        recs = _read_records(log_dir)
+        if set(ids) <= {r["id"] for r in recs} or time.time() > deadline:
             return recs
+        time.sleep(0.05)
 
 
 def test_accepted_speculation_cancels_the_cloud_request_on_the_cloud_node(route_accept, cloud, log_dir):
@@ -105,7 +112,7 @@ def test_accepted_speculation_cancels_the_cloud_request_on_the_cloud_node(route_
     assert metric(route_accept, "offload_cloud_cancelled_total") >= 1
     assert metric(route_accept, 'offload_requests_total{mode="speculative"}') >= 1
     rid = raw.headers["x-offload-request-id"]
-    rec = next(r for r in _wait_records(log_dir, attempt) if r["id"] == rid)
+    rec = next(r for r in _wait_records(log_dir, [rid]) if r["id"] == rid)
     assert rec["route"]["cloud_cancelled"] is True and rec["route"]["answered_by"] == "edge"
     assert rec["cloud"] is None and rec["edge"]["confidence"] >= 0.0  # the cancelled call left no cloud outcome
 
@@ -142,12 +149,20 @@ def test_the_log_dir_is_a_trace_that_evaluate_accepts(route_accept, route_escala
     from mllm_offload.cli import main
     from mllm_offload.trace_format import load_trace
 
+    ids = []
     for i in range(3):  # a few more of each kind
         for url in (route_accept, route_escalate):
-            assert httpx.post(url + "/v1/chat/completions", json={"messages": _messages(10 + i), "max_tokens": 6}, timeout=60).status_code == 200
-    recs = _wait_records(log_dir, 9)
-    assert len(recs) >= 9
-    tr = load_trace(log_dir)
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": _messages(10 + i), "max_tokens": 6}, timeout=60)
+            assert r.status_code == 200
+            ids.append(r.headers["x-offload-request-id"])
+    recs = _wait_records(log_dir, ids)
+    assert set(ids) <= {r["id"] for r in recs} and len(recs) >= 9  # the tests above logged 3 or more
+    # a record of an earlier test can still be landing: read both until they agree, every record loaded
+    deadline = time.time() + 20
+    tr, recs = load_trace(log_dir), _read_records(log_dir)
+    while len(tr) != len(recs) and time.time() < deadline:
+        time.sleep(0.05)
+        tr, recs = load_trace(log_dir), _read_records(log_dir)
     assert len(tr) == len(recs) and tr.meta["source"] == "router"
     out = tmp_path / "m.json"
     rc = main(["evaluate", "--trace", str(log_dir), "--split", "all", "--requests", "8", "--episode-len", "4",

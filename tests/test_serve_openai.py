@@ -125,11 +125,13 @@ def test_cancelled_request_stops_on_the_server(server):
         t = time.perf_counter()
         tok.cancel()
         g = await task
+        took = time.perf_counter() - t  # the client's close is not part of the cancel
         await b.aclose()
-        return g, time.perf_counter() - t
+        return g, took
 
     g, took = asyncio.run(run())
-    assert g.cancelled and g.finish_reason == "cancelled" and took < 1.0
+    # immediate in practice; 2 s of slack for a loaded machine, against the many seconds 4000 tokens take
+    assert g.cancelled and g.finish_reason == "cancelled" and took < 2.0
     deadline = time.time() + 10
     while _metric(server, "mllm_serve_cancelled_total") <= before and time.time() < deadline:
         time.sleep(0.1)

@@ -521,6 +521,8 @@ def test_serve_and_route_on_loopback_hold_their_limits(tiny_model_dir, tmp_path)
                           "--log-dir", str(tmp_path / "logs"), "--max-body-mb", "2"), route_url)
         procs.append(route)
         big = data_url(huge_png())
+        for url in (serve_url, route_url):  # untimed warm-up: the first generation of a fresh process is no steady state
+            assert httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}, timeout=60).status_code == 200
         for url, proc in ((serve_url, serve), (route_url, route)):
             attacks = {
                 "long prompt": lambda u=url: httpx.post(u + CHAT, json={"messages": [{"role": "user", "content": "hello world " * 160_000}]}, timeout=30),
