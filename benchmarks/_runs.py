@@ -50,6 +50,18 @@ def add_training_args(ap: argparse.ArgumentParser, trace_help: str) -> None:
     ap.add_argument("--trace", help=trace_help)
     ap.add_argument("--bandwidth", help="bandwidth spec (a folder of real traces, pensieve-sample, markov:NAME) [the profile's]")
     ap.add_argument("--timesteps", type=int, help="PPO steps per training [the hyperparameter file's for the profile or embedded trace]")
+    ap.add_argument("--seeds", type=seed_list, default="0,1,2", help="training seeds, comma-separated [0,1,2]")
+    ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (an argparse type: a bad list is one line and exit 2)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return seeds
 
 
 def train_command(a: argparse.Namespace) -> list[str]:

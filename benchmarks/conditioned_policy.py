@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _runs import add_training_args, train_command, train_run
+from _runs import add_training_args, seed_list, train_command, train_run
 
 import mllm_offload.agents  # noqa: F401  (registers tuned and the oracles)
 from mllm_offload.agents import threshold_grid
@@ -40,19 +40,12 @@ from mllm_offload.scenario import Scenario
 from mllm_offload.tradeoff import TradeOff, parse_prices
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(ap, "recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
-    ap.add_argument("--seeds", default="0,1,2", help="training seeds of the conditioned policy [0,1,2]")
     ap.add_argument("--fixed-prices", default="0.05,0.2,1.0", help="latency prices of the policies trained at one price (empty: none) [0.05,0.2,1.0]")
-    ap.add_argument("--fixed-seeds", default="0", help="training seeds of the fixed-price policies [0]")
+    ap.add_argument("--fixed-seeds", type=seed_list, default="0", help="training seeds of the fixed-price policies [0]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontier [0.02,0.05,0.1,0.2,0.5,1.0]")
-    ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
-    ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--upload-plans", choices=("auto", "on", "off"), default="auto",
                     help="upload plans in training and evaluation (off: every modality sent whole, as the baselines' refits do) [auto]")
     ap.add_argument("--hyperparams", type=Path, help="PPO hyperparameter YAML passed to every training [the shipped one]")
@@ -61,7 +54,7 @@ def main() -> int:
 
     base = [*train_command(a), "--upload-plans", a.upload_plans,
             *(["--hyperparams", str(a.hyperparams)] if a.hyperparams else [])]
-    seeds, fseeds = _ints(a.seeds), _ints(a.fixed_seeds)
+    seeds, fseeds = a.seeds, a.fixed_seeds
     fixed_prices, prices = (parse_prices(a.fixed_prices) if a.fixed_prices.strip() else []), parse_prices(a.prices)
     jobs: list[tuple[list[str], Path]] = [([*base, "--seed", str(s)], a.out / f"cond-s{s}") for s in seeds]
     jobs += [([*base, "--seed", str(s), "--latency-price", f"{p:g}"], a.out / f"fixed-{p:g}-s{s}") for p in fixed_prices for s in fseeds]

@@ -78,18 +78,15 @@ def picks(history: list[dict[str, Any]]) -> dict[str, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(ap, "recorded request trace (e.g. shapes-real) instead of the profile's synthetic requests")
-    ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
     ap.add_argument("--prices", default="0.05,0.2,1.0", help="latency prices of the test evaluation [0.05,0.2,1.0]")
-    ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
     ap.add_argument("--ceiling-every", type=int, default=3, help="evaluate every K-th kept model for the 'best kept' ceiling (0: none) [3]")
-    ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-selection"))
     a = ap.parse_args()
     if a.ceiling_every < 0 or a.requests < 1:
         ap.error("--ceiling-every must be >= 0 and --requests >= 1")
 
     base = [*train_command(a), "--keep-evaluations"]
-    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    seeds = a.seeds
     prices = parse_prices(a.prices)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(a.jobs) as ex:

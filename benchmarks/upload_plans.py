@@ -69,10 +69,7 @@ def _at_score(points: list[dict[str, float]], score: float, key: str) -> float |
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(ap, "recorded request trace with variants (record --variants) instead of the profile's requests")
-    ap.add_argument("--seeds", default="0,1,2", help="training seeds [0,1,2]")
     ap.add_argument("--prices", default="0.02,0.05,0.1,0.2,0.5,1.0", help="latency prices of the frontiers")
-    ap.add_argument("--requests", type=int, default=2000, help="test requests per point [2000]")
-    ap.add_argument("--jobs", type=int, default=2, help="trainings at a time [2]")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-plans"))
     ap.add_argument("--json", type=Path, help="write every point and ratio as JSON")
     ap.add_argument("--upload-budget-ratio", type=float, metavar="R",
@@ -81,7 +78,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.upload_budget_ratio is not None and not args.upload_budget_ratio > 0:
         ap.error(f"--upload-budget-ratio: must be > 0, got {args.upload_budget_ratio:g}")
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    seeds = args.seeds
     prices = parse_prices(args.prices, "--prices")
     scn = Scenario.build(profile=args.profile, trace=args.trace, bandwidth=args.bandwidth)
     if (scn.trace.plans if scn.trace is not None else True) is None:
